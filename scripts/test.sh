@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds samq and runs every test suite through ctest (fast and slow labels alike).
+# Usage: scripts/test.sh [extra ctest args, e.g. -L fast or -LE slow]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${SAMQ_BUILD_DIR:-$root/build}"
+jobs="$(nproc)"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j "$jobs"
+cd "$build"
+ctest --output-on-failure -j "$jobs" --timeout 1500 "$@"
