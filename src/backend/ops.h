@@ -1,0 +1,94 @@
+// The op table: every numeric operation of the transformer forward pass, behind one interface
+// so that the model code (src/model/forward.cpp) is written once and a CUDA backend can slot in
+// later. Two implementations ship today:
+//   reference_ops()  plain scalar loops, float32, written to be read (the oracle of the tests);
+//   cpu_ops()        the fast CPU path: AVX2 / AVX-512 chosen at run time, multithreaded via
+//                    core/parallel.h, OpenBLAS sgemm for many-token matmuls.
+// tests/backend/ checks every fast op against its reference on odd shapes.
+//
+// Conventions
+// - Shapes are written (rows, cols), row-major, rows contiguous. A weight matrix is
+//   (out_features, in_features) exactly as stored in GGUF (ne[1], ne[0]); any ggml type.
+// - Activations are (n_tokens, width) f32.
+// - Ops never allocate what the caller can see; they keep no state between calls.
+//
+// What the backward pass (helper H, files named *backward*) relies on:
+// - Every op is a pure function of its inputs, so backward ops may recompute forward
+//   intermediates. The ones that are expensive or awkward to recompute are exposed as
+//   optional outputs: rms_norm writes rstd (one per row) when asked, attention writes the
+//   softmax probabilities (n_head, n_tokens, n_kv) when asked.
+// - The model forward (src/model/forward.h) reports every intermediate activation through
+//   ForwardHooks keyed by (name, layer), so backward code can capture what it needs without
+//   editing the forward code.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/ggml_type.h"
+
+namespace samq {
+
+// A read-only matrix of any ggml type: (rows, cols), row r at data + r * row_bytes.
+struct WeightView {
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0, cols = 0;
+  const void* data = nullptr;
+  int64_t row_bytes = 0;  // ggml_row_size(type, cols) for packed tensors
+};
+
+// RoPE as ggml implements it (ggml-formats.md §1.8).
+struct RopeParams {
+  int64_t n_rot = 0;          // rotated dims per head (== head_dim for all supported archs)
+  float theta = 10000.0f;     // freq_base
+  float freq_scale = 1.0f;    // linear scaling: positions multiplied by this
+  bool neox = false;          // false: pairs (2i, 2i+1) (llama); true: (i, i + n_rot/2) (qwen2/3)
+  const float* freq_factors = nullptr;  // n_rot/2 divisors of the frequencies (llama3 rope_freqs)
+};
+
+// Causal attention of one sequence over its KV cache.
+struct AttentionArgs {
+  int64_t n_tokens = 0;    // query rows
+  int64_t n_kv = 0;        // cache rows visible (keys at positions 0..n_kv-1)
+  int64_t n_head = 0, n_head_kv = 0, head_dim = 0;
+  const float* q = nullptr;    // (n_tokens, n_head*head_dim), already roped
+  const float* k = nullptr;    // (n_kv, n_head_kv*head_dim) cache rows, roped
+  const float* v = nullptr;    // (n_kv, n_head_kv*head_dim)
+  const int32_t* pos = nullptr;  // (n_tokens) position of each query; it sees keys 0..pos[i]
+  float scale = 1.0f;          // usually 1/sqrt(head_dim)
+  float* out = nullptr;        // (n_tokens, n_head*head_dim)
+  float* probs = nullptr;      // optional (n_head, n_tokens, n_kv): softmax weights (0 past pos)
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+  virtual const char* name() const = 0;
+
+  // y(n, w.rows) = x(n, w.cols) · W^T (+ bias(w.rows) if not null). x is f32.
+  virtual void matmul(const float* x, int64_t n, const WeightView& w, const float* bias,
+                      float* y) const = 0;
+  // out(n, w.cols) = rows ids[0..n) of W, converted to f32 (embedding lookup).
+  virtual void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) const = 0;
+  // y(n, d) = x * rstd * weight, rstd = 1/sqrt(mean(x^2) + eps) per row; weight may be null.
+  // rstd_out (n) optional. y may alias x.
+  virtual void rms_norm(const float* x, int64_t n, int64_t d, const float* weight, float eps,
+                        float* y, float* rstd_out) const = 0;
+  // In place on x(n, n_head*head_dim): rotate each head's first n_rot dims by pos[i].
+  virtual void rope(float* x, int64_t n, int64_t n_head, int64_t head_dim, const int32_t* pos,
+                    const RopeParams& p) const = 0;
+  virtual void attention(const AttentionArgs& a) const = 0;
+  // y(n) = silu(gate) * up, silu(g) = g / (1 + exp(-g)). y may alias gate or up.
+  virtual void swiglu(const float* gate, const float* up, int64_t n, float* y) const = 0;
+  // In place per row of x(n, d): x = exp(x - max) / sum.
+  virtual void softmax(float* x, int64_t n, int64_t d) const = 0;
+  // y(n) = a + b. y may alias a or b.
+  virtual void add(const float* a, const float* b, int64_t n, float* y) const = 0;
+};
+
+const Ops& reference_ops();  // scalar oracle (src/backend/cpu/ops_reference.cpp)
+const Ops& cpu_ops();        // fast CPU path (src/backend/cpu/ops_cpu.cpp)
+
+// Row r of W as f32 (n = w.cols values); used by both implementations and by tests.
+void dequantize_weight_row(const WeightView& w, int64_t r, float* out);
+
+}  // namespace samq

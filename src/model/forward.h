@@ -1,0 +1,87 @@
+// The transformer forward pass over the op table (backend/ops.h), for one or several
+// independent sequences at once, each with its own KV cache.
+//
+//   Model m = ...; KvCache c(m, 512);
+//   Batch b; b.add(&c, tokens, /*all_logits=*/true);
+//   forward(m, cpu_ops(), b);           // b.seqs[0].logits: (n_tokens, n_vocab)
+//
+// Token rows of all sequences are concatenated so every matmul sees all of them
+// ((sum n_tokens, n_embd) x W^T); attention runs per sequence over its own cache.
+//
+// For the sensitivity analysis:
+// - hooks.on_activation(name, layer, data, rows, cols) is called for each intermediate (see
+//   the list below) with rows = total tokens of the batch. layer = -1 for non-layer tensors.
+//   Names: "inp_embd"(-1), per layer: "attn_inp" (residual entering the layer), "attn_norm",
+//   "q", "k", "v" (after bias, q/k norm and rope), "kq_out" (attention output before
+//   attn_output), "attn_out", "ffn_inp" (residual after attention), "ffn_norm", "gate", "up",
+//   "ffn_act" (silu(gate)*up), "ffn_out", "l_out"; then "result_norm"(-1), "logits"(-1).
+// - start_layer / start_input: run layers start_layer.. only, starting from a saved "attn_inp"
+//   activation of that layer (rows = total tokens). KV caches of the skipped layers are left
+//   untouched (they must not be needed later: use fresh caches per evaluation chunk).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "backend/ops.h"
+#include "model/model.h"
+
+namespace samq {
+
+// Per-sequence KV cache: for each layer, K and V rows (n_ctx, n_head_kv*head_dim) f32.
+class KvCache {
+ public:
+  KvCache() = default;
+  KvCache(const Model& m, int64_t n_ctx);
+  int64_t n_ctx() const { return n_ctx_; }
+  int64_t n_past() const { return n_past_; }  // tokens already in the cache
+  void clear() { n_past_ = 0; }
+  // Drops tokens after position n (n <= n_past), e.g. to rewind a sequence.
+  void truncate(int64_t n);
+
+  float* k(int64_t layer) { return k_[layer].data(); }
+  float* v(int64_t layer) { return v_[layer].data(); }
+  int64_t n_past_ = 0;
+
+ private:
+  int64_t n_ctx_ = 0;
+  std::vector<std::vector<float>> k_, v_;
+};
+
+struct ForwardHooks {
+  std::function<void(std::string_view name, int layer, const float* data, int64_t rows,
+                     int64_t cols)>
+      on_activation;
+};
+
+struct BatchSeq {
+  KvCache* cache = nullptr;
+  std::vector<int32_t> tokens;  // appended at positions cache->n_past() ...
+  bool all_logits = false;      // false: logits of the last token only
+  std::vector<float> logits;    // out: (all_logits ? n_tokens : 1, n_vocab)
+};
+
+struct Batch {
+  std::vector<BatchSeq> seqs;
+  BatchSeq& add(KvCache* c, std::vector<int32_t> tokens, bool all_logits = false) {
+    seqs.push_back({c, std::move(tokens), all_logits, {}});
+    return seqs.back();
+  }
+};
+
+struct ForwardOptions {
+  const ForwardHooks* hooks = nullptr;
+  int start_layer = 0;
+  const float* start_input = nullptr;  // (total tokens, n_embd) when start_layer > 0
+  bool skip_logits = false;            // stop after the last layer (e.g. activations only)
+};
+
+// Runs the batch; appends the tokens to each cache and fills each seq's logits.
+void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions& opt = {});
+
+// Convenience: logits (n_tokens, n_vocab) of one fresh sequence.
+std::vector<float> forward_logits(const Model& m, const Ops& ops, std::span<const int32_t> tokens);
+
+}  // namespace samq

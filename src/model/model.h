@@ -1,0 +1,96 @@
+// A loaded model: hparams + weights as a plain struct (llm.c's ParameterTensors), from a GGUF
+// file of any supported types (tensors stay in the memory map) or from an HF directory
+// (tensors read through export/source_model.h into owned f32 buffers).
+//
+// Goals: one struct the forward pass, the analysis (helper H) and the server read; tensors
+// addressed by their GGUF names; any tensor replaceable in memory (e.g. by its
+// quantize->dequantize round trip, for measuring sensitivity without writing files).
+// Non-goals: MoE, sliding-window attention, architectures other than llama/mistral/qwen2/qwen3.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/ops.h"
+#include "core/ggml_type.h"
+#include "format/hparams.h"
+
+namespace samq {
+
+// One weight tensor: (rows, cols) = (out_features, in_features) = (ne[1], ne[0]).
+// 1-D tensors (norms, biases, rope_freqs) have rows = 1. `data` points into the model file's
+// memory map or into `owned`.
+struct Tensor {
+  std::string name;  // GGUF name, e.g. "blk.3.ffn_down.weight"
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;
+  std::shared_ptr<std::vector<uint8_t>> owned;  // set when the bytes live on the heap
+
+  bool present() const { return data != nullptr; }
+  int64_t n_elements() const { return rows * cols; }
+  int64_t row_bytes() const { return ggml_row_size(type, cols); }
+  int64_t n_bytes() const { return rows * row_bytes(); }
+  WeightView view() const { return {type, rows, cols, data, present() ? row_bytes() : 0}; }
+  const float* f32() const;  // data as float*; throws unless type == F32
+};
+
+struct LayerWeights {
+  Tensor attn_norm;                            // (1, n_embd) f32
+  Tensor attn_q, attn_k, attn_v;               // (n_head*hd, n_embd), (n_head_kv*hd, n_embd) x2
+  Tensor attn_q_bias, attn_k_bias, attn_v_bias;  // optional (qwen2): (1, rows)
+  Tensor attn_q_norm, attn_k_norm;             // optional (qwen3): (1, hd)
+  Tensor attn_output;                          // (n_embd, n_head*hd)
+  Tensor attn_output_bias;                     // optional
+  Tensor ffn_norm;                             // (1, n_embd)
+  Tensor ffn_gate, ffn_up;                     // (n_ff, n_embd)
+  Tensor ffn_down;                             // (n_embd, n_ff)
+};
+
+struct ModelWeights {
+  Tensor token_embd;   // (n_vocab, n_embd)
+  Tensor output_norm;  // (1, n_embd)
+  Tensor output;       // (n_vocab, n_embd); absent when tied: the forward uses token_embd
+  Tensor rope_freqs;   // optional (1, n_rot/2), llama3 scaling factors
+  std::vector<LayerWeights> layers;
+
+  const Tensor& lm_head() const { return output.present() ? output : token_embd; }
+};
+
+// Visits every present tensor in GGUF file order (token_embd, layers..., output_norm, output).
+void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn);
+void for_each_tensor(const ModelWeights& w, const std::function<void(const Tensor&)>& fn);
+
+class Model {
+ public:
+  // path: a .gguf file or an HF directory (config.json + safetensors). Throws samq::Error.
+  static std::shared_ptr<Model> load(const std::string& path);
+
+  ModelHparams hparams;
+  ModelWeights weights;
+  std::string path;
+
+  Tensor* find(std::string_view name);  // nullptr if absent
+  const Tensor* find(std::string_view name) const;
+
+  // Replaces tensor `name` by its quantize->dequantize round trip through `type` (held as F32
+  // in memory; imatrix = per-column importance or null). Returns the previous tensor so the
+  // caller can put it back with restore(). No file is written.
+  Tensor replace_with_round_trip(std::string_view name, GgmlType type, const float* imatrix);
+  // Replaces tensor `t.name` by `t` (same shape); returns the previous one.
+  Tensor replace(Tensor t);
+  void restore(Tensor previous) { replace(std::move(previous)); }
+
+  // Whole tensor as f32 (rows*cols), whatever its type.
+  std::vector<float> tensor_f32(const Tensor& t) const;
+
+  std::shared_ptr<void> keep_alive;  // the memory map / source the views point into
+};
+
+// RoPE parameters of this model (norm style by architecture, freq factors from rope_freqs).
+RopeParams rope_params(const Model& m);
+
+}  // namespace samq
