@@ -1,0 +1,66 @@
+// ModelHparams: THE hyperparameter struct of samq (one vocabulary, declared once), filled
+// from an HF config.json or from a GGUF file's metadata. Names follow llama.cpp's
+// (n_embd, n_head_kv, n_ff, n_layer, ...).
+//
+// Supported HF architectures: LlamaForCausalLM and MistralForCausalLM (arch "llama"),
+// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"). Others get a clear error.
+// config.json: both the old `rope_theta`/`rope_scaling` keys and the newer `rope_parameters`
+// are understood (rope types default, linear, llama3).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace samq {
+
+class GgufFile;
+
+enum class RopeScalingType { None, Linear, Llama3 };
+std::string_view rope_scaling_name(RopeScalingType t);  // "none", "linear", "llama3"
+
+struct ModelHparams {
+  std::string arch;             // GGUF architecture: "llama", "qwen2", "qwen3"
+  std::string hf_architecture;  // e.g. "MistralForCausalLM" (empty when read from GGUF)
+
+  int64_t n_vocab = 0;      // embedding rows (config vocab_size, may exceed the tokenizer's)
+  int64_t n_ctx_train = 0;  // max_position_embeddings / <arch>.context_length
+  int64_t n_embd = 0;       // hidden_size
+  int64_t n_layer = 0;      // num_hidden_layers
+  int64_t n_head = 0;       // num_attention_heads
+  int64_t n_head_kv = 0;    // num_key_value_heads (defaults to n_head)
+  int64_t head_dim = 0;     // head_dim, else n_embd / n_head
+  int64_t n_ff = 0;         // intermediate_size
+
+  float rope_theta = 10000.0f;
+  RopeScalingType rope_scaling = RopeScalingType::None;
+  float rope_factor = 1.0f;            // linear and llama3
+  float rope_low_freq_factor = 1.0f;   // llama3
+  float rope_high_freq_factor = 4.0f;  // llama3
+  int64_t rope_orig_ctx = 0;           // original_max_position_embeddings (llama3)
+
+  float rms_eps = 1e-5f;
+  bool tied_embeddings = false;  // no separate output.weight
+  bool attn_bias = false;        // q/k/v projections have biases (qwen2)
+  bool qk_norm = false;          // per-head RMSNorm on q and k (qwen3)
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+  std::string source_dtype;  // "bf16", "f16", "f32" (HF dtype), or the GGUF's dominant ggml type name
+
+  int64_t n_embd_q() const { return n_head * head_dim; }      // rows of attn_q
+  int64_t n_embd_kv() const { return n_head_kv * head_dim; }  // rows of attn_k / attn_v
+  int64_t n_rot() const { return head_dim; }
+
+  // Throws samq::Error naming `source` and the field if a dimension is missing or inconsistent.
+  void validate(const std::string& source) const;
+};
+
+// `path`: an HF model directory (containing config.json) or a config.json file.
+ModelHparams hparams_from_hf_config(const std::string& path);
+// Parses config.json text; `source` names it in errors. (Used by the fuzzer too.)
+ModelHparams hparams_from_hf_config_json(std::string_view json_text, const std::string& source);
+// From GGUF metadata (<arch>.* keys, tokenizer ids) and tensor presence (output.weight,
+// attn_q.bias, attn_q_norm, rope_freqs). Llama3 scaling factors are not stored in GGUF
+// (llama.cpp bakes them into rope_freqs.weight): rope_scaling is Llama3 with default factors.
+ModelHparams hparams_from_gguf(const GgufFile& f);
+
+}  // namespace samq
