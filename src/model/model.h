@@ -72,6 +72,9 @@ class Model {
   ModelHparams hparams;
   ModelWeights weights;
   std::string path;
+  // True when loaded from an HF directory: q/k rows are in HF's rotate-half order, so RoPE
+  // runs in NeoX mode for every architecture (see model.cpp).
+  bool hf_layout = false;
 
   Tensor* find(std::string_view name);  // nullptr if absent
   const Tensor* find(std::string_view name) const;

@@ -1,0 +1,17 @@
+// Private to backend/cpu: f32 vector kernels with AVX-512 / AVX2 versions chosen at run time
+// (target attributes + __builtin_cpu_supports), so the baseline build stays portable.
+#pragma once
+#include <cstdint>
+
+namespace samq::cpu {
+
+// sum_i a[i] * b[i] (float accumulation in 16/8 lanes, then a tree sum).
+float dot_f32(const float* a, const float* b, int64_t n);
+// y[i] += a * x[i]
+void axpy_f32(float a, const float* x, float* y, int64_t n);
+// Which path dot_f32 takes on this machine: "avx512", "avx2" or "scalar".
+const char* simd_level();
+// For tests: force a level ("avx512", "avx2", "scalar"); returns false if unsupported here.
+bool force_simd_level(const char* level);
+
+}  // namespace samq::cpu

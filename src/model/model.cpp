@@ -1,0 +1,268 @@
+// Model loading (GGUF or HF directory) and in-memory tensor replacement.
+//
+// GGUF: every tensor is a view into the memory map (no copy), any ggml type.
+// HF:   every tensor is a view into the safetensors maps (F32/F16/BF16 rows have the same
+//       layout as ggml's), names mapped by model/tensor_names.h. The Llama q/k rows are NOT
+//       permuted: HF's rotate-half layout is exactly ggml's NeoX RoPE, so an HF-loaded llama
+//       runs with NeoX RoPE on unpermuted q/k (same numbers as the permuted GGUF with normal
+//       RoPE; per-row quantization is unaffected by the row order). llama3 RoPE factors are
+//       computed from config.json as llama.cpp's converter computes rope_freqs.weight.
+#include "model/model.h"
+
+#include <cmath>
+#include <filesystem>
+#include <numbers>
+
+#include "core/error.h"
+#include "format/gguf.h"
+#include "format/safetensors.h"
+#include "model/tensor_names.h"
+#include "quant/quantize.h"
+
+namespace samq {
+
+const float* Tensor::f32() const {
+  if (type != GgmlType::F32) fail("tensor {}: expected f32, found {}", name, ggml_type_name(type));
+  return reinterpret_cast<const float*>(data);
+}
+
+void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
+  auto v = [&](Tensor& t) {
+    if (t.present()) fn(t);
+  };
+  v(w.rope_freqs);
+  v(w.token_embd);
+  for (auto& l : w.layers) {
+    for (Tensor* t : {&l.attn_norm, &l.attn_q, &l.attn_q_bias, &l.attn_k, &l.attn_k_bias, &l.attn_v,
+                      &l.attn_v_bias, &l.attn_q_norm, &l.attn_k_norm, &l.attn_output,
+                      &l.attn_output_bias, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+      v(*t);
+  }
+  v(w.output_norm);
+  v(w.output);
+}
+
+void for_each_tensor(const ModelWeights& w, const std::function<void(const Tensor&)>& fn) {
+  for_each_tensor(const_cast<ModelWeights&>(w), [&](Tensor& t) { fn(t); });
+}
+
+namespace {
+
+// Where a GGUF-named tensor goes in the weights struct (nullptr: unknown name).
+Tensor* slot(ModelWeights& w, std::string_view name) {
+  const GgufNameParts p = parse_gguf_name(name);
+  const bool bias = p.suffix == "bias";
+  if (p.layer < 0) {
+    if (bias) return nullptr;
+    if (p.kind == "token_embd") return &w.token_embd;
+    if (p.kind == "output_norm") return &w.output_norm;
+    if (p.kind == "output") return &w.output;
+    if (p.kind == "rope_freqs") return &w.rope_freqs;
+    return nullptr;
+  }
+  if (p.layer >= int(w.layers.size())) return nullptr;
+  LayerWeights& l = w.layers[p.layer];
+  if (p.kind == "attn_norm" && !bias) return &l.attn_norm;
+  if (p.kind == "attn_q") return bias ? &l.attn_q_bias : &l.attn_q;
+  if (p.kind == "attn_k") return bias ? &l.attn_k_bias : &l.attn_k;
+  if (p.kind == "attn_v") return bias ? &l.attn_v_bias : &l.attn_v;
+  if (p.kind == "attn_output") return bias ? &l.attn_output_bias : &l.attn_output;
+  if (p.kind == "attn_q_norm" && !bias) return &l.attn_q_norm;
+  if (p.kind == "attn_k_norm" && !bias) return &l.attn_k_norm;
+  if (p.kind == "ffn_norm" && !bias) return &l.ffn_norm;
+  if (p.kind == "ffn_gate" && !bias) return &l.ffn_gate;
+  if (p.kind == "ffn_up" && !bias) return &l.ffn_up;
+  if (p.kind == "ffn_down" && !bias) return &l.ffn_down;
+  return nullptr;
+}
+
+void expect_shape(const Tensor& t, int64_t rows, int64_t cols, const std::string& src) {
+  if (!t.present()) fail("{}: missing tensor for ({} x {})", src, rows, cols);
+  if (t.rows != rows || t.cols != cols)
+    fail("{}: tensor {} has shape ({}, {}), expected ({}, {})", src, t.name, t.rows, t.cols, rows, cols);
+}
+
+void check_weights(const Model& m) {
+  const auto& h = m.hparams;
+  const auto& w = m.weights;
+  const std::string& src = m.path;
+  auto need = [&](const Tensor& t, const char* what, int64_t rows, int64_t cols) {
+    if (!t.present()) fail("{}: missing tensor {}", src, what);
+    expect_shape(t, rows, cols, src);
+  };
+  need(w.token_embd, "token_embd.weight", h.n_vocab, h.n_embd);
+  need(w.output_norm, "output_norm.weight", 1, h.n_embd);
+  if (w.output.present()) expect_shape(w.output, h.n_vocab, h.n_embd, src);
+  for (int64_t i = 0; i < h.n_layer; ++i) {
+    const auto& l = w.layers[i];
+    const std::string b = fmt::format("blk.{}.", i);
+    need(l.attn_norm, (b + "attn_norm.weight").c_str(), 1, h.n_embd);
+    need(l.attn_q, (b + "attn_q.weight").c_str(), h.n_embd_q(), h.n_embd);
+    need(l.attn_k, (b + "attn_k.weight").c_str(), h.n_embd_kv(), h.n_embd);
+    need(l.attn_v, (b + "attn_v.weight").c_str(), h.n_embd_kv(), h.n_embd);
+    need(l.attn_output, (b + "attn_output.weight").c_str(), h.n_embd, h.n_embd_q());
+    need(l.ffn_norm, (b + "ffn_norm.weight").c_str(), 1, h.n_embd);
+    need(l.ffn_gate, (b + "ffn_gate.weight").c_str(), h.n_ff, h.n_embd);
+    need(l.ffn_up, (b + "ffn_up.weight").c_str(), h.n_ff, h.n_embd);
+    need(l.ffn_down, (b + "ffn_down.weight").c_str(), h.n_embd, h.n_ff);
+    if (l.attn_q_bias.present()) expect_shape(l.attn_q_bias, 1, h.n_embd_q(), src);
+    if (l.attn_k_bias.present()) expect_shape(l.attn_k_bias, 1, h.n_embd_kv(), src);
+    if (l.attn_v_bias.present()) expect_shape(l.attn_v_bias, 1, h.n_embd_kv(), src);
+    if (l.attn_q_norm.present()) expect_shape(l.attn_q_norm, 1, h.head_dim, src);
+    if (l.attn_k_norm.present()) expect_shape(l.attn_k_norm, 1, h.head_dim, src);
+    for (const Tensor* t : {&l.attn_norm, &l.ffn_norm, &l.attn_q_norm, &l.attn_k_norm, &l.attn_q_bias,
+                            &l.attn_k_bias, &l.attn_v_bias, &l.attn_output_bias})
+      if (t->present() && t->type != GgmlType::F32)
+        fail("{}: tensor {} must be f32, found {}", src, t->name, ggml_type_name(t->type));
+  }
+  if (w.output_norm.type != GgmlType::F32) fail("{}: output_norm.weight must be f32", src);
+}
+
+// Tensors held as f32 on the heap (1-D tensors of an HF checkpoint, computed rope factors).
+Tensor owned_f32(std::string name, int64_t rows, int64_t cols, std::vector<float> v) {
+  Tensor t;
+  t.name = std::move(name);
+  t.type = GgmlType::F32;
+  t.rows = rows;
+  t.cols = cols;
+  t.owned = std::make_shared<std::vector<uint8_t>>(v.size() * 4);
+  std::memcpy(t.owned->data(), v.data(), v.size() * 4);
+  t.data = t.owned->data();
+  return t;
+}
+
+// llama3 RoPE frequency divisors, as llama.cpp's converter writes rope_freqs.weight.
+std::vector<float> llama3_rope_factors(const ModelHparams& h) {
+  const double base = h.rope_theta, dim = double(h.n_rot());
+  const double old_ctx = double(h.rope_orig_ctx), factor = h.rope_factor;
+  const double lo = h.rope_low_freq_factor, hi = h.rope_high_freq_factor;
+  const double low_wavelen = old_ctx / lo, high_wavelen = old_ctx / hi;
+  std::vector<float> f;
+  for (int64_t i = 0; i < h.n_rot(); i += 2) {
+    const double freq = 1.0 / std::pow(base, double(i) / dim);
+    const double wavelen = 2 * std::numbers::pi / freq;
+    if (wavelen < high_wavelen) {
+      f.push_back(1.0f);
+    } else if (wavelen > low_wavelen) {
+      f.push_back(float(factor));
+    } else {
+      const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+      f.push_back(float(1.0 / ((1 - smooth) / factor + smooth)));
+    }
+  }
+  return f;
+}
+
+std::shared_ptr<Model> load_gguf(const std::string& path) {
+  auto file = std::make_shared<GgufFile>(GgufFile::open(path));
+  auto m = std::make_shared<Model>();
+  m->path = path;
+  m->hparams = hparams_from_gguf(*file);
+  m->keep_alive = file;
+  m->weights.layers.resize(m->hparams.n_layer);
+  for (const GgufTensorInfo& ti : file->tensors()) {
+    Tensor* s = slot(m->weights, ti.name);
+    if (!s) fail("{}: unexpected tensor {} (not part of a {} model)", path, ti.name, m->hparams.arch);
+    if (ti.ne[2] != 1 || ti.ne[3] != 1) fail("{}: tensor {} has more than 2 dims", path, ti.name);
+    s->name = ti.name;
+    s->type = ti.type;
+    s->rows = ti.ne[1];
+    s->cols = ti.ne[0];
+    s->data = ti.data;
+  }
+  return m;
+}
+
+std::shared_ptr<Model> load_hf(const std::string& dir) {
+  auto st = std::make_shared<SafetensorsModel>(SafetensorsModel::open(dir));
+  auto m = std::make_shared<Model>();
+  m->path = dir;
+  m->hparams = hparams_from_hf_config(dir);
+  m->hf_layout = true;
+  m->keep_alive = st;
+  m->weights.layers.resize(m->hparams.n_layer);
+  for (const StTensorView& tv : st->tensors()) {
+    const auto name = hf_to_gguf_name(tv.name);
+    if (!name) continue;
+    Tensor* s = slot(m->weights, *name);
+    if (!s) fail("{}: tensor {} ({}) has no place in a {} model", tv.file, tv.name, *name, m->hparams.arch);
+    if (tv.shape.size() > 2) fail("{}: tensor {} has more than 2 dims", tv.file, tv.name);
+    s->name = *name;
+    s->rows = tv.shape.size() == 2 ? tv.shape[0] : 1;
+    s->cols = tv.shape.empty() ? 1 : tv.shape.back();
+    if (tv.shape.size() == 1 || (tv.shape.size() == 2 && s->rows == 1)) {
+      std::vector<float> v(tv.n_elements());
+      to_f32(tv, v.data());
+      *s = owned_f32(*name, s->rows, s->cols, std::move(v));
+      continue;
+    }
+    s->type = tv.dtype == StDtype::F32 ? GgmlType::F32 : tv.dtype == StDtype::F16 ? GgmlType::F16 : GgmlType::BF16;
+    s->data = tv.data;
+  }
+  if (m->hparams.tied_embeddings) m->weights.output = Tensor{};
+  if (m->hparams.rope_scaling == RopeScalingType::Llama3) {
+    auto f = llama3_rope_factors(m->hparams);
+    const int64_t n = int64_t(f.size());
+    m->weights.rope_freqs = owned_f32("rope_freqs.weight", 1, n, std::move(f));
+  }
+  return m;
+}
+
+}  // namespace
+
+std::shared_ptr<Model> Model::load(const std::string& path) {
+  std::shared_ptr<Model> m;
+  if (std::filesystem::is_directory(path))
+    m = load_hf(path);
+  else if (std::filesystem::exists(path))
+    m = load_gguf(path);
+  else
+    fail("{}: no such file or directory", path);
+  check_weights(*m);
+  return m;
+}
+
+Tensor* Model::find(std::string_view name) {
+  Tensor* s = slot(weights, name);
+  return s && s->present() ? s : nullptr;
+}
+const Tensor* Model::find(std::string_view name) const { return const_cast<Model*>(this)->find(name); }
+
+Tensor Model::replace(Tensor t) {
+  Tensor* s = slot(weights, t.name);
+  if (!s || !s->present()) fail("{}: no tensor {} to replace", path, t.name);
+  if (s->rows != t.rows || s->cols != t.cols)
+    fail("replacing {}: shape ({}, {}) differs from ({}, {})", t.name, t.rows, t.cols, s->rows, s->cols);
+  Tensor old = std::move(*s);
+  *s = std::move(t);
+  return old;
+}
+
+std::vector<float> Model::tensor_f32(const Tensor& t) const {
+  std::vector<float> out(t.n_elements());
+  const WeightView v = t.view();
+  for (int64_t r = 0; r < t.rows; ++r) dequantize_weight_row(v, r, out.data() + r * t.cols);
+  return out;
+}
+
+Tensor Model::replace_with_round_trip(std::string_view name, GgmlType type, const float* imatrix) {
+  const Tensor* cur = find(name);
+  if (!cur) fail("{}: no tensor {}", path, name);
+  const std::vector<float> src = tensor_f32(*cur);
+  std::vector<float> dst(src.size());
+  quant_round_trip(type, src.data(), dst.data(), cur->rows, cur->cols, imatrix);
+  return replace(owned_f32(std::string(name), cur->rows, cur->cols, std::move(dst)));
+}
+
+RopeParams rope_params(const Model& m) {
+  const auto& h = m.hparams;
+  RopeParams p;
+  p.n_rot = h.n_rot();
+  p.theta = h.rope_theta;
+  p.neox = m.hf_layout || h.arch != "llama";
+  if (h.rope_scaling == RopeScalingType::Linear && h.rope_factor > 0) p.freq_scale = 1.0f / h.rope_factor;
+  if (m.weights.rope_freqs.present()) p.freq_factors = m.weights.rope_freqs.f32();
+  return p;
+}
+
+}  // namespace samq
