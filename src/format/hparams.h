@@ -60,7 +60,9 @@ ModelHparams hparams_from_hf_config(const std::string& path);
 ModelHparams hparams_from_hf_config_json(std::string_view json_text, const std::string& source);
 // From GGUF metadata (<arch>.* keys, tokenizer ids) and tensor presence (output.weight,
 // attn_q.bias, attn_q_norm, rope_freqs). Llama3 scaling factors are not stored in GGUF
-// (llama.cpp bakes them into rope_freqs.weight): rope_scaling is Llama3 with default factors.
+// (llama.cpp bakes them into rope_freqs.weight, one divisor per rotary pair): a file with that
+// tensor gets rope_scaling = Llama3 with rope_factor = 0 and rope_orig_ctx = 0, meaning
+// "use rope_freqs.weight".
 ModelHparams hparams_from_gguf(const GgufFile& f);
 
 }  // namespace samq
