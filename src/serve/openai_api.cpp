@@ -1,0 +1,279 @@
+#include "serve/openai_api.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "serve/chat_template.h"
+
+namespace samq::serve {
+
+using nlohmann::json;
+
+namespace {
+
+[[noreturn]] void bad(const std::string& param, const std::string& msg) {
+  throw ApiError(400, "invalid_request_error", param.empty() ? "invalid_request" : "invalid_value", msg, param);
+}
+
+const char* type_name(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "boolean";
+    case json::value_t::string: return "string";
+    case json::value_t::array: return "array";
+    case json::value_t::object: return "object";
+    default: return "number";
+  }
+}
+
+json parse_body(const std::string& body) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, "invalid_request_error", "invalid_json",
+                   std::string("We could not parse the JSON body of your request: ") + e.what());
+  }
+  if (!j.is_object())
+    throw ApiError(400, "invalid_request_error", "invalid_json",
+                   std::string("The request body must be a JSON object, not ") + type_name(j));
+  return j;
+}
+
+// Optional number in [lo, hi]; absent or null → dflt.
+double get_number(const json& j, const char* key, double dflt, double lo, double hi) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_number())
+    bad(key, fmt::format("Invalid type for '{}': expected a number, but got {}.", key, type_name(*it)));
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < lo || v > hi)
+    bad(key, fmt::format("Invalid value for '{}': {} is not in [{}, {}].", key, v, lo, hi));
+  return v;
+}
+
+std::optional<int64_t> get_int(const json& j, const char* key, int64_t lo, int64_t hi) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer() && !it->is_number_unsigned())
+    bad(key, fmt::format("Invalid type for '{}': expected an integer, but got {}.", key,
+                         it->is_number() ? "a non-integer number" : type_name(*it)));
+  const int64_t v = it->is_number_unsigned() ? int64_t(std::min<uint64_t>(it->get<uint64_t>(), INT64_MAX))
+                                             : it->get<int64_t>();
+  if (v < lo || v > hi) bad(key, fmt::format("Invalid value for '{}': {} is not in [{}, {}].", key, v, lo, hi));
+  return v;
+}
+
+bool get_bool(const json& j, const char* key, bool dflt) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_boolean())
+    bad(key, fmt::format("Invalid type for '{}': expected a boolean, but got {}.", key, type_name(*it)));
+  return it->get<bool>();
+}
+
+void parse_common(const json& j, ApiRequest& r) {
+  if (auto it = j.find("model"); it != j.end()) {
+    if (!it->is_string()) bad("model", fmt::format("Invalid type for 'model': expected a string, but got {}.", type_name(*it)));
+    r.model = it->get<std::string>();
+  }
+  r.stream = get_bool(j, "stream", false);
+  if (auto it = j.find("stream_options"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) bad("stream_options", "Invalid type for 'stream_options': expected an object.");
+    if (!r.stream) bad("stream_options", "'stream_options' is only allowed when 'stream' is true.");
+    r.include_usage = get_bool(*it, "include_usage", false);
+  }
+  auto& s = r.gen.sampling;
+  s.temperature = float(get_number(j, "temperature", 1.0, 0.0, 2.0));
+  s.top_p = float(get_number(j, "top_p", 1.0, 0.0, 1.0));
+  if (s.top_p <= 0.0f) bad("top_p", "Invalid value for 'top_p': must be greater than 0.");
+  s.top_k = int(get_int(j, "top_k", 0, 1 << 30).value_or(0));
+  if (auto seed = get_int(j, "seed", INT64_MIN, INT64_MAX)) s.seed = uint64_t(*seed);
+  if (auto n = get_int(j, "n", 1, 128); n && *n != 1) bad("n", "Only n = 1 is supported.");
+  if (auto it = j.find("stop"); it != j.end() && !it->is_null()) {
+    if (it->is_string()) {
+      r.gen.stop.push_back(it->get<std::string>());
+    } else if (it->is_array()) {
+      if (it->size() > 4) bad("stop", "Invalid value for 'stop': at most 4 stop sequences are allowed.");
+      for (auto& v : *it) {
+        if (!v.is_string()) bad("stop", "Invalid type for 'stop': expected a string or an array of strings.");
+        r.gen.stop.push_back(v.get<std::string>());
+      }
+    } else {
+      bad("stop", fmt::format("Invalid type for 'stop': expected a string or an array of strings, but got {}.", type_name(*it)));
+    }
+  }
+}
+
+std::string message_content(const json& m, size_t i) {
+  auto it = m.find("content");
+  const std::string param = fmt::format("messages[{}].content", i);
+  if (it == m.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_array()) {
+    std::string out;
+    for (auto& part : *it) {
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+        bad(param, fmt::format("Invalid content part in '{}': only {{\"type\": \"text\", \"text\": ...}} parts are supported.", param));
+      out += part["text"].get<std::string>();
+    }
+    return out;
+  }
+  bad(param, fmt::format("Invalid type for '{}': expected a string or an array of content parts, but got {}.", param, type_name(*it)));
+}
+
+}  // namespace
+
+ApiRequest parse_completion_request(const std::string& body, bool model_adds_bos) {
+  const json j = parse_body(body);
+  ApiRequest r;
+  r.kind = ApiKind::Completion;
+  r.gen.route = "/v1/completions";
+  parse_common(j, r);
+  auto it = j.find("prompt");
+  if (it == j.end() || it->is_null()) bad("prompt", "Missing required parameter: 'prompt'.");
+  if (it->is_string()) {
+    r.gen.prompt = it->get<std::string>();
+  } else if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
+    r.gen.prompt = (*it)[0].get<std::string>();
+  } else if (it->is_array()) {
+    bad("prompt", "Invalid value for 'prompt': only a single string prompt is supported.");
+  } else {
+    bad("prompt", fmt::format("Invalid type for 'prompt': expected a string, but got {}.", type_name(*it)));
+  }
+  r.gen.add_bos = model_adds_bos;
+  r.gen.max_tokens = int(get_int(j, "max_tokens", 1, 1 << 30).value_or(16));
+  if (get_bool(j, "echo", false)) bad("echo", "'echo' is not supported.");
+  if (auto lp = j.find("logprobs"); lp != j.end() && !lp->is_null()) bad("logprobs", "'logprobs' is not supported.");
+  return r;
+}
+
+ApiRequest parse_chat_request(const std::string& body, const std::string& chat_template, bool model_adds_bos) {
+  const json j = parse_body(body);
+  ApiRequest r;
+  r.kind = ApiKind::Chat;
+  r.gen.route = "/v1/chat/completions";
+  parse_common(j, r);
+  auto it = j.find("messages");
+  if (it == j.end() || it->is_null()) bad("messages", "Missing required parameter: 'messages'.");
+  if (!it->is_array()) bad("messages", fmt::format("Invalid type for 'messages': expected an array, but got {}.", type_name(*it)));
+  if (it->empty()) bad("messages", "Invalid 'messages': empty array. Expected an array with minimum length 1.");
+  std::vector<ChatMessage> msgs;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    if (!m.is_object()) bad(fmt::format("messages[{}]", i), fmt::format("Invalid type for 'messages[{}]': expected an object.", i));
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string())
+      bad(fmt::format("messages[{}].role", i), fmt::format("Missing or invalid 'messages[{}].role'.", i));
+    std::string rs = role->get<std::string>();
+    if (rs == "developer") rs = "system";
+    if (rs != "system" && rs != "user" && rs != "assistant" && rs != "tool")
+      bad(fmt::format("messages[{}].role", i),
+          fmt::format("Invalid value for 'messages[{}].role': '{}' (expected system, user, assistant, developer or tool).", i, rs));
+    msgs.push_back({rs, message_content(m, i)});
+  }
+  RenderedChat rc = render_chat(chat_template, msgs, model_adds_bos);
+  r.gen.prompt = std::move(rc.prompt);
+  r.gen.add_bos = rc.add_bos;
+  for (auto& s : rc.stop) r.gen.stop.push_back(s);
+  auto mct = get_int(j, "max_completion_tokens", 1, 1 << 30);
+  auto mt = get_int(j, "max_tokens", 1, 1 << 30);
+  r.gen.max_tokens = int(mct ? *mct : mt ? *mt : 0);  // 0: until the turn or the context ends
+  if (auto lp = j.find("logprobs"); lp != j.end() && lp->is_boolean() && lp->get<bool>())
+    bad("logprobs", "'logprobs' is not supported.");
+  if (auto t = j.find("tools"); t != j.end() && !t->is_null() && !(t->is_array() && t->empty()))
+    bad("tools", "'tools' are not supported.");
+  return r;
+}
+
+std::string error_type_for_status(int status) {
+  switch (status) {
+    case 400: case 404: case 413: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 429: return "rate_limit_error";
+    default: return "server_error";
+  }
+}
+
+json error_object(int status, const std::string& type, const std::string& code, const std::string& message,
+                  const std::string& param) {
+  json e = {{"message", message},
+            {"type", type.empty() ? error_type_for_status(status) : type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", code.empty() ? json(nullptr) : json(code)}};
+  return json{{"error", e}};
+}
+
+json error_object(const ApiError& e) { return error_object(e.status, e.type, e.code, e.what(), e.param); }
+
+json usage_json(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens}};
+}
+
+json completion_response(const ApiRequest& r, const ResponseMeta& m, const std::string& text,
+                         const std::string& finish_reason, const Usage& u) {
+  json choice;
+  if (r.kind == ApiKind::Chat) {
+    choice = {{"index", 0},
+              {"message", {{"role", "assistant"}, {"content", text}, {"refusal", nullptr}}},
+              {"logprobs", nullptr},
+              {"finish_reason", finish_reason}};
+  } else {
+    choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
+  }
+  return {{"id", m.id},
+          {"object", r.kind == ApiKind::Chat ? "chat.completion" : "text_completion"},
+          {"created", m.created},
+          {"model", m.model},
+          {"system_fingerprint", "samq"},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(u)}};
+}
+
+json stream_chunk(const ApiRequest& r, const ResponseMeta& m, const std::string& text,
+                  const std::string& finish_reason, bool role_chunk) {
+  const json fr = finish_reason.empty() ? json(nullptr) : json(finish_reason);
+  json choice;
+  if (r.kind == ApiKind::Chat) {
+    json delta = json::object();
+    if (role_chunk) delta = {{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}};
+    else if (finish_reason.empty()) delta = {{"content", text}};
+    choice = {{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", fr}};
+  } else {
+    choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", fr}};
+  }
+  json c = {{"id", m.id},
+            {"object", r.kind == ApiKind::Chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", m.created},
+            {"model", m.model},
+            {"system_fingerprint", "samq"},
+            {"choices", json::array({choice})}};
+  if (r.include_usage) c["usage"] = nullptr;
+  return c;
+}
+
+json usage_chunk(const ApiRequest& r, const ResponseMeta& m, const Usage& u) {
+  return {{"id", m.id},
+          {"object", r.kind == ApiKind::Chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", m.created},
+          {"model", m.model},
+          {"system_fingerprint", "samq"},
+          {"choices", json::array()},
+          {"usage", usage_json(u)}};
+}
+
+std::string dump_json(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string new_request_id(ApiKind kind) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  return fmt::format("{}-{:08x}{:06x}", kind == ApiKind::Chat ? "chatcmpl" : "cmpl", uint32_t(salt), ++counter);
+}
+
+}  // namespace samq::serve
