@@ -1,0 +1,52 @@
+// Scale-search helpers shared by the K-quant, legacy and IQ4 quantizers (ggml-formats.md §3.2).
+// They reproduce ggml's searches operation for operation in float32 (evaluation order and
+// int->float promotions matter for byte identity), so keep every expression as it is.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+namespace samq::quant_detail {
+
+constexpr float kGroupMaxEps = 1e-15f;
+
+// Round to nearest, ties to even, for |v| <= 2^22: add 1.5*2^23 and read the mantissa.
+inline int nearest_int(float v) {
+  const float t = v + 12582912.f;
+  int32_t i;
+  std::memcpy(&i, &t, sizeof i);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// (a) symmetric search. Codes L in [0, 2*nmax) (offset +nmax). rmse_type: 0 plain rounding,
+// 1 weights x^2, 2 ones, 3 |x|, other sqrt|x|; negative returns early (see §3.2). qw overrides.
+float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type, const float* qw);
+
+// (b) 3-bit coordinate descent (Q3_K ref). Codes offset +nmax.
+float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse);
+
+// (c) affine search, weights required. Returns the scale, *the_min = positive min.
+float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
+                       bool use_mad);
+// (c) variant: weights may be null (then x^2).
+float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
+                       bool use_mad);
+
+// (d) quantize non-negative scales x to 0..nmax with one multiplier (returned).
+float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights);
+
+// Index of the nearest IQ4 codebook entry (sorted values, n = 16); exact ties pick the upper.
+inline int best_index_int8(int n, const int8_t* val, float x) {
+  if (x <= val[0]) return 0;
+  if (x >= val[n - 1]) return n - 1;
+  int ml = 0, mu = n - 1;
+  while (mu - ml > 1) {
+    const int mav = (ml + mu) / 2;
+    if (x < val[mav]) mu = mav;
+    else ml = mav;
+  }
+  return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
+}
+
+}  // namespace samq::quant_detail
