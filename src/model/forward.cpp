@@ -2,6 +2,7 @@
 // table. See forward.h for the batching model, the hooks and resuming from a layer.
 #include "model/forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -131,7 +132,8 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   for (size_t si = 0; si < batch.seqs.size(); ++si) {
     const int64_t n = int64_t(batch.seqs[si].tokens.size());
     if (batch.seqs[si].all_logits)
-      for (int64_t i = 0; i < n; ++i) rows.push_back(first[si] + i);
+      for (int64_t i = std::clamp<int64_t>(batch.seqs[si].logits_from, 0, n - 1); i < n; ++i)
+        rows.push_back(first[si] + i);
     else
       rows.push_back(first[si] + n - 1);
   }
@@ -146,7 +148,8 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   emit(opt, "logits", -1, logits, R, V);
   int64_t r = 0;
   for (auto& s : batch.seqs) {
-    const int64_t n = s.all_logits ? int64_t(s.tokens.size()) : 1;
+    const int64_t nt = int64_t(s.tokens.size());
+    const int64_t n = s.all_logits ? nt - std::clamp<int64_t>(s.logits_from, 0, nt - 1) : 1;
     s.logits.assign(logits.begin() + r * V, logits.begin() + (r + n) * V);
     r += n;
   }

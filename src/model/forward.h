@@ -60,13 +60,14 @@ struct BatchSeq {
   KvCache* cache = nullptr;
   std::vector<int32_t> tokens;  // appended at positions cache->n_past() ...
   bool all_logits = false;      // false: logits of the last token only
-  std::vector<float> logits;    // out: (all_logits ? n_tokens : 1, n_vocab)
+  int64_t logits_from = 0;      // with all_logits: only rows logits_from .. n_tokens-1
+  std::vector<float> logits;    // out: (all_logits ? n_tokens - logits_from : 1, n_vocab)
 };
 
 struct Batch {
   std::vector<BatchSeq> seqs;
   BatchSeq& add(KvCache* c, std::vector<int32_t> tokens, bool all_logits = false) {
-    seqs.push_back({c, std::move(tokens), all_logits, {}});
+    seqs.push_back({c, std::move(tokens), all_logits, 0, {}});
     return seqs.back();
   }
 };

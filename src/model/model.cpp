@@ -159,6 +159,7 @@ std::shared_ptr<Model> load_gguf(const std::string& path) {
   m->path = path;
   m->hparams = hparams_from_gguf(*file);
   m->keep_alive = file;
+  m->gguf = file;
   m->weights.layers.resize(m->hparams.n_layer);
   for (const GgufTensorInfo& ti : file->tensors()) {
     Tensor* s = slot(m->weights, ti.name);

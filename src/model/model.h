@@ -20,6 +20,8 @@
 
 namespace samq {
 
+class GgufFile;
+
 // One weight tensor: (rows, cols) = (out_features, in_features) = (ne[1], ne[0]).
 // 1-D tensors (norms, biases, rope_freqs) have rows = 1. `data` points into the model file's
 // memory map or into `owned`.
@@ -91,6 +93,7 @@ class Model {
   std::vector<float> tensor_f32(const Tensor& t) const;
 
   std::shared_ptr<void> keep_alive;  // the memory map / source the views point into
+  std::shared_ptr<const GgufFile> gguf;  // the file, when loaded from GGUF (metadata, vocab)
 };
 
 // RoPE parameters of this model (norm style by architecture, freq factors from rope_freqs).
