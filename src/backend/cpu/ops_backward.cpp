@@ -1,0 +1,199 @@
+// CPU implementation of the backward ops (backend/ops_backward.h). Matrix products go
+// through OpenBLAS sgemm (deterministic for a fixed thread count and, for these shapes,
+// across thread counts: sgemm never splits the reduction dimension); the elementwise parts
+// are plain loops over core/parallel.h chunks whose boundaries do not depend on the thread
+// count.
+#include "backend/ops_backward.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/parallel.h"
+
+namespace samq {
+
+// (n, rows) dy, (n, cols) x, (rows, cols) w
+void matmul_backward(const float* x, const float* dy, int64_t n, const float* w, int64_t rows,
+                     int64_t cols, float* dx, float* dw, float* db) {
+  if (n <= 0) return;
+  // dx(n, cols) += dy(n, rows) * w(rows, cols)
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(cols), int(rows), 1.0f, dy,
+                int(rows), w, int(cols), 1.0f, dx, int(cols));
+  // dw(rows, cols) += dy^T(rows, n) * x(n, cols)
+  if (dw)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(cols), int(n), 1.0f, dy,
+                int(rows), x, int(cols), 1.0f, dw, int(cols));
+  if (db) bias_backward(dy, n, rows, db);
+}
+
+void bias_backward(const float* dy, int64_t n, int64_t d, float* db) {
+  parallel_for(d, 256, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      double s = 0;
+      for (int64_t t = 0; t < n; ++t) s += dy[t * d + i];
+      db[i] += float(s);
+    }
+  });
+}
+
+void rms_norm_backward(const Ops& ops, const float* x, const float* dy, int64_t n, int64_t d,
+                       const float* weight, float eps, float* dx, float* dweight) {
+  // x_hat and rstd from the forward op itself (no weight: y = x_hat)
+  std::vector<float> xhat(static_cast<size_t>(n * d)), rstd(static_cast<size_t>(n));
+  ops.rms_norm(x, n, d, nullptr, eps, xhat.data(), rstd.data());
+  if (dx) {
+    parallel_for(n, 16, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const float* xh = xhat.data() + t * d;
+        const float* g = dy + t * d;
+        double dot = 0;
+        for (int64_t i = 0; i < d; ++i) dot += double(g[i]) * (weight ? weight[i] : 1.0f) * xh[i];
+        const float m = float(dot / double(d));
+        float* o = dx + t * d;
+        for (int64_t i = 0; i < d; ++i)
+          o[i] += rstd[t] * (g[i] * (weight ? weight[i] : 1.0f) - xh[i] * m);
+      }
+    });
+  }
+  if (dweight) {
+    parallel_for(d, 64, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        double s = 0;
+        for (int64_t t = 0; t < n; ++t) s += double(dy[t * d + i]) * xhat[t * d + i];
+        dweight[i] += float(s);
+      }
+    });
+  }
+}
+
+void rope_backward(const Ops& ops, float* dx, int64_t n, int64_t n_head, int64_t head_dim,
+                   const int32_t* pos, const RopeParams& p) {
+  std::vector<int32_t> neg(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) neg[t] = -pos[t];
+  ops.rope(dx, n, n_head, head_dim, neg.data(), p);
+}
+
+void attention_backward(const AttentionArgs& a, const float* probs, const float* dout, float* dq,
+                        float* dk, float* dv) {
+  const int64_t hd = a.head_dim, nt = a.n_tokens, nkv = a.n_kv;
+  if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0)
+    fail("attention_backward: n_head {} is not a multiple of n_head_kv {}", a.n_head, a.n_head_kv);
+  const int64_t group = a.n_head / a.n_head_kv;
+  const int64_t qw = a.n_head * hd, kw = a.n_head_kv * hd;
+  // Heads of one KV group write the same dK/dV rows, so groups run in parallel and the heads
+  // of a group in order (deterministic).
+  std::vector<std::vector<float>> dp_buf(static_cast<size_t>(a.n_head_kv));
+  parallel_for(a.n_head_kv, 1, [&](int64_t gb, int64_t ge) {
+    for (int64_t g = gb; g < ge; ++g) {
+      std::vector<float>& dp = dp_buf[g];
+      dp.assign(static_cast<size_t>(nt * nkv), 0.0f);
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+        const float* P = probs + h * nt * nkv;
+        const float* dO = dout + h * hd;
+        const float* V = a.v + g * hd;
+        const float* K = a.k + g * hd;
+        const float* Q = a.q + h * hd;
+        // dV_g(nkv, hd) += P^T(nkv, nt) dO_h(nt, hd)
+        if (dv)
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nkv), int(hd), int(nt), 1.0f, P,
+                      int(nkv), dO, int(qw), 1.0f, dv + g * hd, int(kw));
+        if (!dq && !dk) continue;
+        // dP(nt, nkv) = dO_h(nt, hd) V_g^T(hd, nkv)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nt), int(nkv), int(hd), 1.0f, dO,
+                    int(qw), V, int(kw), 0.0f, dp.data(), int(nkv));
+        // dS = P * (dP - rowsum(P * dP)), scaled
+        for (int64_t t = 0; t < nt; ++t) {
+          const float* pr = P + t * nkv;
+          float* r = dp.data() + t * nkv;
+          double s = 0;
+          for (int64_t j = 0; j < nkv; ++j) s += double(pr[j]) * r[j];
+          for (int64_t j = 0; j < nkv; ++j) r[j] = a.scale * pr[j] * (r[j] - float(s));
+        }
+        // dQ_h(nt, hd) += dS(nt, nkv) K_g(nkv, hd)
+        if (dq)
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nt), int(hd), int(nkv), 1.0f,
+                      dp.data(), int(nkv), K, int(kw), 1.0f, dq + h * hd, int(qw));
+        // dK_g(nkv, hd) += dS^T(nkv, nt) Q_h(nt, hd)
+        if (dk)
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nkv), int(hd), int(nt), 1.0f,
+                      dp.data(), int(nkv), Q, int(qw), 1.0f, dk + g * hd, int(kw));
+      }
+    }
+  });
+}
+
+void swiglu_backward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                     float* dup) {
+  parallel_for(n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float g = gate[i];
+      const float s = 1.0f / (1.0f + std::exp(-g));
+      if (dgate) dgate[i] += dy[i] * up[i] * s * (1.0f + g * (1.0f - s));
+      if (dup) dup[i] += dy[i] * g * s;
+    }
+  });
+}
+
+double softmax_cross_entropy_backward(const Ops& ops, const float* logits, const int32_t* labels,
+                                      int64_t n, int64_t v, float scale, float* dlogits,
+                                      float* probs_out) {
+  std::vector<double> loss(static_cast<size_t>(n), 0.0);
+  parallel_for(n, 8, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* d = dlogits + t * v;
+      if (labels[t] < 0 && !probs_out) {
+        std::fill(d, d + v, 0.0f);
+        continue;
+      }
+      if (labels[t] >= v) fail("label {} at row {} out of range (vocabulary {})", labels[t], t, v);
+      std::copy(logits + t * v, logits + (t + 1) * v, d);
+      ops.softmax(d, 1, v);  // d = p
+      if (probs_out) std::copy(d, d + v, probs_out + t * v);
+      if (labels[t] < 0) {
+        std::fill(d, d + v, 0.0f);
+        continue;
+      }
+      // -log p[label] from the logits directly (log-sum-exp), precise for tiny p
+      const float* l = logits + t * v;
+      float mx = l[0];
+      for (int64_t i = 1; i < v; ++i) mx = std::max(mx, l[i]);
+      double se = 0;
+      for (int64_t i = 0; i < v; ++i) se += std::exp(double(l[i]) - mx);
+      loss[t] = scale * (std::log(se) + mx - l[labels[t]]);
+      for (int64_t i = 0; i < v; ++i) d[i] *= scale;
+      d[labels[t]] -= scale;
+    }
+  });
+  double s = 0;
+  for (double x : loss) s += x;
+  return s;
+}
+
+void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) {
+  for (int64_t t = 0; t < n; ++t) {
+    float* r = dE + int64_t(ids[t]) * d;
+    const float* g = dy + t * d;
+    for (int64_t i = 0; i < d; ++i) r[i] += g[i];
+  }
+}
+
+int32_t sample_label(const float* p, int64_t v, double u) {
+  double c = 0;
+  double total = 0;
+  for (int64_t i = 0; i < v; ++i) total += p[i];
+  const double target = u * total;
+  for (int64_t i = 0; i < v; ++i) {
+    c += p[i];
+    if (target < c) return int32_t(i);
+  }
+  for (int64_t i = v - 1; i >= 0; --i)
+    if (p[i] > 0) return int32_t(i);
+  return int32_t(v - 1);
+}
+
+}  // namespace samq

@@ -1,0 +1,69 @@
+// Backward ops: the gradient of every forward op of backend/ops.h, for the sensitivity
+// analysis (src/analyze). Each op reuses the forward op table for what it needs to recompute
+// (rms_norm's x_hat and rstd, rope's rotation run at negated positions, attention's softmax
+// weights, softmax of the logits), so there is no second copy of the forward code.
+//
+// Conventions (as backend/ops.h): row-major (rows, cols); activations (n_tokens, width) f32;
+// weights (out_features, in_features) as f32 here (the analysis works on f32 copies).
+// Every gradient output is ACCUMULATED (+=) so that shared inputs (q/k/v read the same
+// normed activations) sum naturally; callers zero buffers first. Optional outputs are null.
+// Reductions over tokens run in a fixed order: results do not depend on the thread count.
+//
+// Oracle: tests/grad/ checks each op against central finite differences of a double
+// precision forward written independently in the test.
+#pragma once
+#include <cstdint>
+
+#include "backend/ops.h"
+
+namespace samq {
+
+// y(n, rows) = x(n, cols) W^T + b:
+//   dx(n, cols) += dy W;  dw(rows, cols) += dy^T x;  db(rows) += sum_t dy[t].
+void matmul_backward(const float* x, const float* dy, int64_t n, const float* w, int64_t rows,
+                     int64_t cols, float* dx, float* dw, float* db);
+
+// y = x * rstd * weight (per row of d):
+//   x_hat = x * rstd;  g = dy * weight;
+//   dx += rstd * (g - x_hat * mean(g * x_hat));  dweight += sum_t dy * x_hat.
+// Also the q/k norm of qwen3: call with rows = n * n_head and d = head_dim.
+void rms_norm_backward(const Ops& ops, const float* x, const float* dy, int64_t n, int64_t d,
+                       const float* weight, float eps, float* dx, float* dweight);
+
+// RoPE is a rotation per pair, so its transpose is the rotation by the negated angle: the
+// forward rope at positions -pos. dx is rotated in place (gradient w.r.t. the pre-rope input).
+void rope_backward(const Ops& ops, float* dx, int64_t n, int64_t n_head, int64_t head_dim,
+                   const int32_t* pos, const RopeParams& p);
+
+// Causal GQA attention of one sequence (a.n_kv keys; query t sees keys 0..pos[t]).
+// probs: the softmax weights (n_head, n_tokens, n_kv), e.g. from the forward's a.probs.
+// With P = probs of head h and kv head g = h / (n_head / n_head_kv):
+//   dV_g += P^T dO_h;  dP = dO_h V_g^T;  dS = P * (dP - rowsum(P * dP));
+//   dQ_h += scale dS K_g;  dK_g += scale dS^T Q_h.
+// dq (n_tokens, n_head*hd), dk and dv (n_kv, n_head_kv*hd); any may be null.
+void attention_backward(const AttentionArgs& a, const float* probs, const float* dout, float* dq,
+                        float* dk, float* dv);
+
+// y = silu(g) * u:  dg += dy * u * s * (1 + g * (1 - s)), s = sigmoid(g);  du += dy * silu(g).
+void swiglu_backward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                     float* dup);
+
+// Softmax + cross-entropy over rows of logits (n, v), label[t] < 0 means no loss at row t:
+//   loss = sum_t scale * -log p_t[label_t];  dlogits[t] = scale * (p_t - onehot(label_t)).
+// dlogits is written (not accumulated); rows without a label get zeros. Returns the loss.
+// If probs_out is not null it receives the softmax (n, v).
+double softmax_cross_entropy_backward(const Ops& ops, const float* logits, const int32_t* labels,
+                                      int64_t n, int64_t v, float scale, float* dlogits,
+                                      float* probs_out = nullptr);
+
+// Embedding lookup out[t] = E[ids[t]]:  dE[ids[t]] += dy[t] (rows in token order).
+void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE);
+
+// Bias add y = x + b (per row):  db += sum_t dy[t].
+void bias_backward(const float* dy, int64_t n, int64_t d, float* db);
+
+// A label drawn from the categorical distribution p (v entries summing to ~1), with u uniform
+// in [0, 1): the inverse CDF, so a fixed u gives a fixed label.
+int32_t sample_label(const float* p, int64_t v, double u);
+
+}  // namespace samq
