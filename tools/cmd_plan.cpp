@@ -1,0 +1,96 @@
+// samq plan: sensitivity.json + one budget -> plan.json (+ plan.tensor-types.txt).
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include "command.h"
+#include "core/error.h"
+#include "plan/budget.h"
+#include "plan/plan.h"
+
+namespace samq::cli {
+namespace {
+
+struct PlanArgs {
+  std::string sensitivity, output;
+  std::string target_size, fit_memory;
+  double target_bpw = 0, max_kld = 0;
+  int64_t ctx = 4096;
+  std::string kv_type = "f16";
+  int parallel = 1;
+  std::string policy = "optimal";
+  double top = 0.1;
+  std::string types;
+  std::vector<std::string> keep;
+};
+
+void print_summary(const plan::Plan& p) {
+  std::map<std::string, std::pair<int, int64_t>> by;
+  for (const auto& t : p.tensors) {
+    auto& e = by[std::string(ggml_type_name(t.type))];
+    e.first++;
+    e.second += t.bytes;
+  }
+  std::fprintf(stderr, "plan: policy %s, %zu tensors\n", p.policy.c_str(), p.tensors.size());
+  for (auto& [name, e] : by)
+    std::fprintf(stderr, "  %-7s %4d tensors %12lld bytes\n", name.c_str(), e.first, (long long)e.second);
+  std::fprintf(stderr, "  file %lld bytes (%.3f MB), %.4f bits/weight, predicted dloss %.6g%s\n",
+               (long long)p.file_bytes, double(p.file_bytes) / 1e6, p.bpw, p.dloss,
+               p.dloss_complete ? "" : " (some tensors unmeasured)");
+  if (p.budget.resolved_bytes > 0)
+    std::fprintf(stderr, "  budget %lld bytes: %.3f%% used\n", (long long)p.budget.resolved_bytes,
+                 100.0 * double(p.file_bytes) / double(p.budget.resolved_bytes));
+}
+
+std::function<int()> setup(CLI::App& sub) {
+  auto a = std::make_shared<PlanArgs>();
+  sub.add_option("sensitivity", a->sensitivity, "sensitivity.json written by samq analyze")->required()->check(CLI::ExistingFile);
+  sub.add_option("-o,--output", a->output, "plan.json to write (plan.tensor-types.txt is written beside it)")->required();
+  auto* ts = sub.add_option("--target-size", a->target_size, "Budget: file size, e.g. 20542368, 18MB, 40GB, 2GiB");
+  auto* tb = sub.add_option("--target-bpw", a->target_bpw, "Budget: bits per weight over all tensors (llama.cpp's BPW)");
+  auto* fm = sub.add_option("--fit-memory", a->fit_memory, "Budget: weights + KV cache + compute buffers fit in this memory");
+  auto* mk = sub.add_option("--max-kld", a->max_kld, "Budget: smallest file whose predicted KLD (nats) stays under this");
+  ts->excludes(tb)->excludes(fm)->excludes(mk);
+  tb->excludes(fm)->excludes(mk);
+  fm->excludes(mk);
+  sub.add_option("--ctx", a->ctx, "--fit-memory: context tokens per sequence")->capture_default_str();
+  sub.add_option("--kv-type", a->kv_type, "--fit-memory: KV cache type (f16, q8_0, ...)")->capture_default_str();
+  sub.add_option("--parallel", a->parallel, "--fit-memory: parallel sequences")->capture_default_str();
+  sub.add_option("--policy", a->policy, "optimal | threshold | preset:Q4_K_M (or any llama.cpp K preset, Q8_0)")
+      ->capture_default_str();
+  sub.add_option("--top", a->top, "threshold policy: fraction of tensors (by gradient norm) at q8_0")->capture_default_str();
+  sub.add_option("--types", a->types, "Comma-separated candidate types allowed, e.g. q4_K,q5_K,q6_K,q8_0");
+  sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable, first match wins)");
+  return [a]() {
+    plan::PlanOptions o;
+    o.samq_version = SAMQ_VERSION;
+    o.policy = a->policy;
+    o.threshold_top = a->top;
+    o.ctx = a->ctx;
+    o.kv_type = a->kv_type;
+    o.parallel = a->parallel;
+    if (!a->target_size.empty()) o.budget_kind = "target-size", o.budget_value = double(plan::parse_size(a->target_size, "--target-size"));
+    else if (a->target_bpw > 0) o.budget_kind = "target-bpw", o.budget_value = a->target_bpw;
+    else if (!a->fit_memory.empty()) o.budget_kind = "fit-memory", o.budget_value = double(plan::parse_size(a->fit_memory, "--fit-memory"));
+    else if (a->max_kld > 0) o.budget_kind = "max-kld", o.budget_value = a->max_kld;
+    std::stringstream ss(a->types);
+    for (std::string item; std::getline(ss, item, ',');) {
+      if (item.empty()) continue;
+      const auto t = ggml_type_from_name(item);
+      if (!t) fail("--types: unknown type \"{}\"", item);
+      o.types.push_back(*t);
+    }
+    for (auto& k : a->keep) o.keep.push_back(plan::parse_keep(k));
+    const plan::Sensitivity s = plan::read_sensitivity(a->sensitivity);
+    const plan::Plan p = plan::make_plan(s, o);
+    plan::write_plan(p, a->output);
+    print_summary(p);
+    std::fprintf(stderr, "wrote %s and %s\n", a->output.c_str(), plan::tensor_types_path(a->output).c_str());
+    return 0;
+  };
+}
+}  // namespace
+
+SAMQ_COMMAND(plan, 40, "Choose a type per tensor under a budget: sensitivity.json -> plan.json", setup);
+
+}  // namespace samq::cli
