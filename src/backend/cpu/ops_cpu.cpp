@@ -38,21 +38,25 @@ class CpuOps final : public Ops {
               float* y) const override {
     const int64_t cols = w.cols;
     if (n >= kSgemmMinTokens) {
-      parallel_for(w.rows, kTileRows, [&](int64_t r0, int64_t r1) {
+      // Tiles of kTileRows rows whatever the thread count, so results do not depend on it.
+      parallel_for(w.rows, kTileRows, [&](int64_t b0, int64_t b1) {
         static thread_local std::vector<float> buf;
-        const float* tile;
-        if (w.type == GgmlType::F32) {
-          tile = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes);
-        } else {
-          float* t = scratch(buf, (r1 - r0) * cols);
-          for (int64_t r = r0; r < r1; ++r) dequantize_weight_row(w, r, t + (r - r0) * cols);
-          tile = t;
+        for (int64_t r0 = b0; r0 < b1; r0 += kTileRows) {
+          const int64_t r1 = std::min(b1, r0 + kTileRows);
+          const float* tile;
+          if (w.type == GgmlType::F32) {
+            tile = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes);
+          } else {
+            float* t = scratch(buf, (r1 - r0) * cols);
+            for (int64_t r = r0; r < r1; ++r) dequantize_weight_row(w, r, t + (r - r0) * cols);
+            tile = t;
+          }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f,
+                      x, int(cols), tile, int(cols), 0.0f, y + r0, int(w.rows));
+          if (bias)
+            for (int64_t t = 0; t < n; ++t)
+              for (int64_t r = r0; r < r1; ++r) y[t * w.rows + r] += bias[r];
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f,
-                    x, int(cols), tile, int(cols), 0.0f, y + r0, int(w.rows));
-        if (bias)
-          for (int64_t t = 0; t < n; ++t)
-            for (int64_t r = r0; r < r1; ++r) y[t * w.rows + r] += bias[r];
       });
       return;
     }
