@@ -1,0 +1,321 @@
+#include "serve/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/error.h"
+#include "serve/openai_api.h"
+
+namespace samq::serve {
+
+using nlohmann::json;
+
+namespace {
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void send_json(httplib::Response& res, int status, const json& j) {
+  res.status = status;
+  res.set_content(dump_json(j), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  if (e.retry_after_s > 0) res.set_header("Retry-After", std::to_string(e.retry_after_s));
+  send_json(res, e.status, error_object(e));
+}
+
+void send_error(httplib::Response& res, int status, const std::string& code, const std::string& msg) {
+  send_json(res, status, error_object(status, "", code, msg));
+}
+
+std::string route_label(const httplib::Request& req) {
+  static const char* known[] = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
+                                "/ready", "/metrics", "/internal/fault"};
+  for (const char* k : known)
+    if (req.path == k) return k;
+  if (req.path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+// Decrements the in-flight count when the last holder (handler or streaming provider) lets go.
+struct InFlight {
+  std::atomic<int>& n;
+  explicit InFlight(std::atomic<int>& c) : n(c) { ++n; }
+  ~InFlight() { --n; }
+};
+
+}  // namespace
+
+struct Server::Impl {
+  httplib::Server svr;
+  std::atomic<bool> cancel_all{false};
+  std::mutex shutdown_mu;
+  bool bound = false;
+};
+
+Server::Server(ServerOptions opt, Router& router, Metrics& metrics)
+    : impl_(std::make_unique<Impl>()), opt_(std::move(opt)), router_(router), metrics_(metrics) {
+  install_routes();
+}
+
+Server::~Server() = default;
+
+int Server::bind() {
+  if (impl_->bound) return port_;
+  if (opt_.port == 0) {
+    port_ = impl_->svr.bind_to_any_port(opt_.host);
+    if (port_ < 0) fail("cannot listen on {}: no free port", opt_.host);
+  } else {
+    if (!impl_->svr.bind_to_port(opt_.host, opt_.port))
+      fail("cannot listen on {}:{} (in use, or not an address of this machine)", opt_.host, opt_.port);
+    port_ = opt_.port;
+  }
+  impl_->bound = true;
+  return port_;
+}
+
+void Server::run() {
+  bind();
+  ready_ = true;
+  impl_->svr.listen_after_bind();
+  ready_ = false;
+}
+
+void Server::shutdown() {
+  std::lock_guard lk(impl_->shutdown_mu);
+  if (draining_.exchange(true)) return;
+  ready_ = false;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(opt_.drain_timeout_ms);
+  while (in_flight_ > 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  impl_->cancel_all = true;  // whatever is left is cut short
+  const auto hard = Clock::now() + std::chrono::seconds(2);
+  while (in_flight_ > 0 && Clock::now() < hard) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  impl_->svr.stop();
+}
+
+void Server::install_routes() {
+  auto& svr = impl_->svr;
+  // Workers: one per slot and queue entry of both backends would be the most generation can
+  // use; plus room for health checks, metrics scrapes and clients being refused.
+  int threads = opt_.http_threads;
+  if (threads <= 0) threads = 64;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  svr.set_payload_max_length(opt_.max_body_bytes);
+  svr.set_read_timeout(opt_.read_timeout_s, 0);
+  svr.set_write_timeout(opt_.write_timeout_s, 0);
+  svr.set_keep_alive_timeout(5);
+  svr.set_keep_alive_max_count(1000);
+
+  svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;  // our own handlers already wrote an error object
+    if (res.status == 404)
+      send_error(res, 404, "unknown_url", "Unknown request URL: " + req.method + " " + req.path + ". Please check the URL.");
+    else if (res.status == 413)
+      send_error(res, 413, "request_too_large",
+                 fmt::format("Request body too large: the limit is {} bytes (--max-body-bytes).", opt_.max_body_bytes));
+    else
+      send_error(res, res.status, "", std::string("HTTP error ") + std::to_string(res.status));
+  });
+  svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_error(res, 500, "internal_error", what);
+  });
+  svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    std::string model = res.get_header_value("x-samq-served-by");
+    metrics_.request(route_label(req), res.status, model.empty() ? "none" : model);
+  });
+
+  auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
+    if (opt_.api_key.empty()) return true;
+    const std::string h = req.get_header_value("Authorization");
+    if (h == "Bearer " + opt_.api_key) return true;
+    send_json(res, 401,
+              error_object(401, "invalid_request_error", "invalid_api_key",
+                           h.empty() ? "You didn't provide an API key. Provide it in the Authorization header (Bearer KEY)."
+                                     : "Incorrect API key provided."));
+    return false;
+  };
+
+  svr.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, {{"status", "ok"}}); });
+  svr.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+    if (ready_ && !draining_) send_json(res, 200, {{"status", "ready"}});
+    else send_json(res, 503, error_object(503, "server_error", draining_ ? "draining" : "not_ready",
+                                          draining_ ? "The server is shutting down." : "The model is not loaded yet."));
+  });
+  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  auto model_obj = [](const std::string& id) {
+    return json{{"id", id}, {"object", "model"}, {"created", 0}, {"owned_by", "samq"}};
+  };
+  svr.Get("/v1/models", [this, authorized, model_obj](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    json data = json::array({model_obj(opt_.model_id)});
+    for (auto& m : opt_.extra_model_ids) data.push_back(model_obj(m));
+    send_json(res, 200, {{"object", "list"}, {"data", data}});
+  });
+  svr.Get(R"(/v1/models/(.+))", [this, authorized, model_obj](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res)) return;
+    const std::string id = req.matches[1];
+    if (id == opt_.model_id || std::find(opt_.extra_model_ids.begin(), opt_.extra_model_ids.end(), id) != opt_.extra_model_ids.end())
+      return send_json(res, 200, model_obj(id));
+    send_json(res, 404, error_object(404, "invalid_request_error", "model_not_found",
+                                     "The model '" + id + "' does not exist.", "model"));
+  });
+
+  if (opt_.fault_target) {
+    svr.Post("/internal/fault", [this](const httplib::Request& req, httplib::Response& res) {
+      json j = json::parse(req.body, nullptr, false);
+      if (!j.is_object()) return send_error(res, 400, "invalid_json", "expected {\"fail\": bool, \"delay_ms\": int}");
+      if (j.contains("fail") && j["fail"].is_boolean()) opt_.fault_target->set_fail(j["fail"].get<bool>());
+      if (j.contains("delay_ms") && j["delay_ms"].is_number_integer()) opt_.fault_target->set_delay_ms(j["delay_ms"].get<int>());
+      send_json(res, 200, {{"fail", opt_.fault_target->failing()}, {"delay_ms", opt_.fault_target->delay_ms()},
+                           {"circuit", circuit_state_name(router_.state())}});
+    });
+  }
+
+  auto generate = [this, authorized](const httplib::Request& req, httplib::Response& res, ApiKind kind) {
+    if (!authorized(req, res)) return;
+    if (draining_ || impl_->cancel_all) {
+      metrics_.rejected("draining");
+      return send_error(res, 503, "shutting_down", "The server is shutting down.");
+    }
+    auto guard = std::make_shared<InFlight>(in_flight_);
+    ApiRequest ar;
+    std::unique_ptr<Execution> ex;
+    std::optional<Event> first;
+    const auto t0 = Clock::now();
+    try {
+      ar = kind == ApiKind::Chat ? parse_chat_request(req.body, opt_.chat_template, opt_.model_adds_bos)
+                                 : parse_completion_request(req.body, opt_.model_adds_bos);
+      ex = router_.begin(ar.gen, ar.stream);
+      // Wait for the first event here, so errors before any token get their own status and
+      // x-samq-served-by names who really produced the answer.
+      while (!first && !impl_->cancel_all) first = ex->next(Clock::now() + std::chrono::milliseconds(250));
+      if (!first) throw ApiError(503, "server_error", "shutting_down", "The server is shutting down.");
+    } catch (const ApiError& e) {
+      return send_error(res, e);
+    }
+    res.set_header("x-samq-served-by", ex->served_by());
+    if (first->kind == Event::Error) {
+      const int st = first->status == 429 ? 429 : first->status == 400 ? 400 : first->status == 503 ? 503 : 500;
+      if (st == 429) res.set_header("Retry-After", "1");
+      return send_json(res, st, error_object(st, "", st == 500 ? "engine_error" : "", first->message));
+    }
+    struct State {
+      std::shared_ptr<InFlight> guard;
+      ApiRequest ar;
+      std::unique_ptr<Execution> ex;
+      std::optional<Event> pending;
+      ResponseMeta meta;
+      Clock::time_point t0;
+      std::string text;
+    };
+    auto st = std::make_shared<State>();
+    st->guard = guard;
+    st->ar = std::move(ar);
+    st->ex = std::move(ex);
+    st->pending = std::move(first);
+    st->meta = {new_request_id(kind), st->ar.model.empty() ? opt_.model_id : st->ar.model, unix_now()};
+    st->t0 = t0;
+    auto* cancel_all = &impl_->cancel_all;
+    auto* metrics = &metrics_;
+    const std::string route = kind == ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
+
+    // Pulls the next event; nullopt when the client went away or the server cuts requests short.
+    auto next_event = [st, cancel_all](httplib::DataSink& sink, bool heartbeat) -> std::optional<Event> {
+      if (st->pending) {
+        auto e = std::move(st->pending);
+        st->pending.reset();
+        return e;
+      }
+      for (;;) {
+        if (*cancel_all || !sink.is_writable()) {
+          st->ex->cancel();
+          return std::nullopt;
+        }
+        if (auto e = st->ex->next(Clock::now() + std::chrono::milliseconds(250))) return e;
+        // JSON allows leading whitespace: a space now and then lets a vanished client show.
+        if (heartbeat && !sink.write(" ", 1)) {
+          st->ex->cancel();
+          return std::nullopt;
+        }
+      }
+    };
+
+    if (st->ar.stream) {
+      res.set_header("Cache-Control", "no-cache");
+      res.set_chunked_content_provider("text/event-stream", [st, next_event, metrics, route](size_t, httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+          const std::string s = "data: " + dump_json(j) + "\n\n";
+          return sink.write(s.data(), s.size());
+        };
+        if (st->ar.kind == ApiKind::Chat && !send(stream_chunk(st->ar, st->meta, "", "", true))) return false;
+        for (;;) {
+          auto ev = next_event(sink, false);
+          if (!ev) return false;
+          if (ev->kind == Event::Text) {
+            if (!ev->text.empty() && !send(stream_chunk(st->ar, st->meta, ev->text, ""))) {
+              st->ex->cancel();
+              return false;
+            }
+          } else if (ev->kind == Event::Done) {
+            metrics->request_duration(route, st->ex->served_by(), std::chrono::duration<double>(Clock::now() - st->t0).count());
+            send(stream_chunk(st->ar, st->meta, "", ev->finish_reason));
+            if (st->ar.include_usage) send(usage_chunk(st->ar, st->meta, ev->usage));
+            static const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+            return true;
+          } else {
+            send(error_object(ev->status, "", "engine_error", ev->message));
+            sink.done();
+            return true;
+          }
+        }
+      });
+    } else {
+      res.set_chunked_content_provider("application/json", [st, next_event, metrics, route](size_t, httplib::DataSink& sink) {
+        for (;;) {
+          auto ev = next_event(sink, true);
+          if (!ev) return false;
+          if (ev->kind == Event::Text) {
+            st->text += ev->text;
+          } else {
+            json body;
+            if (ev->kind == Event::Done) {
+              metrics->request_duration(route, st->ex->served_by(), std::chrono::duration<double>(Clock::now() - st->t0).count());
+              body = completion_response(st->ar, st->meta, st->text, ev->finish_reason, ev->usage);
+            } else {
+              // Only possible without a fallback, after the first token: the 200 is already sent.
+              body = error_object(ev->status, "", "engine_error", ev->message);
+            }
+            const std::string s = dump_json(body);
+            sink.write(s.data(), s.size());
+            sink.done();
+            return true;
+          }
+        }
+      });
+    }
+  };
+  svr.Post("/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) {
+    generate(req, res, ApiKind::Completion);
+  });
+  svr.Post("/v1/chat/completions", [generate](const httplib::Request& req, httplib::Response& res) {
+    generate(req, res, ApiKind::Chat);
+  });
+}
+
+}  // namespace samq::serve

@@ -1,0 +1,67 @@
+// serve/server.h — the HTTP front: OpenAI routes over cpp-httplib, SSE streaming, auth,
+// OpenAI error objects, /health, /ready, /metrics, graceful drain.
+//
+// cpp-httplib 0.11.4 has a fixed worker pool with an unbounded accept queue and no payload
+// cap by default, so the server sets the pool size (enough for every slot, queue entry and a
+// few probes), the payload cap (413), read/write timeouts (a slow client only holds its own
+// worker until the timeout), and does its own admission control (429 from the scheduler).
+// Every response to a generation request carries x-samq-served-by.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "serve/fault_injection.h"
+#include "serve/metrics.h"
+#include "serve/router.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace samq::serve {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                    // 0: pick a free port (see bound_port())
+  std::string api_key;                // empty: no auth
+  int http_threads = 0;               // 0: derived from slots and queue
+  size_t max_body_bytes = 1 << 20;
+  int read_timeout_s = 10, write_timeout_s = 30;
+  int drain_timeout_ms = 15000;
+  std::string chat_template = "chatml";
+  bool model_adds_bos = true;
+  std::string model_id;               // name in /v1/models
+  std::vector<std::string> extra_model_ids;  // e.g. the in-process fallback
+  // TEST ONLY: POST /internal/fault {"fail": bool, "delay_ms": int} on this generator.
+  FaultInjectingGenerator* fault_target = nullptr;
+};
+
+class Server {
+ public:
+  Server(ServerOptions opt, Router& router, Metrics& metrics);
+  ~Server();
+  // Binds, then serves until shutdown() has drained. Throws samq::Error if it cannot bind.
+  void run();
+  // Binds without serving yet (run() then serves); returns the port.
+  int bind();
+  int bound_port() const { return port_; }
+  // Stop accepting generation requests (503, /ready 503), wait for the ones in flight up to
+  // drain_timeout_ms, cancel the rest, stop the listener. Safe from any thread, once or more.
+  void shutdown();
+  bool draining() const { return draining_; }
+  int in_flight() const { return in_flight_; }
+
+ private:
+  void install_routes();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  ServerOptions opt_;
+  Router& router_;
+  Metrics& metrics_;
+  std::atomic<bool> draining_{false}, ready_{false};
+  std::atomic<int> in_flight_{0};
+  int port_ = -1;
+};
+
+}  // namespace samq::serve

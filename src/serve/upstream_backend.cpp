@@ -1,0 +1,165 @@
+#include "serve/backend.h"
+
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "core/error.h"
+#include "serve/text_stream.h"
+
+namespace samq::serve {
+
+using nlohmann::json;
+
+UpstreamBackend::UpstreamBackend(const std::string& url, std::string model, int timeout_ms, std::string api_key)
+    : model_(std::move(model)), api_key_(std::move(api_key)), timeout_ms_(timeout_ms) {
+  static const std::regex re(R"(^http://([^/:]+)(?::(\d+))?(/.*)?$)");
+  std::smatch m;
+  if (!std::regex_match(url, m, re)) fail("--fallback-url '{}': expected http://HOST[:PORT][/PATH]", url);
+  host_ = m[1];
+  port_ = m[2].matched ? std::stoi(m[2]) : 80;
+  prefix_ = m[3].matched ? m[3].str() : "";
+  while (!prefix_.empty() && prefix_.back() == '/') prefix_.pop_back();
+  if (prefix_.size() >= 3 && prefix_.substr(prefix_.size() - 3) == "/v1") prefix_.resize(prefix_.size() - 3);
+}
+
+UpstreamBackend::~UpstreamBackend() {
+  std::list<Worker> ts;
+  {
+    std::lock_guard lk(mu_);
+    ts.swap(threads_);
+  }
+  for (auto& w : ts)
+    if (w.t.joinable()) w.t.join();
+}
+
+std::shared_ptr<RequestChannel> UpstreamBackend::start(const GenRequest& req) {
+  auto ch = std::make_shared<RequestChannel>();
+  std::lock_guard lk(mu_);
+  // Reap finished threads so the list stays short.
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (*it->finished) {
+      it->t.join();
+      it = threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto fin = std::make_shared<std::atomic<bool>>(false);
+  threads_.push_back({std::thread([this, req, ch, fin] {
+                        try {
+                          run(req, ch);
+                        } catch (const std::exception& e) {
+                          ch->push(Event::error(502, std::string("fallback upstream: ") + e.what()));
+                        }
+                        *fin = true;
+                      }),
+                      fin});
+  return ch;
+}
+
+void UpstreamBackend::run(GenRequest req, std::shared_ptr<RequestChannel> ch) {
+  json body = {{"prompt", req.prompt},
+               {"stream", true},
+               {"stream_options", {{"include_usage", true}}},
+               {"temperature", req.sampling.temperature},
+               {"top_p", req.sampling.top_p}};
+  if (!model_.empty()) body["model"] = model_;
+  if (req.sampling.top_k > 0) body["top_k"] = req.sampling.top_k;
+  if (req.sampling.seed) body["seed"] = *req.sampling.seed;
+  if (req.max_tokens > 0) body["max_tokens"] = req.max_tokens;
+  if (!req.stop.empty()) {
+    // OpenAI allows 4 stop sequences; the rest are applied here on the returned text.
+    json s = json::array();
+    for (size_t i = 0; i < req.stop.size() && i < 4; ++i) s.push_back(req.stop[i]);
+    body["stop"] = s;
+  }
+  httplib::Client cli(host_, port_);
+  cli.set_connection_timeout(std::chrono::milliseconds(std::max(timeout_ms_, 1000)));
+  cli.set_read_timeout(std::chrono::milliseconds(std::max(timeout_ms_, 30000)));
+  httplib::Request hr;
+  hr.method = "POST";
+  hr.path = prefix_ + "/v1/completions";
+  hr.body = body.dump();
+  hr.set_header("Content-Type", "application/json");
+  if (!api_key_.empty()) hr.set_header("Authorization", "Bearer " + api_key_);
+  int status = 0;
+  std::string buf, err_body, finish;
+  Usage usage;
+  bool done = false;
+  TextStream text(req.stop);
+  int n_tokens = 0;
+  hr.response_handler = [&](const httplib::Response& r) {
+    status = r.status;
+    return true;
+  };
+  hr.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (ch->cancelled()) return false;
+    if (status != 200) {
+      if (err_body.size() < 65536) err_body.append(data, n);
+      return true;
+    }
+    buf.append(data, n);
+    size_t pos;
+    while ((pos = buf.find("\n\n")) != std::string::npos) {
+      std::string ev = buf.substr(0, pos);
+      buf.erase(0, pos + 2);
+      if (ev.rfind("data: ", 0) != 0) continue;
+      std::string payload = ev.substr(6);
+      if (payload == "[DONE]") {
+        done = true;
+        continue;
+      }
+      json j = json::parse(payload, nullptr, false);
+      if (j.is_discarded()) continue;
+      if (j.contains("error")) {
+        status = 502;
+        err_body = payload;
+        return false;
+      }
+      if (j.contains("usage") && j["usage"].is_object()) {
+        usage.prompt_tokens = j["usage"].value("prompt_tokens", 0);
+        usage.completion_tokens = j["usage"].value("completion_tokens", 0);
+      }
+      if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) continue;
+      const json& c = j["choices"][0];
+      if (c.contains("text") && c["text"].is_string() && !text.stopped()) {
+        Event t;
+        t.text = text.push(c["text"].get<std::string>());
+        t.tokens = 1;  // OpenAI streams about one token per chunk
+        ++n_tokens;
+        ch->push(std::move(t));
+      }
+      if (c.contains("finish_reason") && c["finish_reason"].is_string()) finish = c["finish_reason"];
+    }
+    return true;
+  };
+  httplib::Response res;
+  httplib::Error error = httplib::Error::Success;
+  const bool ok = cli.send(hr, res, error);
+  if (ch->cancelled()) return;
+  if (!ok && status != 200) {
+    ch->push(Event::error(502, "fallback upstream " + host_ + ":" + std::to_string(port_) +
+                                   " failed: " + (status ? err_body : httplib::to_string(error))));
+    return;
+  }
+  if (status != 200) {
+    ch->push(Event::error(status == 429 ? 429 : 502, "fallback upstream returned HTTP " +
+                                                         std::to_string(status) + ": " + err_body.substr(0, 500)));
+    return;
+  }
+  if (!done && finish.empty()) {
+    ch->push(Event::error(502, "fallback upstream closed the stream early"));
+    return;
+  }
+  Event rest;
+  rest.text = text.finish();
+  if (!rest.text.empty()) ch->push(std::move(rest));
+  Event d = Event::done(text.stopped() ? "stop" : finish.empty() ? "stop" : finish);
+  d.usage = usage;
+  if (d.usage.completion_tokens == 0) d.usage.completion_tokens = n_tokens;
+  ch->push(std::move(d));
+}
+
+}  // namespace samq::serve

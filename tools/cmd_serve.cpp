@@ -1,0 +1,191 @@
+// samq serve: OpenAI-compatible HTTP server with continuous batching, Prometheus metrics and
+// SLA-driven fallback (src/serve/).
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "command.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "serve/backend.h"
+#include "serve/engine_generator.h"
+#include "serve/fake_generator.h"
+#include "serve/fault_injection.h"
+#include "serve/metrics.h"
+#include "serve/router.h"
+#include "serve/server.h"
+
+namespace {
+
+struct ServeArgs {
+  std::string model, host = "127.0.0.1", api_key, chat_template = "auto", alias, port_file;
+  int port = 8080, parallel = 4, queue = 16, ctx = 0, http_threads = 0, read_timeout_s = 10, drain_timeout_ms = 15000;
+  size_t max_body = 1 << 20;
+  std::string fallback, fallback_url, fallback_model;
+  int fallback_parallel = 0;
+  samq::serve::RouterOptions router;
+  bool fake = false, faults = false;
+  double fake_step_ms = 2.0;
+};
+
+std::unique_ptr<samq::serve::Generator> make_generator(const ServeArgs& a, const std::string& path, int slots,
+                                                       const std::string& id) {
+  using namespace samq::serve;
+  if (a.fake) {
+    FakeGeneratorOptions o;
+    o.model_id = id.empty() ? "fake-" + path : id;
+    o.max_sequences = slots;
+    o.n_ctx = a.ctx > 0 ? a.ctx : 512;
+    o.step_ms = a.fake_step_ms;
+    o.per_token_us = 20;
+    if (a.chat_template != "auto") o.chat_template = a.chat_template;
+    return std::make_unique<FakeGenerator>(o);
+  }
+  EngineGeneratorOptions o;
+  o.path = path;
+  o.n_ctx = a.ctx;
+  o.max_sequences = slots;
+  o.chat_template = a.chat_template;
+  o.model_id = id;
+  std::fprintf(stderr, "samq serve: loading %s (%d sequence slots)\n", path.c_str(), slots);
+  return std::make_unique<EngineGenerator>(o);
+}
+
+int run_serve(const ServeArgs& a) {
+  using namespace samq::serve;
+  if (!a.fake && a.model.empty()) samq::fail("a MODEL (.gguf or HF directory) is required (or --fake-model for tests)");
+  if (!a.fallback.empty() && !a.fallback_url.empty())
+    samq::fail("give either --fallback MODEL or --fallback-url URL, not both");
+  if (a.chat_template != "auto" && a.chat_template != "llama3" && a.chat_template != "chatml")
+    samq::fail("--chat-template '{}': expected auto, llama3 or chatml", a.chat_template);
+
+  // Block the shutdown signals in every thread; one thread waits for them below.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  Metrics metrics;
+  std::unique_ptr<Generator> primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel, a.alias);
+  FaultInjectingGenerator* faults = nullptr;
+  if (a.faults) {
+    auto f = std::make_unique<FaultInjectingGenerator>(std::move(primary_gen));
+    faults = f.get();
+    primary_gen = std::move(f);
+    std::fprintf(stderr, "samq serve: WARNING: fault injection enabled (POST /internal/fault) — for tests only\n");
+  }
+  SchedulerOptions so;
+  so.parallel = a.parallel;
+  so.queue = a.queue;
+  LocalBackend primary(*primary_gen, so, &metrics);
+
+  std::unique_ptr<Generator> fb_gen;
+  std::unique_ptr<Backend> fallback;
+  std::vector<std::string> extra_ids;
+  if (!a.fallback.empty()) {
+    const int slots = a.fallback_parallel > 0 ? a.fallback_parallel : a.parallel;
+    fb_gen = make_generator(a, a.fallback, slots, "");
+    if (fb_gen->model_id() == primary_gen->model_id())
+      samq::fail("--fallback names a model with the same id '{}' as the primary; give the primary an --alias",
+                 fb_gen->model_id());
+    SchedulerOptions fo = so;
+    fo.parallel = slots;
+    fallback = std::make_unique<LocalBackend>(*fb_gen, fo, &metrics);
+    extra_ids.push_back(fb_gen->model_id());
+  } else if (!a.fallback_url.empty()) {
+    fallback = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
+                                                 a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000);
+  }
+  Router router(primary, fallback.get(), a.router, &metrics);
+
+  ServerOptions opt;
+  opt.host = a.host;
+  opt.port = a.port;
+  opt.api_key = a.api_key;
+  opt.http_threads = a.http_threads > 0 ? a.http_threads : 2 * (a.parallel + a.queue) + 16;
+  opt.max_body_bytes = a.max_body;
+  opt.read_timeout_s = a.read_timeout_s;
+  opt.drain_timeout_ms = a.drain_timeout_ms;
+  opt.chat_template = primary_gen->chat_template();
+  opt.model_adds_bos = primary_gen->add_bos();
+  opt.model_id = primary_gen->model_id();
+  opt.extra_model_ids = extra_ids;
+  opt.fault_target = faults;
+  Server server(opt, router, metrics);
+  const int port = server.bind();
+  if (!a.port_file.empty()) samq::write_file_atomic(a.port_file, std::to_string(port) + "\n");
+  std::fprintf(stderr,
+               "samq serve: %s on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
+               opt.model_id.c_str(), a.host.c_str(), port, a.parallel, a.queue, primary_gen->n_ctx(),
+               opt.chat_template.c_str(), fallback ? fallback->name().c_str() : "none");
+
+  std::atomic<bool> done{false};
+  std::thread sig([&] {
+    timespec ts{0, 200 * 1000 * 1000};
+    while (!done) {
+      const int s = sigtimedwait(&sigs, nullptr, &ts);
+      if (s == SIGTERM || s == SIGINT) {
+        std::fprintf(stderr, "samq serve: %s: draining %d request(s), then exiting\n",
+                     s == SIGTERM ? "SIGTERM" : "SIGINT", server.in_flight());
+        server.shutdown();
+        return;
+      }
+    }
+  });
+  server.run();
+  done = true;
+  sig.join();
+  primary.scheduler().stop();
+  std::fprintf(stderr, "samq serve: stopped\n");
+  return 0;
+}
+
+std::function<int()> setup(CLI::App& sub) {
+  auto a = std::make_shared<ServeArgs>();
+  sub.add_option("model", a->model, "Primary model: a .gguf file or an HF directory");
+  sub.add_option("--host", a->host, "Address to listen on")->capture_default_str();
+  sub.add_option("--port", a->port, "Port (0: any free port, see --port-file)")->capture_default_str();
+  sub.add_option("--port-file", a->port_file, "Write the bound port to this file once listening");
+  sub.add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
+  sub.add_option("--alias", a->alias, "Model id shown by /v1/models (default: the file name)");
+  sub.add_option("--parallel", a->parallel, "Slots decoding together (continuous batching)")->capture_default_str();
+  sub.add_option("--queue", a->queue, "Requests that may wait for a slot; beyond that, 429")->capture_default_str();
+  sub.add_option("-c,--ctx-size", a->ctx, "Context per sequence (0: the model's, at most 4096)")->capture_default_str();
+  sub.add_option("--chat-template", a->chat_template, "auto | llama3 | chatml")->capture_default_str();
+  sub.add_option("--fallback", a->fallback, "Fallback model loaded in this process (e.g. the Q8_0 or BF16 file)");
+  sub.add_option("--fallback-parallel", a->fallback_parallel, "Slots of the in-process fallback (default: --parallel)");
+  sub.add_option("--fallback-url", a->fallback_url, "Fallback OpenAI-compatible server, e.g. http://127.0.0.1:8081");
+  sub.add_option("--fallback-model", a->fallback_model, "Model name sent to --fallback-url");
+  sub.add_option("--timeout-ms", a->router.timeout_ms,
+                 "Retry on the fallback when the primary gives no token for this long (streaming: per token; "
+                 "otherwise in total); 0: off")->capture_default_str();
+  sub.add_option("--sla-p99-ms", a->router.sla_p99_ms, "Open the circuit when the primary's rolling p99 latency exceeds this; 0: off")
+      ->capture_default_str();
+  sub.add_option("--sla-metric", a->router.sla_metric, "Latency the SLA watches: e2e | ttft")
+      ->check(CLI::IsMember({"e2e", "ttft"}))->capture_default_str();
+  sub.add_option("--sla-window-s", a->router.sla_window_s, "Rolling window of the SLA p99 (seconds)")->capture_default_str();
+  sub.add_option("--sla-min-samples", a->router.sla_min_samples, "Requests in the window before the SLA is judged")
+      ->capture_default_str();
+  sub.add_option("--breaker-failures", a->router.breaker_failures, "Consecutive primary failures that open the circuit")
+      ->capture_default_str();
+  sub.add_option("--breaker-cooldown-ms", a->router.breaker_cooldown_ms, "Open time before half-open probes")
+      ->capture_default_str();
+  sub.add_option("--breaker-probes", a->router.breaker_probes, "Good probes that close the circuit again")->capture_default_str();
+  sub.add_option("--max-body-bytes", a->max_body, "Largest request body; beyond it, 413")->capture_default_str();
+  sub.add_option("--read-timeout-s", a->read_timeout_s, "Drop clients that send nothing for this long")->capture_default_str();
+  sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (default: 2*(parallel+queue)+16)");
+  sub.add_option("--drain-timeout-ms", a->drain_timeout_ms, "On SIGTERM, wait this long for requests in flight")
+      ->capture_default_str();
+  sub.add_flag("--fake-model", a->fake,
+               "TEST ONLY: serve a deterministic fake model instead of a real one (no MODEL needed)");
+  sub.add_option("--fake-step-ms", a->fake_step_ms, "TEST ONLY: time per step of --fake-model")->capture_default_str();
+  sub.add_flag("--enable-fault-injection", a->faults,
+               "TEST ONLY: POST /internal/fault {\"fail\": bool, \"delay_ms\": N} makes the primary fail or slow down");
+  return [a] { return run_serve(*a); };
+}
+
+}  // namespace
+
+SAMQ_COMMAND(serve, 90, "Serve a model over an OpenAI-compatible HTTP API, with fallback and metrics", setup);
