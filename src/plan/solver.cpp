@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <numeric>
 
 #include "core/error.h"
 
@@ -9,7 +10,7 @@ namespace samq::plan {
 namespace {
 
 constexpr int64_t kAlign = 32;
-constexpr int64_t kMaxCells = 4'000'000;
+constexpr int64_t kMaxCells = 1'000'000;
 constexpr int64_t kMaxTableBytes = 256LL << 20;
 
 struct Table {
@@ -39,6 +40,16 @@ int64_t choose_granule(const std::vector<Item>& items) {
   }
   const int64_t n = std::max<int64_t>(1, int64_t(items.size()));
   const int64_t max_cells = std::max<int64_t>(1024, std::min(kMaxCells, kMaxTableBytes / n));
+  // The gcd of all extra-byte counts keeps the DP exact with the fewest cells (for
+  // refcode-32m it is a few hundred bytes); otherwise fall back to a power-of-two multiple of
+  // the alignment that fits the cap.
+  int64_t gcd = 0;
+  for (const auto& it : items) {
+    int64_t lo = std::numeric_limits<int64_t>::max();
+    for (const auto& c : it.choices) lo = std::min(lo, c.bytes);
+    for (const auto& c : it.choices) gcd = std::gcd(gcd, c.bytes - lo);
+  }
+  if (gcd >= kAlign && gcd % kAlign == 0 && range / gcd + 1 <= max_cells) return gcd;
   int64_t g = kAlign;
   while (range / g + 1 > max_cells) g *= 2;
   return g;
