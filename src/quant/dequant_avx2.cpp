@@ -220,10 +220,12 @@ bool dequant_simd_enabled() { return g_simd_wanted && cpu_has_avx2(); }
 void set_dequant_simd(bool on) { g_simd_wanted = on; }
 
 bool dequantize_row_fast(GgmlType t, const void* src, float* y, int64_t n) {
-  if (!dequant_simd_enabled()) return false;
-  const auto& info = ggml_type_info(t);
-  if (n < 0 || n % info.block_size != 0) return false;  // the reference reports the error
-  const int64_t nb = n / info.block_size;
+  if (!dequant_simd_enabled() || n <= 0) return false;
+  // Block sizes inline (this runs once per weight row in the matmul path); a length that is
+  // not a whole number of blocks falls back to the reference, which reports the error.
+  const int64_t bs = (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::IQ4_NL) ? 32 : 256;
+  if (n % bs != 0) return false;
+  const int64_t nb = n / bs;
   switch (t) {
     case GgmlType::Q4_K: deq_q4_K(blocks<block_q4_K>(src), y, nb); return true;
     case GgmlType::Q5_K: deq_q5_K(blocks<block_q5_K>(src), y, nb); return true;

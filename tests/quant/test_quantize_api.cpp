@@ -48,7 +48,7 @@ struct ThreadGuard {
 
 TEST(QuantizeTensor, SameBytesForOneTwoThreeThreads) {
   ThreadGuard guard;
-  const int64_t rows = 97, cols = 512;  // several parallel chunks, odd row count
+  const int64_t rows = 601, cols = 256;  // three parallel chunks of 256 rows, odd row count
   const auto x = synth(rows * cols, 1);
   const auto im = synth_imatrix(cols);
   for (GgmlType t : kAll)
