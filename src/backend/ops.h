@@ -43,7 +43,16 @@ struct RopeParams {
   float freq_scale = 1.0f;    // linear scaling: positions multiplied by this
   bool neox = false;          // false: pairs (2i, 2i+1) (llama); true: (i, i + n_rot/2) (qwen2/3)
   const float* freq_factors = nullptr;  // n_rot/2 divisors of the frequencies (llama3 rope_freqs)
+  // Emulation of HF transformers for checkpoints stored in F16/BF16: its rotary inv_freq
+  // buffer ends up rounded to the checkpoint dtype (measured against the golden logits:
+  // without it, max |Δ logit| is 8e-2 for the bf16 qwen2 checkpoint, with it 1e-5).
+  // F32 = exact float32 frequencies, as llama.cpp computes them.
+  GgmlType inv_freq_type = GgmlType::F32;
 };
+
+// The n_rot/2 inverse frequencies of p: freq_scale * theta^(-2i/n_rot) / freq_factors[i],
+// in float32, rounded to p.inv_freq_type.
+std::vector<float> rope_inv_freq(const RopeParams& p);
 
 // Causal attention of one sequence over its KV cache.
 struct AttentionArgs {

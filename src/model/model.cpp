@@ -263,6 +263,10 @@ RopeParams rope_params(const Model& m) {
   p.neox = m.hf_layout || h.arch != "llama";
   if (h.rope_scaling == RopeScalingType::Linear && h.rope_factor > 0) p.freq_scale = 1.0f / h.rope_factor;
   if (m.weights.rope_freqs.present()) p.freq_factors = m.weights.rope_freqs.f32();
+  if (m.hf_layout && m.transformers_rope) {
+    if (h.source_dtype == "bf16") p.inv_freq_type = GgmlType::BF16;
+    if (h.source_dtype == "f16") p.inv_freq_type = GgmlType::F16;
+  }
   return p;
 }
 

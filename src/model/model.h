@@ -71,6 +71,12 @@ class Model {
   // path: a .gguf file or an HF directory (config.json + safetensors). Throws samq::Error.
   static std::shared_ptr<Model> load(const std::string& path);
 
+  // For HF input: compute RoPE as HF transformers does for an F16/BF16 checkpoint (inverse
+  // frequencies rounded to the checkpoint dtype, see RopeParams::inv_freq_type). Off by
+  // default: samq computes as llama.cpp (exact float32), so an HF directory and the GGUF
+  // converted from it give the same numbers. The golden-logit tests turn it on.
+  bool transformers_rope = false;
+
   ModelHparams hparams;
   ModelWeights weights;
   std::string path;

@@ -104,12 +104,7 @@ class CpuOps final : public Ops {
   void rope(float* x, int64_t n, int64_t n_head, int64_t head_dim, const int32_t* pos,
             const RopeParams& p) const override {
     const int64_t half = p.n_rot / 2;
-    std::vector<float> inv(half);
-    for (int64_t i = 0; i < half; ++i) {
-      double f = p.freq_scale * std::pow(double(p.theta), -2.0 * double(i) / double(p.n_rot));
-      if (p.freq_factors) f /= p.freq_factors[i];
-      inv[i] = float(f);
-    }
+    const std::vector<float> inv = rope_inv_freq(p);
     parallel_for(n, 16, [&](int64_t t0, int64_t t1) {
       std::vector<float> cs(half), sn(half);
       for (int64_t t = t0; t < t1; ++t) {

@@ -31,6 +31,19 @@ void dequantize_weight_row(const WeightView& w, int64_t r, float* out) {
   }
 }
 
+std::vector<float> rope_inv_freq(const RopeParams& p) {
+  std::vector<float> inv(p.n_rot / 2);
+  for (int64_t i = 0; i < p.n_rot / 2; ++i) {
+    double f = double(p.freq_scale) * std::pow(double(p.theta), -2.0 * double(i) / double(p.n_rot));
+    if (p.freq_factors) f /= p.freq_factors[i];
+    float v = float(f);
+    if (p.inv_freq_type == GgmlType::F16) v = fp16_to_f32(f32_to_fp16(v));
+    if (p.inv_freq_type == GgmlType::BF16) v = bf16_to_f32(f32_to_bf16(v));
+    inv[i] = v;
+  }
+  return inv;
+}
+
 namespace {
 
 class ReferenceOps final : public Ops {
@@ -73,17 +86,17 @@ class ReferenceOps final : public Ops {
     }
   }
 
-  // theta_i = pos * freq_scale * base^(-2i/n_rot) / freq_factor[i]
+  // theta_i = pos * inv_freq[i], inv_freq[i] = freq_scale * base^(-2i/n_rot) / freq_factor[i]
   // normal: rotate (x[2i], x[2i+1]); neox: rotate (x[i], x[i + n_rot/2]).
   void rope(float* x, int64_t n, int64_t n_head, int64_t head_dim, const int32_t* pos,
             const RopeParams& p) const override {
     const int64_t half = p.n_rot / 2;
+    const std::vector<float> inv = rope_inv_freq(p);
     for (int64_t t = 0; t < n; ++t) {
       for (int64_t h = 0; h < n_head; ++h) {
         float* v = x + (t * n_head + h) * head_dim;
         for (int64_t i = 0; i < half; ++i) {
-          double th = double(pos[t]) * p.freq_scale * std::pow(double(p.theta), -2.0 * i / p.n_rot);
-          if (p.freq_factors) th /= p.freq_factors[i];
+          const double th = double(pos[t]) * double(inv[i]);
           const float c = float(std::cos(th)), s = float(std::sin(th));
           const int64_t a = p.neox ? i : 2 * i, b = p.neox ? i + half : 2 * i + 1;
           const float x0 = v[a], x1 = v[b];
