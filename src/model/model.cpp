@@ -17,6 +17,7 @@
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "model/tensor_names.h"
+#include "model/tokenizer.h"
 #include "quant/quantize.h"
 
 namespace samq {
@@ -253,6 +254,11 @@ Tensor Model::replace_with_round_trip(std::string_view name, GgmlType type, cons
   std::vector<float> dst(src.size());
   quant_round_trip(type, src.data(), dst.data(), cur->rows, cur->cols, imatrix);
   return replace(owned_f32(std::string(name), cur->rows, cur->cols, std::move(dst)));
+}
+
+Tokenizer load_tokenizer(const Model& m) {
+  if (m.gguf) return Tokenizer::from_gguf(*m.gguf);
+  return Tokenizer::from_hf_dir(m.path, m.hparams.n_vocab);
 }
 
 RopeParams rope_params(const Model& m) {

@@ -21,6 +21,7 @@
 namespace samq {
 
 class GgufFile;
+class Tokenizer;
 
 // One weight tensor: (rows, cols) = (out_features, in_features) = (ne[1], ne[0]).
 // 1-D tensors (norms, biases, rope_freqs) have rows = 1. `data` points into the model file's
@@ -101,6 +102,9 @@ class Model {
   std::shared_ptr<void> keep_alive;  // the memory map / source the views point into
   std::shared_ptr<const GgufFile> gguf;  // the file, when loaded from GGUF (metadata, vocab)
 };
+
+// The model's tokenizer: from the GGUF vocab arrays, or tokenizer.json of the HF directory.
+Tokenizer load_tokenizer(const Model& m);
 
 // RoPE parameters of this model (norm style by architecture, freq factors from rope_freqs).
 RopeParams rope_params(const Model& m);
