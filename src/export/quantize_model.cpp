@@ -1,0 +1,152 @@
+#include "export/quantize_model.h"
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "format/gguf.h"
+#include "quant/quantize.h"
+
+namespace samq {
+
+const std::vector<float>* ImportanceMatrix::find(const std::string& name) const {
+  auto it = values.find(name);
+  return it == values.end() ? nullptr : &it->second;
+}
+
+ImportanceMatrix load_importance_matrix(const std::string& path) {
+  ImportanceMatrix im;
+  im.path = path;
+  im.sha256 = sha256_file_hex(path);
+  const GgufFile f = GgufFile::open(path);
+  for (const char* k : {"imatrix.datasets", "imatrix.chunk_count", "imatrix.chunk_size"})
+    if (!f.find(k)) fail("{}: not a GGUF imatrix: key {} is missing", path, k);
+  const std::string suffix = ".in_sum2";
+  for (const auto& t : f.tensors()) {
+    if (t.name.size() <= suffix.size() || t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string base = t.name.substr(0, t.name.size() - suffix.size());
+    const GgufTensorInfo* c = f.find_tensor(base + ".counts");
+    if (!c) fail("{}: tensor {} has no matching {}.counts", path, t.name, base);
+    if (t.type != GgmlType::F32 || c->type != GgmlType::F32) fail("{}: tensor {} or its counts is not F32", path, t.name);
+    const int64_t ne0 = t.ne[0], n_mat = t.ne[1];
+    if (c->n_elements() != n_mat) fail("{}: {}.counts has {} values, expected {}", path, base, c->n_elements(), n_mat);
+    std::vector<float> v(size_t(ne0 * n_mat));
+    const float* sums = reinterpret_cast<const float*>(t.data);
+    const float* counts = reinterpret_cast<const float*>(c->data);
+    for (int64_t j = 0; j < n_mat; ++j) {
+      const float cnt = std::round(counts[j]);
+      for (int64_t i = 0; i < ne0; ++i) {
+        const float x = cnt > 0 ? sums[j * ne0 + i] / cnt : 1.0f;
+        if (!std::isfinite(x)) fail("{}: tensor {} has a non-finite value at column {}", path, t.name, i);
+        v[size_t(j * ne0 + i)] = x;
+      }
+    }
+    im.values.emplace(base, std::move(v));
+  }
+  if (im.values.empty()) fail("{}: no *.in_sum2 tensors", path);
+  return im;
+}
+
+namespace {
+void add_source_metadata(GgufWriter& w, const SourceModel& src) {
+  for (const auto& v : src.metadata())
+    if (!plan::is_replaced_key(v.key())) w.set(v.key(), v);
+}
+
+void add_tensor_infos(GgufWriter& w, const SourceModel& src, const std::vector<GgmlType>& types) {
+  for (size_t i = 0; i < src.tensors().size(); ++i) {
+    const auto& t = src.tensors()[i];
+    w.add_tensor_info(t.name, types[i], std::span<const int64_t>(t.ne, t.n_dims));
+  }
+}
+}  // namespace
+
+int64_t gguf_overhead_bytes(const SourceModel& src) {
+  GgufWriter w("/dev/null/never-written");  // header_bytes() only; nothing is opened
+  add_source_metadata(w, src);
+  std::vector<GgmlType> types(src.tensors().size(), GgmlType::F32);
+  add_tensor_infos(w, src, types);
+  return int64_t(w.header_bytes());
+}
+
+QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, const std::string& out_path,
+                              const QuantizeOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& st = src.tensors();
+  if (plan.tensors.size() != st.size())
+    fail("plan has {} tensors but the model {} has {}", plan.tensors.size(), src.path(), st.size());
+  std::vector<GgmlType> types(st.size());
+  for (size_t i = 0; i < st.size(); ++i) {
+    const auto& pt = plan.tensors[i];
+    if (pt.name != st[i].name)
+      fail("plan tensor #{} is {} but the model's tensor #{} is {} (plan made for another model?)", i, pt.name, i,
+           st[i].name);
+    if (!quant_supported(pt.type)) fail("plan: tensor {}: type {} cannot be written", pt.name, ggml_type_name(pt.type));
+    const auto& info = ggml_type_info(pt.type);
+    if (st[i].cols() % info.block_size != 0)
+      fail("plan: tensor {}: rows of {} elements cannot be {}", pt.name, st[i].cols(), info.name);
+    const int64_t bytes = st[i].rows() * ggml_row_size(pt.type, st[i].cols());
+    if (bytes != pt.bytes) fail("plan: tensor {}: {} bytes, but its shape at {} gives {}", pt.name, pt.bytes, info.name, bytes);
+    types[i] = pt.type;
+  }
+  ImportanceMatrix im;
+  if (!opt.imatrix_path.empty()) im = load_importance_matrix(opt.imatrix_path);
+
+  GgufWriter w(out_path);
+  add_source_metadata(w, src);
+  for (const auto& kv : plan::plan_metadata(plan, im.sha256)) {
+    if (kv.is_string) w.set_str(kv.key, kv.str);
+    else w.set_u32(kv.key, kv.u32);
+  }
+  add_tensor_infos(w, src, types);
+  QuantizeResult r;
+  r.header_bytes = int64_t(w.header_bytes());
+  r.predicted_bytes = plan.file_bytes;
+  w.write_header();
+
+  int64_t total = 0;
+  for (const auto& t : st) total += t.n_elements();
+  std::optional<Progress> bar;
+  if (opt.progress) bar.emplace("quantize", total, "weights");
+  std::vector<float> f32;
+  std::vector<uint8_t> q;
+  for (size_t i = 0; i < st.size(); ++i) {
+    const auto& t = st[i];
+    const size_t bytes = size_t(plan.tensors[i].bytes);
+    const uint8_t* raw = src.raw_data(i);
+    if (raw && t.source_type == types[i]) {
+      w.write_tensor_data(i, raw, bytes);  // already in the target type: copy as is
+    } else {
+      f32.resize(size_t(t.n_elements()));
+      src.read_f32(i, f32.data());
+      for (size_t k = 0; k < f32.size(); ++k)
+        if (!std::isfinite(f32[k])) fail("{}: tensor {} has a non-finite value at element {}", src.path(), t.name, k);
+      const std::vector<float>* imp = nullptr;
+      if (types[i] != GgmlType::F32 && types[i] != GgmlType::F16 && types[i] != GgmlType::BF16) {
+        imp = im.find(t.name);
+        if (imp && int64_t(imp->size()) != t.cols()) {
+          if (t.name != "token_embd.weight")
+            fail("{}: imatrix entry {} has {} values, the tensor has {} columns", im.path, t.name, imp->size(), t.cols());
+          imp = nullptr;
+        }
+        if (imp) ++r.n_with_imatrix;
+      }
+      q.resize(bytes);
+      const size_t n = quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), imp ? imp->data() : nullptr);
+      if (n != bytes) fail("tensor {}: quantizer wrote {} bytes, expected {}", t.name, n, bytes);
+      w.write_tensor_data(i, q.data(), bytes);
+    }
+    if (bar) bar->add(t.n_elements());
+  }
+  if (bar) bar->finish();
+  r.file_bytes = int64_t(w.file_bytes());
+  w.finish();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace samq

@@ -1,0 +1,54 @@
+// Apply a plan: quantize a source model (GGUF file or HF dir, via source_model.h) tensor by
+// tensor into a mixed-precision GGUF that llama.cpp loads as is.
+//
+// Streaming: one source tensor is converted to f32 and quantized (multithreaded over rows,
+// quant/quantize.h) at a time, so peak memory is about the largest tensor in f32 plus its
+// quantized bytes. Metadata: the source's keys minus those plan_metadata() supersedes, then
+// the plan's block (general.quantization_version, general.file_type, samq.version,
+// samq.imatrix, samq.plan). Output goes through GgufWriter (temp file + rename).
+// The file's size equals plan.file_bytes whenever the plan's overhead_bytes was computed for
+// this source (gguf_overhead_bytes() below); a mismatch is reported in the result.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "export/source_model.h"
+#include "plan/plan.h"
+
+namespace samq {
+
+// Per-column importance (mean of x^2) by weight name, read from a llama.cpp GGUF imatrix
+// (ggml-formats.md §5.2/§5.4: in_sum2 / counts). Errors name the file and tensor.
+struct ImportanceMatrix {
+  std::string path, sha256;
+  std::unordered_map<std::string, std::vector<float>> values;
+  const std::vector<float>* find(const std::string& name) const;
+};
+ImportanceMatrix load_importance_matrix(const std::string& path);
+
+// Bytes before the tensor data of the file samq quantize writes for `src`, without the plan's
+// metadata block (which is always a multiple of 32 bytes): sensitivity.json's
+// gguf_overhead_bytes.
+int64_t gguf_overhead_bytes(const SourceModel& src);
+
+struct QuantizeOptions {
+  std::string imatrix_path;  // optional
+  bool progress = true;
+};
+
+struct QuantizeResult {
+  int64_t file_bytes = 0;
+  int64_t predicted_bytes = 0;
+  int64_t header_bytes = 0;
+  double seconds = 0;
+  int n_with_imatrix = 0;
+};
+
+// Checks that the plan covers exactly the source's tensors (names, and bytes against shapes),
+// then writes `out_path`.
+QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, const std::string& out_path,
+                              const QuantizeOptions& opt = {});
+
+}  // namespace samq

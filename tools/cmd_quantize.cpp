@@ -1,0 +1,49 @@
+// samq quantize: MODEL + plan.json -> mixed-precision GGUF.
+#include <cstdio>
+
+#include "command.h"
+#include "core/error.h"
+#include "export/quantize_model.h"
+#include "export/source_model.h"
+#include "plan/plan.h"
+
+namespace samq::cli {
+namespace {
+
+struct QuantizeArgs {
+  std::string model, plan, output, imatrix;
+};
+
+std::function<int()> setup(CLI::App& sub) {
+  auto a = std::make_shared<QuantizeArgs>();
+  sub.add_option("model", a->model, "Source model: a GGUF file or a Hugging Face directory")->required();
+  sub.add_option("plan", a->plan, "plan.json written by samq plan")->required()->check(CLI::ExistingFile);
+  sub.add_option("-o,--output", a->output, "GGUF file to write")->required();
+  sub.add_option("--imatrix", a->imatrix, "Importance matrix (llama.cpp GGUF imatrix) for weighted quantization")
+      ->check(CLI::ExistingFile);
+  return [a]() {
+    const plan::Plan p = plan::read_plan(a->plan);
+    auto src = open_source_model(a->model);
+    if (!p.model_sha256.empty() && p.model_sha256 != "synthetic" && p.model_sha256 != src->identity_sha256())
+      std::fprintf(stderr, "warning: %s was planned for a model with sha256 %s; this one is %s\n", a->plan.c_str(),
+                   p.model_sha256.c_str(), src->identity_sha256().c_str());
+    QuantizeOptions o;
+    o.imatrix_path = a->imatrix;
+    const QuantizeResult r = quantize_model(*src, p, a->output, o);
+    std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s\n", a->output.c_str(),
+                 (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,
+                 a->imatrix.empty() ? "" : fmt::format(", imatrix on {} tensors", r.n_with_imatrix).c_str());
+    if (r.file_bytes != r.predicted_bytes)
+      std::fprintf(stderr,
+                   "warning: the plan predicted %lld bytes (%+lld): its sensitivity report's gguf_overhead_bytes was "
+                   "not computed for this model's metadata (expected %lld)\n",
+                   (long long)r.predicted_bytes, (long long)(r.file_bytes - r.predicted_bytes),
+                   (long long)gguf_overhead_bytes(*src));
+    return 0;
+  };
+}
+}  // namespace
+
+SAMQ_COMMAND(quantize, 45, "Write the mixed-precision GGUF a plan describes: MODEL plan.json -o out.gguf", setup);
+
+}  // namespace samq::cli
