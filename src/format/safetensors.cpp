@@ -111,7 +111,6 @@ std::vector<StTensorView> parse_safetensors(const uint8_t* data, size_t size, co
   std::vector<StTensorView> out;
   out.reserve(h.size());
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  std::vector<uint64_t> begins;
   for (auto it = h.begin(); it != h.end(); ++it) {
     const std::string& name = it.key();
     const json& e = it.value();
@@ -136,13 +135,17 @@ std::vector<StTensorView> parse_safetensors(const uint8_t* data, size_t size, co
     t.file = file;
     t.dtype = parse_dtype(dt->get<std::string>(), name, file);
     unsigned __int128 count = 1;
+    bool huge = false;  // more elements than the buffer could hold bytes
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned()) fail("{}: tensor '{}': shape entry {} is not a non-negative integer", file, name, d.dump());
       const uint64_t v = d.get<uint64_t>();
       if (v > uint64_t(std::numeric_limits<int64_t>::max())) fail("{}: tensor '{}': shape entry {} too large", file, name, v);
       t.shape.push_back(int64_t(v));
       count *= v;
-      if (count > buf_size) count = (unsigned __int128)buf_size + 1;  // saturate: caught below
+      if (count > buf_size) {
+        count = (unsigned __int128)buf_size + 1;  // saturate: rejected below
+        huge = true;
+      }
     }
     for (const auto& o : *of)
       if (!o.is_number_unsigned()) fail("{}: tensor '{}': data_offsets entry {} is not a non-negative integer", file, name, o.dump());
@@ -151,13 +154,12 @@ std::vector<StTensorView> parse_safetensors(const uint8_t* data, size_t size, co
       fail("{}: tensor '{}': data_offsets [{}, {}] outside the data buffer of {} bytes (file offsets {}..{})", file,
            name, b, en, buf_size, 8 + n + b, 8 + n + en);
     const unsigned __int128 want = count * st_dtype_size(t.dtype);
-    if (want != en - b)
+    if (huge || want != en - b)
       fail("{}: tensor '{}': data_offsets [{}, {}] hold {} bytes, but shape {} of {} needs {}", file, name, b, en,
            en - b, sh->dump(), st_dtype_name(t.dtype),
-           want > buf_size ? std::string("more than the file holds") : std::to_string(uint64_t(want)));
+           huge ? std::string("more than the file holds") : std::to_string(uint64_t(want)));
     t.data = buf + b;
     t.nbytes = en - b;
-    begins.push_back(b);
     ranges.emplace_back(b, en);
     out.push_back(std::move(t));
   }
@@ -167,18 +169,21 @@ std::vector<StTensorView> parse_safetensors(const uint8_t* data, size_t size, co
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     return ranges[a] < ranges[b];
   });
+  // Walk in data order keeping the furthest end seen so far (empty tensors overlap nothing).
+  size_t holder = 0;
+  uint64_t max_end = 0;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const auto& cur = ranges[order[k]];
+    if (cur.second == cur.first) continue;
+    if (cur.first < max_end)
+      fail("{}: tensors '{}' and '{}' overlap in the data buffer ([{}, {}] and [{}, {}])", file, out[holder].name,
+           out[order[k]].name, ranges[holder].first, ranges[holder].second, cur.first, cur.second);
+    max_end = cur.second;
+    holder = order[k];
+  }
   std::vector<StTensorView> sorted;
   sorted.reserve(out.size());
-  for (size_t k = 0; k < order.size(); ++k) {
-    if (k > 0) {
-      const auto& prev = ranges[order[k - 1]];
-      const auto& cur = ranges[order[k]];
-      if (cur.first < prev.second && cur.second > cur.first && prev.second > prev.first)
-        fail("{}: tensors '{}' and '{}' overlap in the data buffer ([{}, {}] and [{}, {}])", file,
-             out[order[k - 1]].name, out[order[k]].name, prev.first, prev.second, cur.first, cur.second);
-    }
-    sorted.push_back(std::move(out[order[k]]));
-  }
+  for (size_t k : order) sorted.push_back(std::move(out[k]));
   return sorted;
 }
 
