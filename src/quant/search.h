@@ -37,16 +37,16 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights);
 
 // Index of the nearest IQ4 codebook entry (sorted values, n = 16); exact ties pick the upper.
+// Same result as ggml's binary search (including NaN -> n-1), but branch-free: the search's
+// final lower index is the count of entries val[1..n-1] <= x, and the tie test is the same
+// float expression. (The binary search's unpredictable branches made IQ4 quantization ~5x
+// slower.)
 inline int best_index_int8(int n, const int8_t* val, float x) {
   if (x <= val[0]) return 0;
-  if (x >= val[n - 1]) return n - 1;
-  int ml = 0, mu = n - 1;
-  while (mu - ml > 1) {
-    const int mav = (ml + mu) / 2;
-    if (x < val[mav]) mu = mav;
-    else ml = mav;
-  }
-  return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
+  if (!(x < val[n - 1])) return n - 1;  // x >= max, or NaN
+  int ml = 0;
+  for (int j = 1; j < n - 1; ++j) ml += val[j] <= x;
+  return x - val[ml] < val[ml + 1] - x ? ml : ml + 1;
 }
 
 }  // namespace samq::quant_detail
