@@ -3,6 +3,7 @@
 // ggml-formats.md §1.6).
 #include "format/hparams.h"
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -71,7 +72,10 @@ struct Fields {
       fail("{}: missing field '{}'", src, k);
     }
     if (v->is_number_integer()) return v->get<int64_t>();
-    if (v->is_number_float() && v->get<double>() == double(int64_t(v->get<double>()))) return int64_t(v->get<double>());
+    if (v->is_number_float()) {  // 4096.0 is accepted; range-checked before the cast
+      const double d = v->get<double>();
+      if (std::fabs(d) < 9.0e18 && d == std::floor(d)) return int64_t(d);
+    }
     fail("{}: field '{}' must be an integer, found {}", src, k, v->dump());
   }
   double number(const json& obj, const char* k, double def, const std::string& where) const {
@@ -133,7 +137,9 @@ void parse_rope(const Fields& f, const json& r, const std::string& where, ModelH
     hp.rope_factor = float(f.number(r, "factor", 8.0, w));
     hp.rope_low_freq_factor = float(f.number(r, "low_freq_factor", 1.0, w));
     hp.rope_high_freq_factor = float(f.number(r, "high_freq_factor", 4.0, w));
-    hp.rope_orig_ctx = int64_t(f.number(r, "original_max_position_embeddings", 8192, w));
+    const double orig = f.number(r, "original_max_position_embeddings", 8192, w);
+    if (!(orig >= 0 && orig < 9.0e18)) fail("{}: {}original_max_position_embeddings = {} is out of range", f.src, w, orig);
+    hp.rope_orig_ctx = int64_t(orig);
   } else {
     fail("{}: {}rope_type '{}' is not supported (samq supports default, linear, llama3)", f.src, w, type);
   }

@@ -182,6 +182,12 @@ TEST(Safetensors, MalformedRejected) {
                            R"("b":{"dtype":"F16","shape":[2],"data_offsets":[2,6]}})",
                            d8),
                   "overlap", "'a'", "'b'");
+  // An empty tensor between two overlapping ones does not hide the overlap.
+  EXPECT_REJECTED(st_image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                           R"("e":{"dtype":"F32","shape":[0],"data_offsets":[2,2]},)"
+                           R"("b":{"dtype":"F16","shape":[1],"data_offsets":[4,6]}})",
+                           d8),
+                  "overlap", "'a'", "'b'");
   EXPECT_REJECTED(st_image(R"({"__metadata__":{"k":1}})", {}), "__metadata__");
 }
 
