@@ -20,39 +20,51 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
 std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const float> logits) const {
   std::vector<std::pair<int32_t, double>> out;
   if (p_.temperature <= 0.0f || logits.empty()) return out;
-  std::vector<int32_t> idx(logits.size());
-  for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
+  const size_t n = logits.size();
   auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-  size_t k = idx.size();
-  if (p_.top_k > 0 && size_t(p_.top_k) < k) {
+  // Candidates: all tokens, or the top_k best (ties by lower id).
+  std::vector<int32_t> idx(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = int32_t(i);
+  size_t k = n;
+  bool sorted = false;
+  if (p_.top_k > 0 && size_t(p_.top_k) < n) {
     k = size_t(p_.top_k);
     std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
     idx.resize(k);
-  } else {
-    std::sort(idx.begin(), idx.end(), better);
+    sorted = true;
   }
-  const double mx = logits[idx[0]];
+  float mx = logits[idx[0]];
+  for (int32_t i : idx) mx = std::max(mx, logits[i]);
   double sum = 0;
   out.reserve(k);
   for (int32_t i : idx) {
-    const double e = std::exp((double(logits[i]) - mx) / double(p_.temperature));
+    const double e = std::exp((double(logits[i]) - double(mx)) / double(p_.temperature));
     out.emplace_back(i, e);
     sum += e;
   }
   for (auto& [i, p] : out) p /= sum;
-  if (p_.top_p < 1.0f) {
+  if (p_.top_p >= 1.0f) return out;  // no nucleus cut: order does not matter, skip the sort
+  // Nucleus: the most likely tokens until their mass reaches top_p. Sort only as far as needed
+  // (the nucleus is usually small): partial sorts of growing prefixes, exact in the end.
+  auto more_likely = [&](const std::pair<int32_t, double>& a, const std::pair<int32_t, double>& b) {
+    return a.second > b.second || (a.second == b.second && a.first < b.first);
+  };
+  size_t keep = 0;
+  for (size_t m = std::min<size_t>(64, out.size());; m = std::min(out.size(), m * 8)) {
+    if (!sorted) std::partial_sort(out.begin(), out.begin() + m, out.end(), more_likely);
     double cum = 0;
-    size_t keep = 0;
-    while (keep < out.size()) {
+    keep = 0;
+    while (keep < m) {
       cum += out[keep].second;
       ++keep;
       if (cum >= double(p_.top_p)) break;
     }
-    out.resize(std::max<size_t>(keep, 1));
-    double s = 0;
-    for (auto& [i, p] : out) s += p;
-    for (auto& [i, p] : out) p /= s;
+    if (cum >= double(p_.top_p) || m == out.size()) break;
   }
+  out.resize(std::max<size_t>(keep, 1));
+  double s = 0;
+  for (auto& [i, p] : out) s += p;
+  for (auto& [i, p] : out) p /= s;
   return out;
 }
 
