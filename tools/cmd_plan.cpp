@@ -3,7 +3,10 @@
 #include <map>
 #include <sstream>
 
+#include <filesystem>
+
 #include "command.h"
+#include "export/skeleton.h"
 #include "core/error.h"
 #include "plan/budget.h"
 #include "plan/plan.h"
@@ -44,7 +47,11 @@ void print_summary(const plan::Plan& p) {
 
 std::function<int()> setup(CLI::App& sub) {
   auto a = std::make_shared<PlanArgs>();
-  sub.add_option("sensitivity", a->sensitivity, "sensitivity.json written by samq analyze")->required()->check(CLI::ExistingFile);
+  sub.add_option("sensitivity", a->sensitivity,
+                 "sensitivity.json written by samq analyze; or a model (GGUF file or HF dir) for the preset policies, "
+                 "which need only names and shapes")
+      ->required()
+      ->check(CLI::ExistingPath);
   sub.add_option("-o,--output", a->output, "plan.json to write (plan.tensor-types.txt is written beside it)")->required();
   auto* ts = sub.add_option("--target-size", a->target_size, "Budget: file size, e.g. 20542368, 18MB, 40GB, 2GiB");
   auto* tb = sub.add_option("--target-bpw", a->target_bpw, "Budget: bits per weight over all tensors (llama.cpp's BPW)");
@@ -81,7 +88,13 @@ std::function<int()> setup(CLI::App& sub) {
       o.types.push_back(*t);
     }
     for (auto& k : a->keep) o.keep.push_back(plan::parse_keep(k));
-    const plan::Sensitivity s = plan::read_sensitivity(a->sensitivity);
+    const bool is_model = std::filesystem::is_directory(a->sensitivity) ||
+                          (a->sensitivity.size() > 5 && a->sensitivity.substr(a->sensitivity.size() - 5) == ".gguf");
+    if (is_model && o.policy.rfind("preset:", 0) != 0)
+      fail("{} is a model: only the preset policies work without a sensitivity report (run samq analyze first)",
+           a->sensitivity);
+    const plan::Sensitivity s =
+        is_model ? sensitivity_skeleton(*open_source_model(a->sensitivity)) : plan::read_sensitivity(a->sensitivity);
     const plan::Plan p = plan::make_plan(s, o);
     plan::write_plan(p, a->output);
     print_summary(p);

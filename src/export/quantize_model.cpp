@@ -98,6 +98,11 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
 
   GgufWriter w(out_path);
   add_source_metadata(w, src);
+  // Updated in place (order and size kept) when the source has them, as u32 like llama-quantize.
+  if (const GgufValue* v = w.find("general.file_type"); v && v->type() == GgufType::UINT32)
+    w.set_u32("general.file_type", uint32_t(plan.ftype));
+  if (const GgufValue* v = w.find("general.quantization_version"); v && v->type() == GgufType::UINT32)
+    w.set_u32("general.quantization_version", 2);
   for (const auto& kv : plan::plan_metadata(plan, im.sha256)) {
     if (kv.is_string) w.set_str(kv.key, kv.str);
     else w.set_u32(kv.key, kv.u32);

@@ -3,9 +3,9 @@
 //
 // Streaming: one source tensor is converted to f32 and quantized (multithreaded over rows,
 // quant/quantize.h) at a time, so peak memory is about the largest tensor in f32 plus its
-// quantized bytes. Metadata: the source's keys minus those plan_metadata() supersedes, then
-// the plan's block (general.quantization_version, general.file_type, samq.version,
-// samq.imatrix, samq.plan). Output goes through GgufWriter (temp file + rename).
+// quantized bytes. Metadata: the source's keys (general.file_type and
+// general.quantization_version updated in place when present; old samq.* keys dropped), then
+// the plan's block (samq.version, samq.imatrix, samq.plan; plan/plan.h). Output goes through GgufWriter (temp file + rename).
 // The file's size equals plan.file_bytes whenever the plan's overhead_bytes was computed for
 // this source (gguf_overhead_bytes() below); a mismatch is reported in the result.
 #pragma once
@@ -30,7 +30,7 @@ ImportanceMatrix load_importance_matrix(const std::string& path);
 
 // Bytes before the tensor data of the file samq quantize writes for `src`, without the plan's
 // metadata block (which is always a multiple of 32 bytes): sensitivity.json's
-// gguf_overhead_bytes.
+// gguf_overhead_bytes (samq analyze computes the same: all source keys + tensor infos).
 int64_t gguf_overhead_bytes(const SourceModel& src);
 
 struct QuantizeOptions {

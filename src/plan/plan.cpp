@@ -236,8 +236,6 @@ Plan make_plan(const Sensitivity& s, const PlanOptions& o) {
 
 std::vector<MetaValue> plan_metadata(const Plan& p, const std::string& imatrix_sha256) {
   std::vector<MetaValue> kv;
-  kv.push_back({"general.quantization_version", false, 2, ""});
-  kv.push_back({"general.file_type", false, uint32_t(p.ftype), ""});
   kv.push_back({"samq.version", true, 0, p.samq_version});
   std::string im = imatrix_sha256.empty() ? "none" : imatrix_sha256;
   im.resize(64, ' ');
@@ -261,8 +259,7 @@ int64_t encoded_size(const std::vector<MetaValue>& kvs) {
 }
 
 bool is_replaced_key(const std::string& key) {
-  return key == "general.quantization_version" || key == "general.file_type" || key.rfind("samq.", 0) == 0 ||
-         key.rfind("quantize.imatrix.", 0) == 0;
+  return key.rfind("samq.", 0) == 0;
 }
 
 json plan_to_json(const Plan& p) {
