@@ -81,14 +81,20 @@ void q3_requantize_pack(const float* x, block_q3_K& b, int8_t* L) {
 
 void quantize_row_q2_K_ref(const float* x, block_q2_K* y, int64_t k) {
   uint8_t L[QK_K], Laux[16];
-  float weights[16], mins[QK_K / 16], scales[QK_K / 16];
+  float weights[QK_K], mins[QK_K / 16], scales[QK_K / 16];
   const float q4scale = 15.f;
   for (int64_t i = 0; i < k / QK_K; ++i, x += QK_K) {
+    for (int l = 0; l < QK_K; ++l) weights[l] = std::fabs(x[l]);
+    for (int half = 0; half < 2; ++half) {
+      const int o = 128 * half;
+      if (!affine_search_x8(16, 3, x + o, weights + o, L + o, scales + 8 * half, mins + 8 * half,
+                            -0.5f, 0.1f, 15, true))
+        for (int j = 8 * half; j < 8 * half + 8; ++j)
+          scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights + 16 * j, L + 16 * j, &mins[j],
+                                       Laux, -0.5f, 0.1f, 15, true);
+    }
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 16; ++j) {
-      for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
-      scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f,
-                                   0.1f, 15, true);
       if (scales[j] > max_scale) max_scale = scales[j];
       if (mins[j] > max_min) max_min = mins[j];
     }
@@ -115,18 +121,25 @@ void quantize_row_q2_K_ref(const float* x, block_q2_K* y, int64_t k) {
 
 void quantize_row_q2_K_weighted(const float* x, block_q2_K* y, int64_t n_per_row, const float* qw) {
   uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
-  float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
+  float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[QK_K];
   for (int64_t i = 0; i < n_per_row / QK_K; ++i, x += QK_K) {
     float sumx2 = 0;
     for (int j = 0; j < QK_K; ++j) sumx2 += x[j] * x[j];
     const float sigma2 = sumx2 / QK_K;
     for (int j = 0; j < QK_K / 16; ++j) {
       const float* w = qw + QK_K * i + 16 * j;
-      for (int l = 0; l < 16; ++l) weight[l] = w[l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
+      float* wj = weight + 16 * j;
+      for (int l = 0; l < 16; ++l) wj[l] = w[l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
       sw[j] = 0;
-      for (int l = 0; l < 16; ++l) sw[j] += weight[l];
-      scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f,
-                                   0.05f, 36, false);
+      for (int l = 0; l < 16; ++l) sw[j] += wj[l];
+    }
+    for (int half = 0; half < 2; ++half) {
+      const int o = 128 * half;
+      if (!affine_search_x8(16, 3, x + o, weight + o, L + o, scales + 8 * half, mins + 8 * half,
+                            -0.9f, 0.05f, 36, false))
+        for (int j = 8 * half; j < 8 * half + 8; ++j)
+          scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight + 16 * j, L + 16 * j, &mins[j],
+                                       Laux, -0.9f, 0.05f, 36, false);
     }
     const float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
     const float mm = make_qp_quants(QK_K / 16, 15, mins, Lm, sw);

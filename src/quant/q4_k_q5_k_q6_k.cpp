@@ -46,15 +46,19 @@ void k4_requantize(const float* x, uint16_t d16, uint16_t dmin16, const uint8_t*
 void k45_ref_scales(const float* x, int nmax, float rmin, float rdelta, int nstep, uint8_t* L,
                     uint8_t* scales_out, uint16_t* d_out, uint16_t* dmin_out) {
   uint8_t Laux[32];
-  float weights[32], mins[QK_K / 32], scales[QK_K / 32];
-  float max_scale = 0, max_min = 0;
+  float weights[QK_K], mins[QK_K / 32], scales[QK_K / 32];
   for (int j = 0; j < QK_K / 32; ++j) {
     float sum_x2 = 0;
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
-    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin,
-                                 rdelta, nstep, false);
+    for (int l = 0; l < 32; ++l) weights[32 * j + l] = av_x + std::fabs(x[32 * j + l]);
+  }
+  if (!affine_search_x8(32, nmax, x, weights, L, scales, mins, rmin, rdelta, nstep, false))
+    for (int j = 0; j < QK_K / 32; ++j)
+      scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights + 32 * j, L + 32 * j, &mins[j],
+                                   Laux, rmin, rdelta, nstep, false);
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < QK_K / 32; ++j) {
     if (scales[j] > max_scale) max_scale = scales[j];
     if (mins[j] > max_min) max_min = mins[j];
   }
@@ -76,19 +80,21 @@ void k45_ref_scales(const float* x, int nmax, float rmin, float rdelta, int nste
 void k45_weighted_scales(const float* x, const float* qw, int nmax, uint8_t* L,
                          uint8_t* scales_out, uint16_t* d_out, uint16_t* dmin_out) {
   uint8_t Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
-  float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
+  float weights[QK_K], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
   float sum_x2 = 0;
   for (int l = 0; l < QK_K; ++l) sum_x2 += x[l] * x[l];
   const float sigma2 = 2 * sum_x2 / QK_K;
   for (int j = 0; j < QK_K / 32; ++j) {
-    for (int l = 0; l < 32; ++l)
-      weights[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
+    float* w = weights + 32 * j;
+    for (int l = 0; l < 32; ++l) w[l] = qw[32 * j + l] * std::sqrt(sigma2 + x[32 * j + l] * x[32 * j + l]);
     float sumw = 0;
-    for (int l = 0; l < 32; ++l) sumw += weights[l];
+    for (int l = 0; l < 32; ++l) sumw += w[l];
     sw[j] = sumw;
-    scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux,
-                                 -0.9f, 0.05f, 36, false);
   }
+  if (!affine_search_x8(32, nmax, x, weights, L, scales, mins, -0.9f, 0.05f, 36, false))
+    for (int j = 0; j < QK_K / 32; ++j)
+      scales[j] = make_qkx3_quants(32, nmax, x + 32 * j, weights + 32 * j, L + 32 * j, &mins[j],
+                                   Laux, -0.9f, 0.05f, 36, false);
   const float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
   const float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
   for (int j = 0; j < QK_K / 32; ++j)

@@ -33,6 +33,13 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
                        float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                        bool use_mad);
 
+// (c) on eight groups at once: group k is x[k*n .. k*n+n) with weights w[k*n ..]; codes to
+// L[k*n ..], scale and positive min per group. Same results as make_qkx2_quants (and as
+// make_qkx3_quants with weights) on each group. Returns false, doing nothing, when the CPU
+// has no AVX2 (or n > 32): the caller then runs the scalar search.
+bool affine_search_x8(int n, int nmax, const float* x, const float* w, uint8_t* L, float* scales,
+                      float* the_mins, float rmin, float rdelta, int nstep, bool use_mad);
+
 // (d) quantize non-negative scales x to 0..nmax with one multiplier (returned).
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights);
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -76,4 +77,45 @@ TEST(Search, AffineSearchNeverWorseThanPlainRounding) {
     }
     EXPECT_LE(err, err0 * (1 + 1e-5)) << it;
   }
+}
+
+TEST(Search, EightLaneAffineSearchEqualsScalar) {
+  // Lanes include degenerate groups (constant, all zero, all negative, all positive).
+  std::mt19937 rng(9);
+  std::normal_distribution<float> g(0.f, 1.f);
+  int compared = 0;
+  for (int it = 0; it < 300; ++it) {
+    const int n = it % 2 ? 32 : 16;
+    const int nmax = it % 3 == 0 ? 3 : it % 3 == 1 ? 15 : 31;
+    const bool mad = it % 5 == 0;
+    float x[256], w[256];
+    for (int k = 0; k < 8; ++k)
+      for (int i = 0; i < n; ++i) {
+        float v = g(rng);
+        switch ((it + k) % 9) {
+          case 0: v = 0.25f; break;
+          case 1: v = 0.f; break;
+          case 2: v = -std::fabs(v); break;
+          case 3: v = std::fabs(v) + 1.f; break;
+          case 4: v = std::round(v * 2.f); break;
+          default: break;
+        }
+        x[k * n + i] = v;
+        w[k * n + i] = std::fabs(g(rng)) + 0.01f;
+      }
+    uint8_t L1[256], L2[256], Laux[32];
+    float s1[8], m1[8], s2[8], m2[8];
+    const float rmin = it % 2 ? -0.9f : -0.5f, rdelta = it % 2 ? 0.05f : 0.1f;
+    const int nstep = it % 2 ? 36 : 15;
+    for (int k = 0; k < 8; ++k)
+      s1[k] = make_qkx2_quants(n, nmax, x + k * n, w + k * n, L1 + k * n, &m1[k], Laux, rmin, rdelta, nstep, mad);
+    if (!affine_search_x8(n, nmax, x, w, L2, s2, m2, rmin, rdelta, nstep, mad)) GTEST_SKIP() << "no AVX2";
+    for (int k = 0; k < 8; ++k) {
+      ASSERT_EQ(std::memcmp(&s1[k], &s2[k], 4), 0) << "it " << it << " lane " << k;
+      ASSERT_EQ(std::memcmp(&m1[k], &m2[k], 4), 0) << "it " << it << " lane " << k;
+      ASSERT_EQ(std::memcmp(L1 + k * n, L2 + k * n, size_t(n)), 0) << "it " << it << " lane " << k;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 2400);
 }

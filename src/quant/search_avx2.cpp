@@ -1,0 +1,127 @@
+// "Vertical" AVX2 version of the affine search (c) of ggml-formats.md §3.2: eight independent
+// groups run in the eight lanes, each lane doing exactly the scalar float operations of
+// make_qkx2_quants / make_qkx3_quants in the same order (sums stay sequential per lane; the
+// data-dependent branches become per-lane selects). The scalar search is latency-bound on its
+// running sums, so eight groups at once is several times faster with identical results.
+#include <immintrin.h>
+
+#include "quant/search.h"
+
+namespace samq::quant_detail {
+namespace {
+
+#define SAMQ_AVX2 __attribute__((target("avx2")))
+
+SAMQ_AVX2 inline __m256i nearest_int8(__m256 v) {
+  const __m256 t = _mm256_add_ps(v, _mm256_set1_ps(12582912.f));
+  const __m256i i = _mm256_castps_si256(t);
+  return _mm256_sub_epi32(_mm256_and_si256(i, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x00400000));
+}
+
+SAMQ_AVX2 inline __m256 select(__m256 mask, __m256 a_if_set, __m256 b) { return _mm256_blendv_ps(b, a_if_set, mask); }
+
+// |diff| (mean absolute deviation search) or diff^2.
+SAMQ_AVX2 inline __m256 err_term(__m256 diff, bool use_mad, __m256 abs_mask) {
+  return use_mad ? _mm256_and_ps(diff, abs_mask) : _mm256_mul_ps(diff, diff);
+}
+
+SAMQ_AVX2 void affine_search_x8_avx2(int n, int nmax, const float* x, const float* w, uint8_t* L,
+                                     float* scales, float* the_mins, float rmin, float rdelta,
+                                     int nstep, bool use_mad) {
+  __m256 xt[32] = {}, wt[32] = {};
+  for (int i = 0; i < n; ++i) {
+    xt[i] = _mm256_setr_ps(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i],
+                           x[6 * n + i], x[7 * n + i]);
+    wt[i] = _mm256_setr_ps(w[i], w[n + i], w[2 * n + i], w[3 * n + i], w[4 * n + i], w[5 * n + i],
+                           w[6 * n + i], w[7 * n + i]);
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i izero = _mm256_setzero_si256(), inmax = _mm256_set1_epi32(nmax);
+
+  __m256 mn = xt[0], mx = xt[0];
+  __m256 sum_w = wt[0];
+  __m256 sum_x = _mm256_mul_ps(sum_w, xt[0]);
+  for (int i = 1; i < n; ++i) {
+    mn = _mm256_min_ps(xt[i], mn);
+    mx = _mm256_max_ps(xt[i], mx);
+    sum_w = _mm256_add_ps(sum_w, wt[i]);
+    sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(wt[i], xt[i]));
+  }
+  mn = select(_mm256_cmp_ps(mn, zero, _CMP_GT_OQ), zero, mn);
+  const __m256 degenerate = _mm256_cmp_ps(mx, mn, _CMP_LE_OQ);
+  const __m256 range = _mm256_sub_ps(mx, mn);
+
+
+  __m256 iscale = _mm256_div_ps(_mm256_set1_ps(float(nmax)), range);
+  __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), iscale);
+  __m256 best_error = zero;
+  __m256 Lf[32], Laux[32];
+  for (int i = 0; i < n; ++i) {
+    const __m256i l = _mm256_max_epi32(izero, _mm256_min_epi32(inmax, nearest_int8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], mn)))));
+    Lf[i] = _mm256_cvtepi32_ps(l);
+    const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, Lf[i]), mn), xt[i]);
+    best_error = _mm256_add_ps(best_error, _mm256_mul_ps(wt[i], err_term(diff, use_mad, abs_mask)));
+  }
+  __m256 cur_min = mn;
+  for (int is = 0; is <= nstep; ++is) {
+    const float num = rmin + rdelta * is + nmax;
+    // As in the scalar search, a better candidate's min shifts the grid of later steps.
+    iscale = _mm256_div_ps(_mm256_set1_ps(num), _mm256_sub_ps(mx, cur_min));
+    __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256i l = _mm256_max_epi32(izero, _mm256_min_epi32(inmax, nearest_int8(_mm256_mul_ps(iscale, _mm256_sub_ps(xt[i], cur_min)))));
+      Laux[i] = _mm256_cvtepi32_ps(l);
+      const __m256 wl = _mm256_mul_ps(wt[i], Laux[i]);
+      sum_l = _mm256_add_ps(sum_l, wl);
+      sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, Laux[i]));
+      sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+    }
+    const __m256 D = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+    const __m256 dpos = _mm256_cmp_ps(D, zero, _CMP_GT_OQ);
+    if (_mm256_movemask_ps(dpos) == 0) continue;
+    __m256 this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), D);
+    __m256 this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), D);
+    const __m256 mpos = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+    this_scale = select(mpos, _mm256_div_ps(sum_xl, sum_l2), this_scale);
+    this_min = select(mpos, zero, this_min);
+    __m256 cur_error = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, Laux[i]), this_min), xt[i]);
+      cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(wt[i], err_term(diff, use_mad, abs_mask)));
+    }
+    const __m256 better = _mm256_and_ps(dpos, _mm256_cmp_ps(cur_error, best_error, _CMP_LT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    for (int i = 0; i < n; ++i) Lf[i] = select(better, Laux[i], Lf[i]);
+    best_error = select(better, cur_error, best_error);
+    scale = select(better, this_scale, scale);
+    cur_min = select(better, this_min, cur_min);
+  }
+  // Degenerate lanes (max <= min): codes 0, scale 0, min from the clamped minimum.
+  scale = select(degenerate, zero, scale);
+  cur_min = select(degenerate, mn, cur_min);
+  alignas(32) float s8[8], m8[8], l8[8];
+  _mm256_store_ps(s8, scale);
+  _mm256_store_ps(m8, cur_min);
+  const int deg = _mm256_movemask_ps(degenerate);
+  for (int k = 0; k < 8; ++k) {
+    scales[k] = s8[k];
+    the_mins[k] = -m8[k];
+  }
+  for (int i = 0; i < n; ++i) {
+    _mm256_store_ps(l8, Lf[i]);
+    for (int k = 0; k < 8; ++k) L[k * n + i] = (deg >> k) & 1 ? uint8_t(0) : uint8_t(l8[k]);
+  }
+}
+
+}  // namespace
+
+bool affine_search_x8(int n, int nmax, const float* x, const float* w, uint8_t* L, float* scales,
+                      float* the_mins, float rmin, float rdelta, int nstep, bool use_mad) {
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (!has_avx2 || n < 2 || n > 32 || nstep < 1) return false;
+  affine_search_x8_avx2(n, nmax, x, w, L, scales, the_mins, rmin, rdelta, nstep, use_mad);
+  return true;
+}
+
+}  // namespace samq::quant_detail
