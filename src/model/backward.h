@@ -36,6 +36,9 @@ struct BackwardHooks {
   // Called once per linear weight during backward: x (n, w.cols) is the weight's input and
   // dy (n, w.rows) the gradient of the loss w.r.t. its output (bias included).
   std::function<void(const Tensor& w, const float* x, const float* dy, int64_t n)> on_linear;
+  // Called once for the token embedding lookup: ids (n) and dy (n, w.cols), the gradient
+  // w.r.t. the looked-up rows.
+  std::function<void(const Tensor& w, const int32_t* ids, const float* dy, int64_t n)> on_embedding;
 };
 
 // Zeroed f32 tensors with the names and shapes of `w` (absent tensors stay absent).

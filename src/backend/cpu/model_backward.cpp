@@ -190,6 +190,7 @@ void ModelGradient::backward(const float* dlogits, ModelWeights* grads, const Ba
   }
   // inp_embd = token_embd[tokens]
   if (float* dE = grad_ptr(grads, W.token_embd)) embedding_backward(tokens_.data(), dres.data(), n, d, dE);
+  if (hooks && hooks->on_embedding) hooks->on_embedding(W.token_embd, tokens_.data(), dres.data(), n);
 }
 
 }  // namespace samq

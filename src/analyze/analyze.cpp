@@ -1,0 +1,156 @@
+// `samq analyze` library (analyze/analyze.h).
+#include "analyze/analyze.h"
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cmath>
+#include <optional>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "model/tensor_names.h"
+
+namespace samq {
+
+int default_signal(const AnalyzeOptions& opt) {
+  if (opt.full) return opt.labels == kModelLabels ? kFisherModelFull : kFisherEmpFull;
+  return opt.labels == kModelLabels ? kFisherModelFact : kFisherEmpFact;
+}
+
+
+nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& acc, const Calibration& calib,
+                                const ModelIdentity& id, const AnalyzeOptions& opt, bool progress) {
+  using nlohmann::json;
+  const int sig = default_signal(opt);
+  json doc;
+  doc["schema"] = "samq.sensitivity/1";
+  doc["samq_version"] = "0.1.0";
+  int64_t n_params = 0;
+  for_each_tensor(m.weights, [&](const Tensor& t) { n_params += t.n_elements(); });
+  doc["model"] = {{"path", id.path.empty() ? m.path : id.path},
+                  {"sha256", id.sha256},
+                  {"architecture", id.architecture.empty() ? m.hparams.arch : id.architecture},
+                  {"n_layer", m.hparams.n_layer},
+                  {"n_params", n_params},
+                  {"n_head", m.hparams.n_head},
+                  {"n_head_kv", m.hparams.n_head_kv},
+                  {"head_dim", m.hparams.head_dim},
+                  {"n_embd", m.hparams.n_embd},
+                  {"n_ff", m.hparams.n_ff},
+                  {"n_vocab", m.hparams.n_vocab}};
+  doc["calibration"] = {{"file", calib.path},
+                        {"sha256", calib.sha256},
+                        {"bytes", calib.bytes},
+                        {"tokens", acc.n_tokens()},
+                        {"scored_tokens", acc.n_loss_tokens()},
+                        {"ctx", calib.ctx},
+                        {"chunks", acc.n_chunks()},
+                        {"mean_loss", acc.mean_loss()},
+                        {"fisher", opt.labels == kModelLabels ? "model" : "empirical"},
+                        {"fisher_form", opt.full ? "full" : "factored"},
+                        {"dloss_signal", predict_signal_name(sig)},
+                        {"seed", opt.seed},
+                        {"loss_from", opt.loss_from}};
+  doc["gguf_overhead_bytes"] = id.gguf_overhead_bytes;
+
+  // tensors in file order (the caller's, else the model's visitor order)
+  std::vector<std::string> order = id.tensor_order;
+  if (order.empty())
+    for_each_tensor(m.weights, [&](const Tensor& t) { order.push_back(t.name); });
+  std::optional<Progress> bar;
+  if (progress) bar.emplace("predict", int64_t(order.size()), "tensors");
+  json tensors = json::array();
+  std::map<int, std::map<std::string, double>> layer_sum;
+  for (const std::string& name : order) {
+    const Tensor* t = m.find(name);
+    const TensorStats* s = acc.find(name);
+    if (!t || !s) fail("sensitivity: tensor {} is not in the loaded model", name);
+    const auto parts = parse_gguf_name(name);
+    json jt;
+    jt["name"] = name;
+    jt["layer"] = parts.layer;
+    jt["kind"] = parts.kind;
+    jt["shape"] = {t->rows, t->cols};
+    jt["params"] = t->n_elements();
+    auto st = id.source_types.find(name);
+    jt["source_type"] = st != id.source_types.end() ? st->second : std::string(ggml_type_name(t->type));
+    jt["grad_norm"] = s->grad_norm_sum;
+    const int lab = opt.labels;
+    jt["fisher_trace"] = acc.fisher_trace(*s, lab);
+    const bool quantizable = t->rows > 1 && !keeps_f32(name, t->rows > 1 ? 2 : 1);
+    jt["quantizable"] = quantizable;
+    json cands = json::object();
+    if (!quantizable) {
+      cands["f32"] = {{"bytes", t->n_elements() * 4}, {"dloss", 0.0}};
+    } else {
+      const std::vector<float> w = m.tensor_f32(*t);
+      const std::vector<float> qim = imatrix_collects(name) ? acc.imatrix(*s) : std::vector<float>{};
+      const auto preds = predict_tensor(acc, *s, w.data(), qim.empty() ? nullptr : qim.data(),
+                                        candidate_types(t->cols));
+      for (const auto& p : preds) {
+        json sj = json::object();
+        for (int k = 0; k < kNumSignals; ++k) sj[predict_signal_name(k)] = p.dloss[k];
+        const std::string tn(ggml_type_name(p.type));
+        cands[tn] = {{"bytes", p.bytes}, {"dloss", p.dloss[sig]}, {"signals", sj}};
+        if (p.type == GgmlType::Q4_K || p.type == GgmlType::Q2_K)
+          layer_sum[parts.layer]["dloss_" + tn] += p.dloss[sig];
+      }
+    }
+    jt["candidates"] = cands;
+    tensors.push_back(jt);
+    if (bar) bar->add(1);
+  }
+  if (bar) bar->finish();
+  doc["tensors"] = tensors;
+  json layers = json::array();
+  for (auto& [l, sums] : layer_sum) {
+    json jl = {{"layer", l}};
+    for (auto& [k, v] : sums) jl[k] = v;
+    layers.push_back(jl);
+  }
+  doc["layers"] = layers;
+  return doc;
+}
+
+AnalysisResult analyze_model(const Model& m, const Ops& ops, const Calibration& calib,
+                             const ModelIdentity& id, const AnalyzeOptions& opt) {
+  FisherOptions fo;
+  fo.full = opt.full;
+  fo.seed = opt.seed;
+  fo.loss_from = opt.loss_from;
+  SensitivityAccumulator acc(m, ops, fo);
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    std::optional<Progress> bar;
+    if (opt.progress) bar.emplace("analyze", calib.n_tokens(), "tok");
+    for (size_t c = 0; c < calib.chunks.size(); ++c) {
+      acc.add_chunk(calib.chunks[c], int64_t(c));
+      if (bar) bar->add(calib.ctx);
+    }
+    if (bar) bar->finish();
+  }
+  AnalysisResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.tokens_per_second = r.seconds > 0 ? double(acc.n_tokens()) / r.seconds : 0;
+  r.mean_loss = acc.mean_loss();
+  r.doc = sensitivity_json(m, acc, calib, id, opt, opt.progress);
+  r.doc["calibration"]["seconds"] = r.seconds;
+  r.doc["calibration"]["tokens_per_second"] = r.tokens_per_second;
+  // the importance matrix from the same forward passes
+  for (const auto& s : acc.stats()) {
+    if (!imatrix_collects(s.name) || s.col_sq.empty()) continue;
+    ImatrixEntry e;
+    e.name = s.name;
+    e.sum2 = s.col_sq;
+    e.count = double(s.n_rows_seen);
+    r.imatrix.entries.push_back(std::move(e));
+  }
+  std::sort(r.imatrix.entries.begin(), r.imatrix.entries.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  r.imatrix.datasets = {calib.path};
+  r.imatrix.chunk_count = uint32_t(calib.chunks.size());
+  r.imatrix.chunk_size = uint32_t(calib.ctx);
+  return r;
+}
+
+}  // namespace samq

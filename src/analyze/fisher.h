@@ -1,0 +1,95 @@
+// Sensitivity statistics accumulated over calibration chunks, per weight tensor:
+//   - gradient L2 norm summed over batches (one batch = one chunk; text labels) — the
+//     baseline signal of the article samq started from;
+//   - the Fisher diagonal, exact ("full": the squared chunk gradient, per element) and
+//     factored (E[(dL/dy)^2] per output row x E[x^2] per input column, O(rows + cols)),
+//     each with the text's next tokens as labels (empirical Fisher) and with labels drawn
+//     from the model's own predictions (model Fisher: the one that governs the KL divergence
+//     to the unquantized model, since E_y~p[g g^T] is its Hessian at zero perturbation);
+//   - per input column sums of x^2 with counts (the importance matrix, analyze/imatrix.h).
+//
+// Normalization: every Fisher here is per scored token, so 0.5 * sum F * (w - q(w))^2 is the
+// predicted increase of the MEAN per-token loss (nats), the unit of sensitivity.json.
+// With model-sampled labels the per-position score functions are uncorrelated, so the squared
+// gradient of a chunk's summed loss is an unbiased estimate of the sum of per-token Fishers.
+//
+// One chunk costs a forward and two backward passes (empirical, model labels). Labels are
+// drawn from a counter-based RNG keyed by (seed, chunk, position) and every reduction runs in
+// a fixed order, so results do not depend on the thread count.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/ops.h"
+#include "model/backward.h"
+#include "model/model.h"
+
+namespace samq {
+
+enum FisherLabels : int { kEmpirical = 0, kModelLabels = 1 };
+
+struct TensorStats {
+  std::string name, kind;
+  int layer = -1;
+  int64_t rows = 0, cols = 0;
+  bool linear = false;     // a matmul weight (hooks give x and dy)
+  bool embedding = false;  // token_embd (rows looked up)
+  double grad_norm_sum = 0;            // sum over chunks of ||dL/dW||_2 (text labels)
+  std::vector<float> g2[2];            // full: sum over chunks of (dL/dW)^2, per element
+  std::vector<double> row_sq[2];       // factored: sum over token rows of dy_j^2 (linear), or
+                                       //   of dy_i^2 per column (embedding)
+  std::vector<double> col_sq;          // sum over token rows of x_i^2 (linear inputs)
+  std::vector<double> row_count;       // embedding: occurrences of each row as an input token
+  int64_t n_rows_seen = 0;             // token rows that went through this tensor
+};
+
+struct FisherOptions {
+  bool full = true;          // keep the exact diagonal (rows*cols floats per tensor and label kind)
+  uint64_t seed = 0x5a3d;    // model-label sampling
+  int64_t loss_from = 0;     // positions < loss_from carry no loss (0: all but the last)
+};
+
+class SensitivityAccumulator {
+ public:
+  SensitivityAccumulator(const Model& m, const Ops& ops, FisherOptions o = {});
+  ~SensitivityAccumulator();
+
+  // One calibration chunk (fresh sequence); chunk_index keys the label sampling.
+  void add_chunk(std::span<const int32_t> tokens, int64_t chunk_index);
+
+  std::vector<TensorStats>& stats() { return stats_; }
+  const std::vector<TensorStats>& stats() const { return stats_; }
+  const TensorStats* find(const std::string& name) const;
+
+  int64_t n_chunks() const { return n_chunks_; }
+  int64_t n_tokens() const { return n_tokens_; }         // token rows seen
+  int64_t n_loss_tokens() const { return n_loss_; }      // scored positions (per label kind)
+  double mean_loss() const { return n_loss_ ? loss_sum_ / double(n_loss_) : 0.0; }
+  const FisherOptions& options() const { return opt_; }
+
+  // Per-element Fisher of row r of tensor s (cols values), per scored token.
+  // factored: from row_sq x col_sq (or row_count x row_sq for the embedding).
+  void fisher_row(const TensorStats& s, int labels, bool factored, int64_t r, float* out) const;
+  // Sum of the Fisher diagonal of a tensor (full when kept, else factored).
+  double fisher_trace(const TensorStats& s, int labels) const;
+  // Mean x^2 per input column (the importance matrix), or empty when not a linear weight.
+  std::vector<float> imatrix(const TensorStats& s) const;
+
+ private:
+  const Model& m_;
+  const Ops& ops_;
+  FisherOptions opt_;
+  std::unique_ptr<ModelGradient> mg_;
+  ModelWeights grads_;
+  std::vector<TensorStats> stats_;
+  int64_t n_chunks_ = 0, n_tokens_ = 0, n_loss_ = 0;
+  double loss_sum_ = 0;
+};
+
+// Counter-based uniform in [0, 1) (splitmix64 of the three keys): thread-count independent.
+double uniform_hash(uint64_t seed, uint64_t a, uint64_t b);
+
+}  // namespace samq

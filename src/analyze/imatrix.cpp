@@ -1,0 +1,161 @@
+// Importance matrix collection and its GGUF format (analyze/imatrix.h).
+#include "analyze/imatrix.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/progress.h"
+#include "format/gguf.h"
+#include "model/forward.h"
+#include "model/tensor_names.h"
+
+namespace samq {
+
+const ImatrixEntry* Imatrix::find(const std::string& name) const {
+  for (const auto& e : entries)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+std::vector<float> Imatrix::mean(const std::string& name) const {
+  const ImatrixEntry* e = find(name);
+  if (!e || e->count <= 0) return {};
+  std::vector<float> v(e->sum2.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = float(e->sum2[i] / e->count);
+  return v;
+}
+
+bool imatrix_collects(const std::string& name) {
+  const auto p = parse_gguf_name(name);
+  if (p.layer < 0 || p.suffix != "weight") return false;
+  static const char* kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+  return std::find(std::begin(kinds), std::end(kinds), p.kind) != std::end(kinds);
+}
+
+Imatrix collect_imatrix(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
+                        bool progress) {
+  // activation name -> weights that read it
+  const std::map<std::string, std::vector<std::string>> readers = {
+      {"attn_norm", {"attn_q", "attn_k", "attn_v"}},
+      {"kq_out", {"attn_output"}},
+      {"ffn_norm", {"ffn_gate", "ffn_up"}},
+      {"ffn_act", {"ffn_down"}}};
+  std::map<std::string, ImatrixEntry> acc;
+  ForwardHooks hooks;
+  hooks.on_activation = [&](std::string_view name, int layer, const float* x, int64_t rows, int64_t cols) {
+    auto it = readers.find(std::string(name));
+    if (it == readers.end() || layer < 0) return;
+    std::vector<double> s(static_cast<size_t>(cols), 0.0);
+    parallel_for(cols, 64, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        double a = 0;
+        for (int64_t t = 0; t < rows; ++t) a += double(x[t * cols + j]) * x[t * cols + j];
+        s[j] = a;
+      }
+    });
+    for (const auto& kind : it->second) {
+      const std::string w = "blk." + std::to_string(layer) + "." + kind + ".weight";
+      if (!m.find(w)) continue;
+      ImatrixEntry& e = acc[w];
+      if (e.sum2.empty()) {
+        e.name = w;
+        e.sum2.assign(static_cast<size_t>(cols), 0.0);
+      }
+      for (int64_t j = 0; j < cols; ++j) e.sum2[j] += s[j];
+      e.count += double(rows);
+    }
+  };
+  ForwardOptions opt;
+  opt.hooks = &hooks;
+  opt.skip_logits = true;
+  std::optional<Progress> bar;
+  if (progress) bar.emplace("imatrix", int64_t(chunks.size()) * (chunks.empty() ? 0 : int64_t(chunks[0].size())), "tok");
+  for (const auto& c : chunks) {
+    KvCache cache(m, int64_t(c.size()));
+    Batch b;
+    b.add(&cache, c, false);
+    forward(m, ops, b, opt);
+    if (bar) bar->add(int64_t(c.size()));
+  }
+  if (bar) bar->finish();
+  Imatrix im;
+  for (auto& [k, e] : acc) im.entries.push_back(std::move(e));
+  im.chunk_count = uint32_t(chunks.size());
+  im.chunk_size = chunks.empty() ? 0 : uint32_t(chunks[0].size());
+  return im;
+}
+
+void write_imatrix_gguf(const std::string& path, const Imatrix& im) {
+  GgufWriter w(path);
+  w.set_str("general.type", "imatrix");
+  w.set_arr_str("imatrix.datasets", im.datasets);
+  w.set_u32("imatrix.chunk_count", im.chunk_count);
+  w.set_u32("imatrix.chunk_size", im.chunk_size);
+  std::vector<ImatrixEntry> sorted = im.entries;
+  std::sort(sorted.begin(), sorted.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  for (const auto& e : sorted) {
+    if (e.name.size() + 8 > kGgufMaxNameLen) fail("imatrix: tensor name '{}' too long for GGUF", e.name);
+    w.add_tensor_info(e.name + ".in_sum2", GgmlType::F32, {int64_t(e.sum2.size()), 1});
+    w.add_tensor_info(e.name + ".counts", GgmlType::F32, {1, 1});
+  }
+  w.write_header();
+  size_t i = 0;
+  for (const auto& e : sorted) {
+    std::vector<float> s(e.sum2.begin(), e.sum2.end());
+    w.write_tensor_data(i++, s.data(), s.size() * sizeof(float));
+    const float c = float(e.count);
+    w.write_tensor_data(i++, &c, sizeof(float));
+  }
+  w.finish();
+}
+
+Imatrix read_imatrix_gguf(const std::string& path) {
+  GgufFile f = GgufFile::open(path);
+  if (f.get_str("general.type", "") != "imatrix")
+    fail("{}: general.type is not \"imatrix\"", path);
+  Imatrix im;
+  im.datasets = f.get_arr_str("imatrix.datasets", {});
+  im.chunk_count = f.get_u32("imatrix.chunk_count", 0);
+  im.chunk_size = f.get_u32("imatrix.chunk_size", 0);
+  std::map<std::string, ImatrixEntry> acc;
+  for (const auto& t : f.tensors()) {
+    auto ends = [&](std::string_view suf) {
+      return t.name.size() > suf.size() && t.name.compare(t.name.size() - suf.size(), suf.size(), suf) == 0;
+    };
+    if (t.type != GgmlType::F32) fail("{}: tensor {} is not F32", path, t.name);
+    const float* d = reinterpret_cast<const float*>(t.data);
+    if (ends(".in_sum2")) {
+      ImatrixEntry& e = acc[t.name.substr(0, t.name.size() - 8)];
+      e.sum2.assign(d, d + t.n_elements());
+    } else if (ends(".counts")) {
+      ImatrixEntry& e = acc[t.name.substr(0, t.name.size() - 7)];
+      e.count = t.n_elements() > 0 ? d[0] : 0;
+    } else {
+      fail("{}: unexpected tensor {} (expected .in_sum2 / .counts)", path, t.name);
+    }
+  }
+  for (auto& [k, e] : acc) {
+    if (e.sum2.empty()) fail("{}: {} has counts but no in_sum2", path, k);
+    e.name = k;
+    im.entries.push_back(std::move(e));
+  }
+  return im;
+}
+
+double cosine_similarity(const std::vector<double>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return 0;
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ab += a[i] * b[i];
+    aa += a[i] * a[i];
+    bb += b[i] * b[i];
+  }
+  if (aa == 0 && bb == 0) return 1;
+  return ab / std::sqrt(aa * bb);
+}
+
+}  // namespace samq

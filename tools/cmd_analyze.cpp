@@ -1,0 +1,160 @@
+// samq analyze MODEL --calib FILE -o sensitivity.json: measures, in nats per token, what
+// quantizing each weight tensor to each candidate type costs (analyze/analyze.h), and writes
+// sensitivity.json (docs/artifacts.md), optionally the importance matrix in llama.cpp's GGUF
+// format and an SVG heat map.
+#include <cstdio>
+#include <memory>
+
+#include "analyze/analyze.h"
+#include "analyze/measure.h"
+#include "eval/perplexity.h"
+#include "command.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "export/source_model.h"
+#include "format/gguf.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+namespace samq::cli {
+namespace {
+
+struct AnalyzeArgs {
+  std::string model, calib, out, imatrix_out, plot;
+  int64_t ctx = 512;
+  int64_t tokens = 65536;
+  std::string fisher = "full", labels = "model";
+  uint64_t seed = 0x5a3d;
+  int64_t loss_from = 0;
+  // validation: measured single-tensor KLDs
+  std::string measure_text, measure_out;
+  int64_t measure_chunks = 64;
+  std::vector<std::string> measure_types = {"q2_K", "q4_K"};
+};
+
+ModelIdentity identify(const std::string& path, const Model& m) {
+  ModelIdentity id;
+  id.path = path;
+  id.architecture = m.hparams.arch;
+  auto src = open_source_model(path);
+  id.sha256 = src->identity_sha256();
+  GgufWriter w(path + ".samq-analyze-overhead.gguf");  // never written: header size only
+  src->write_metadata(w);
+  for (const auto& t : src->tensors()) {
+    id.tensor_order.push_back(t.name);
+    id.source_types[t.name] = std::string(ggml_type_name(t.source_type));
+    w.add_tensor_info(t.name, GgmlType::F32, std::span<const int64_t>(t.ne, t.n_dims));
+  }
+  id.gguf_overhead_bytes = int64_t(w.header_bytes());
+  return id;
+}
+
+void measure(const AnalyzeArgs& a, Model& m, const Tokenizer& tok, const AnalysisResult& r);
+
+int run_analyze(const AnalyzeArgs& a) {
+  if (a.fisher != "full" && a.fisher != "factored") fail("--fisher must be full or factored, not '{}'", a.fisher);
+  if (a.labels != "model" && a.labels != "empirical") fail("--labels must be model or empirical, not '{}'", a.labels);
+  auto m = Model::load(a.model);
+  const Tokenizer tok = m->gguf ? Tokenizer::from_gguf(*m->gguf) : Tokenizer::from_hf_dir(a.model, m->hparams.n_vocab);
+  const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
+  std::fprintf(stderr, "samq analyze: %s (%s, %lld layers), %zu chunks of %lld tokens from %s (%lld tokens in the file), %d threads\n",
+               a.model.c_str(), m->hparams.arch.c_str(), (long long)m->hparams.n_layer, calib.chunks.size(),
+               (long long)a.ctx, a.calib.c_str(), (long long)calib.n_text_tokens, num_threads());
+  const ModelIdentity id = identify(a.model, *m);
+  AnalyzeOptions opt;
+  opt.full = a.fisher == "full";
+  opt.labels = a.labels == "model" ? kModelLabels : kEmpirical;
+  opt.seed = a.seed;
+  opt.loss_from = a.loss_from;
+  AnalysisResult r = analyze_model(*m, cpu_ops(), calib, id, opt);
+  write_file_atomic(a.out, r.doc.dump(1) + "\n");
+  std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
+               r.tokens_per_second, r.mean_loss, a.out.c_str());
+  if (!a.imatrix_out.empty()) {
+    write_imatrix_gguf(a.imatrix_out, r.imatrix);
+    std::fprintf(stderr, "samq analyze: wrote importance matrix %s (%zu tensors)\n", a.imatrix_out.c_str(),
+                 r.imatrix.entries.size());
+  }
+  if (!a.plot.empty()) {
+    write_file_atomic(a.plot, sensitivity_svg(r.doc));
+    std::fprintf(stderr, "samq analyze: wrote heat map %s\n", a.plot.c_str());
+  }
+  if (!a.measure_out.empty()) measure(a, *m, tok, r);
+  return 0;
+}
+
+// Replaces each quantizable tensor alone by its round trip through each --measure-types type
+// (with this run's importance matrix, as `samq quantize --imatrix` would) and measures the
+// mean KLD against the unquantized model on --measure-text, as `samq eval` does.
+void measure(const AnalyzeArgs& a, Model& m, const Tokenizer& tok, const AnalysisResult& r) {
+  if (a.measure_text.empty()) fail("--measure-out needs --measure-text");
+  std::vector<GgmlType> types;
+  for (const auto& t : a.measure_types) {
+    auto ty = ggml_type_from_name(t);
+    if (!ty) fail("--measure-types: unknown type '{}'", t);
+    types.push_back(*ty);
+  }
+  const std::string text = read_file(a.measure_text);
+  const auto toks = tokenize_eval_text(tok, text);
+  std::vector<std::vector<int32_t>> chunks;
+  for (int64_t c = 0; c < a.measure_chunks && (c + 1) * a.ctx <= int64_t(toks.size()); ++c)
+    chunks.push_back(eval_chunk_tokens(toks, a.ctx, c, tok.bos()));
+  if (chunks.empty()) fail("{}: shorter than one context of {} tokens", a.measure_text, a.ctx);
+  SingleTensorKld meas(m, cpu_ops(), chunks);
+  nlohmann::json out;
+  out["schema"] = "samq.measured-kld/1";
+  out["model"] = r.doc["model"];
+  out["calibration"] = r.doc["calibration"];
+  out["eval"] = {{"file", a.measure_text}, {"sha256", sha256_hex(text.data(), text.size())}, {"ctx", a.ctx},
+                 {"chunks", chunks.size()}, {"scored_tokens", meas.n_scored()}, {"base_nll", meas.base_nll()}};
+  nlohmann::json rows = nlohmann::json::array();
+  std::vector<std::string> names;
+  for (const auto& t : r.doc["tensors"])
+    if (t["quantizable"].get<bool>()) names.push_back(t["name"]);
+  Progress bar("measure", int64_t(names.size() * types.size()), "runs");
+  for (const auto& name : names)
+    for (GgmlType ty : types) {
+      const std::vector<float> im = r.imatrix.mean(name);
+      const auto res = meas.measure(name, ty, im.empty() ? nullptr : im.data());
+      rows.push_back({{"name", name}, {"type", std::string(ggml_type_name(ty))}, {"kld", res.kld_mean},
+                      {"dnll", res.dnll}, {"same_top_pct", res.same_top_pct}});
+      bar.add(1);
+    }
+  bar.finish();
+  out["measurements"] = rows;
+  write_file_atomic(a.measure_out, out.dump(1) + "\n");
+  std::fprintf(stderr, "samq analyze: wrote measured KLDs %s\n", a.measure_out.c_str());
+}
+
+std::function<int()> setup(CLI::App& sub) {
+  auto a = std::make_shared<AnalyzeArgs>();
+  sub.add_option("model", a->model, "Model: HF directory or GGUF (F32/F16/BF16)")->required();
+  sub.add_option("--calib", a->calib, "Calibration text (UTF-8)")->required();
+  sub.add_option("-o,--output", a->out, "Output sensitivity.json")->required();
+  sub.add_option("--ctx", a->ctx, "Tokens per calibration chunk")->capture_default_str();
+  sub.add_option("--tokens", a->tokens, "Calibration tokens to use (whole chunks; <= 0: the whole file)")
+      ->capture_default_str();
+  sub.add_option("--fisher", a->fisher, "Fisher form: full (exact diagonal) or factored (rows x columns)")
+      ->capture_default_str();
+  sub.add_option("--labels", a->labels, "Fisher labels: model (sampled from the model) or empirical (text)")
+      ->capture_default_str();
+  sub.add_option("--imatrix-out", a->imatrix_out, "Also write the importance matrix (llama.cpp GGUF imatrix format)");
+  sub.add_option("--plot", a->plot, "Also write an SVG heat map of predicted Δloss at Q4_K");
+  sub.add_option("--seed", a->seed, "Seed of the model-label sampling")->capture_default_str();
+  sub.add_option("--loss-from", a->loss_from, "Score positions >= this in each chunk")->capture_default_str();
+  sub.add_option("--measure-text", a->measure_text,
+                 "Validation: text on which to measure each tensor's real KLD when quantized alone");
+  sub.add_option("--measure-out", a->measure_out, "Validation: write the measured per-tensor KLDs (JSON)");
+  sub.add_option("--measure-chunks", a->measure_chunks, "Validation: chunks of --measure-text")->capture_default_str();
+  sub.add_option("--measure-types", a->measure_types, "Validation: types to measure")->capture_default_str();
+  return [a] { return run_analyze(*a); };
+}
+
+}  // namespace
+
+SAMQ_COMMAND(analyze, 30, "Measure per-tensor sensitivity to each quantization type -> sensitivity.json", setup);
+
+}  // namespace samq::cli
