@@ -137,27 +137,39 @@ void quantize_row_q8_0_ref(const float* x, block_q8_0* y, int64_t k) {
 
 void quantize_row_q4_0_weighted(const float* x, block_q4_0* y, int64_t n_per_row, const float* qw) {
   const float sigma2 = row_sigma2(x, n_per_row);
-  float w[32];
-  int8_t L[32];
-  for (int64_t ib = 0; ib < n_per_row / QK4_0; ++ib) {
-    const float* xb = x + QK4_0 * ib;
-    legacy_weights(xb, qw + QK4_0 * ib, sigma2, w);
-    const float d = make_qx_quants(QK4_0, 8, xb, L, 1, w);
-    y[ib].d = f32_to_fp16(d);
-    for (int j = 0; j < 16; ++j) y[ib].qs[j] = uint8_t(L[j] | (L[j + 16] << 4));
+  float w[8 * 32], d[8];
+  int8_t L[8 * 32];
+  const int64_t nb = n_per_row / QK4_0;
+  for (int64_t ib0 = 0; ib0 < nb; ib0 += 8) {
+    const int g = int(std::min<int64_t>(8, nb - ib0));  // blocks in this group
+    const float* xg = x + QK4_0 * ib0;
+    for (int k = 0; k < g; ++k) legacy_weights(xg + 32 * k, qw + QK4_0 * (ib0 + k), sigma2, w + 32 * k);
+    if (g < 8 || !symmetric_search_x8(32, 8, xg, w, L, d))
+      for (int k = 0; k < g; ++k) d[k] = make_qx_quants(32, 8, xg + 32 * k, L + 32 * k, 1, w + 32 * k);
+    for (int k = 0; k < g; ++k) {
+      block_q4_0& b = y[ib0 + k];
+      b.d = f32_to_fp16(d[k]);
+      for (int j = 0; j < 16; ++j) b.qs[j] = uint8_t(L[32 * k + j] | (L[32 * k + j + 16] << 4));
+    }
   }
 }
 
 void quantize_row_q5_0_weighted(const float* x, block_q5_0* y, int64_t n_per_row, const float* qw) {
   const float sigma2 = row_sigma2(x, n_per_row);
-  float w[32];
-  int8_t L[32];
-  for (int64_t ib = 0; ib < n_per_row / QK5_0; ++ib) {
-    const float* xb = x + QK5_0 * ib;
-    legacy_weights(xb, qw + QK5_0 * ib, sigma2, w);
-    const float d = make_qx_quants(QK5_0, 16, xb, L, 1, w);
-    y[ib].d = f32_to_fp16(d);
-    pack5(reinterpret_cast<const uint8_t*>(L), y[ib].qs, y[ib].qh);
+  float w[8 * 32], d[8];
+  int8_t L[8 * 32];
+  const int64_t nb = n_per_row / QK5_0;
+  for (int64_t ib0 = 0; ib0 < nb; ib0 += 8) {
+    const int g = int(std::min<int64_t>(8, nb - ib0));  // blocks in this group
+    const float* xg = x + QK5_0 * ib0;
+    for (int k = 0; k < g; ++k) legacy_weights(xg + 32 * k, qw + QK5_0 * (ib0 + k), sigma2, w + 32 * k);
+    if (g < 8 || !symmetric_search_x8(32, 16, xg, w, L, d))
+      for (int k = 0; k < g; ++k) d[k] = make_qx_quants(32, 16, xg + 32 * k, L + 32 * k, 1, w + 32 * k);
+    for (int k = 0; k < g; ++k) {
+      block_q5_0& b = y[ib0 + k];
+      b.d = f32_to_fp16(d[k]);
+      pack5(reinterpret_cast<const uint8_t*>(L + 32 * k), b.qs, b.qh);
+    }
   }
 }
 

@@ -195,18 +195,24 @@ void quantize_row_q3_K_ref(const float* x, block_q3_K* y, int64_t k) {
 
 void quantize_row_q3_K_weighted(const float* x, block_q3_K* y, int64_t n_per_row, const float* qw) {
   int8_t L[QK_K], Ls[QK_K / 16];
-  float scales[QK_K / 16], weight[16], sw[QK_K / 16];
+  float scales[QK_K / 16], weight[QK_K], sw[QK_K / 16];
   for (int64_t i = 0; i < n_per_row / QK_K; ++i, x += QK_K) {
     float sumx2 = 0;
     for (int j = 0; j < QK_K; ++j) sumx2 += x[j] * x[j];
     const float sigma2 = 2 * sumx2 / QK_K;
     for (int j = 0; j < QK_K / 16; ++j) {
       const float* w = qw + QK_K * i + 16 * j;
-      for (int l = 0; l < 16; ++l) weight[l] = w[l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
+      float* wj = weight + 16 * j;
+      for (int l = 0; l < 16; ++l) wj[l] = w[l] * std::sqrt(sigma2 + x[16 * j + l] * x[16 * j + l]);
       float sumw = 0;
-      for (int l = 0; l < 16; ++l) sumw += weight[l];
+      for (int l = 0; l < 16; ++l) sumw += wj[l];
       sw[j] = sumw;
-      scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
+    }
+    for (int half = 0; half < 2; ++half) {
+      const int o = 128 * half;
+      if (!symmetric_search_x8(16, 4, x + o, weight + o, L + o, scales + 8 * half))
+        for (int j = 8 * half; j < 8 * half + 8; ++j)
+          scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight + 16 * j);
     }
     std::memset(y[i].scales, 0, sizeof y[i].scales);
     const float d_block = make_qx_quants(QK_K / 16, 32, scales, Ls, 1, sw);

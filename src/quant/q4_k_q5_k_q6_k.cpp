@@ -249,11 +249,16 @@ void q6_quantize(const float* x, block_q6_K* y, int64_t k, const float* qw) {
   int8_t L[QK_K];
   float scales[QK_K / 16];
   for (int64_t i = 0; i < k / QK_K; ++i, x += QK_K) {
+    const float* wi = qw ? qw + QK_K * i : nullptr;
+    for (int half = 0; half < 2; ++half) {
+      const int o = 128 * half;
+      if (!symmetric_search_x8(16, 32, x + o, wi ? wi + o : nullptr, L + o, scales + 8 * half))
+        for (int ib = 8 * half; ib < 8 * half + 8; ++ib)
+          scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, wi ? wi + 16 * ib : nullptr);
+    }
     float max_scale = 0, max_abs_scale = 0;
     for (int ib = 0; ib < QK_K / 16; ++ib) {
-      const float* w = qw ? qw + QK_K * i + 16 * ib : nullptr;
-      const float scale = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, w);
-      scales[ib] = scale;
+      const float scale = scales[ib];
       const float abs_scale = std::fabs(scale);
       if (abs_scale > max_abs_scale) {
         max_abs_scale = abs_scale;

@@ -40,6 +40,11 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
 bool affine_search_x8(int n, int nmax, const float* x, const float* w, uint8_t* L, float* scales,
                       float* the_mins, float rmin, float rdelta, int nstep, bool use_mad);
 
+// (a) with rmse_type 1 on eight groups at once (group k = x[k*n ..], weights qw[k*n ..] or x^2
+// when qw is null): same codes and scales as make_qx_quants(n, nmax, ., ., 1, .) per group.
+// Returns false when the CPU has no AVX2.
+bool symmetric_search_x8(int n, int nmax, const float* x, const float* qw, int8_t* L, float* scales);
+
 // (d) quantize non-negative scales x to 0..nmax with one multiplier (returned).
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights);
 

@@ -114,7 +114,75 @@ SAMQ_AVX2 void affine_search_x8_avx2(int n, int nmax, const float* x, const floa
   }
 }
 
+// make_qx_quants with rmse_type 1 (weights qw, or x^2 when qw is null) on eight groups.
+SAMQ_AVX2 void symmetric_search_x8_avx2(int n, int nmax, const float* x, const float* qw, int8_t* L,
+                                        float* scales) {
+  __m256 xt[32] = {}, wt[32] = {};
+  for (int i = 0; i < n; ++i) {
+    xt[i] = _mm256_setr_ps(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i],
+                           x[6 * n + i], x[7 * n + i]);
+    wt[i] = qw ? _mm256_setr_ps(qw[i], qw[n + i], qw[2 * n + i], qw[3 * n + i], qw[4 * n + i],
+                                qw[5 * n + i], qw[6 * n + i], qw[7 * n + i])
+               : _mm256_mul_ps(xt[i], xt[i]);
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
+  // Signed element of largest magnitude, first one on ties.
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < n; ++i) {
+    const __m256 ax = _mm256_and_ps(xt[i], abs_mask);
+    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = select(gt, ax, amax);
+    max = select(gt, xt[i], max);
+  }
+  const __m256 degenerate = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+  __m256 Lf[32], Laux[32];
+  auto codes_and_sums = [&](__m256 iscale, __m256* Lout, __m256& sumlx, __m256& suml2) SAMQ_AVX2 {
+    sumlx = zero;
+    suml2 = zero;
+    for (int i = 0; i < n; ++i) {
+      const __m256i l = _mm256_max_epi32(lo, _mm256_min_epi32(hi, nearest_int8(_mm256_mul_ps(iscale, xt[i]))));
+      Lout[i] = _mm256_cvtepi32_ps(l);
+      sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(wt[i], xt[i]), Lout[i]));
+      suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(wt[i], Lout[i]), Lout[i]));
+    }
+  };
+  __m256 sumlx, suml2;
+  codes_and_sums(_mm256_div_ps(_mm256_set1_ps(float(-nmax)), max), Lf, sumlx, suml2);
+  __m256 scale = select(_mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx, suml2), zero);
+  __m256 best = _mm256_mul_ps(scale, sumlx);
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    const float num = -(nmax + 0.1f * is);
+    codes_and_sums(_mm256_div_ps(_mm256_set1_ps(num), max), Laux, sumlx, suml2);
+    const __m256 better = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ),
+                                        _mm256_cmp_ps(_mm256_mul_ps(sumlx, sumlx), _mm256_mul_ps(best, suml2), _CMP_GT_OQ));
+    if (_mm256_movemask_ps(better) == 0) continue;
+    for (int i = 0; i < n; ++i) Lf[i] = select(better, Laux[i], Lf[i]);
+    const __m256 s_new = _mm256_div_ps(sumlx, suml2);
+    scale = select(better, s_new, scale);
+    best = select(better, _mm256_mul_ps(s_new, sumlx), best);
+  }
+  scale = select(degenerate, zero, scale);
+  alignas(32) float s8[8], l8[8];
+  _mm256_store_ps(s8, scale);
+  const int deg = _mm256_movemask_ps(degenerate);
+  for (int k = 0; k < 8; ++k) scales[k] = s8[k];
+  for (int i = 0; i < n; ++i) {
+    _mm256_store_ps(l8, Lf[i]);
+    for (int k = 0; k < 8; ++k) L[k * n + i] = (deg >> k) & 1 ? int8_t(0) : int8_t(int(l8[k]) + nmax);
+  }
+}
+
 }  // namespace
+
+bool symmetric_search_x8(int n, int nmax, const float* x, const float* qw, int8_t* L, float* scales) {
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (!has_avx2 || n < 1 || n > 32) return false;
+  symmetric_search_x8_avx2(n, nmax, x, qw, L, scales);
+  return true;
+}
 
 bool affine_search_x8(int n, int nmax, const float* x, const float* w, uint8_t* L, float* scales,
                       float* the_mins, float rmin, float rdelta, int nstep, bool use_mad) {

@@ -119,3 +119,34 @@ TEST(Search, EightLaneAffineSearchEqualsScalar) {
   }
   EXPECT_EQ(compared, 2400);
 }
+
+TEST(Search, EightLaneSymmetricSearchEqualsScalar) {
+  std::mt19937 rng(10);
+  std::normal_distribution<float> g(0.f, 1.f);
+  for (int it = 0; it < 300; ++it) {
+    const int n = it % 2 ? 32 : 16;
+    const int nmax = it % 3 == 0 ? 4 : it % 3 == 1 ? 8 : 32;
+    const bool weighted = it % 4 != 0;
+    float x[256], w[256];
+    for (int k = 0; k < 8; ++k)
+      for (int i = 0; i < n; ++i) {
+        float v = g(rng);
+        switch ((it + k) % 7) {
+          case 0: v = 0.f; break;
+          case 1: v = 1e-20f * v; break;  // below the all-zero threshold
+          case 2: v = std::round(v * 3.f); break;
+          default: break;
+        }
+        x[k * n + i] = v;
+        w[k * n + i] = std::fabs(g(rng)) + 0.01f;
+      }
+    int8_t L1[256], L2[256];
+    float s1[8], s2[8];
+    for (int k = 0; k < 8; ++k) s1[k] = make_qx_quants(n, nmax, x + k * n, L1 + k * n, 1, weighted ? w + k * n : nullptr);
+    if (!symmetric_search_x8(n, nmax, x, weighted ? w : nullptr, L2, s2)) GTEST_SKIP() << "no AVX2";
+    for (int k = 0; k < 8; ++k) {
+      ASSERT_EQ(std::memcmp(&s1[k], &s2[k], 4), 0) << "it " << it << " lane " << k;
+      ASSERT_EQ(std::memcmp(L1 + k * n, L2 + k * n, size_t(n)), 0) << "it " << it << " lane " << k;
+    }
+  }
+}
