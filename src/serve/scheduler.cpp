@@ -135,8 +135,8 @@ void Scheduler::finish(Slot& s, Event e) {
     std::lock_guard lk(mu_);
     avg_request_s_ = 0.8 * avg_request_s_ + 0.2 * dur;
   }
+  gen_.free_sequence(s.seq);  // before the client hears of it, so a finished request holds nothing
   s.job->ch->push(std::move(e));
-  gen_.free_sequence(s.seq);
 }
 
 void Scheduler::run() {

@@ -118,6 +118,9 @@ void Server::install_routes() {
     else if (res.status == 413)
       send_error(res, 413, "request_too_large",
                  fmt::format("Request body too large: the limit is {} bytes (--max-body-bytes).", opt_.max_body_bytes));
+    else if (res.status == 400)
+      send_error(res, 400, "bad_request",
+                 "The request could not be read: malformed HTTP, or the client sent it too slowly (--read-timeout-s).");
     else
       send_error(res, res.status, "", std::string("HTTP error ") + std::to_string(res.status));
   });
