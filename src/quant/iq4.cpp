@@ -12,132 +12,139 @@
 #include "quant/search.h"
 
 namespace samq {
-using namespace quant_detail;
-
-namespace {
+namespace quant_detail {
 
 constexpr int kNtry = 7;
 
-// Quantizes one super-block of `sbs` elements (32 for NL, 256 for XS). For NL, scales_h and
-// scales_l are unused. L and scales are scratch owned by the caller (L keeps ggml's
-// carry-over semantics for sub-blocks whose maximum is below kGroupMaxEps).
-void iq4_superblock(int sbs, const float* x, uint16_t* dh, uint8_t* q4, uint16_t* scales_h,
-                    uint8_t* scales_l, float* scales, uint8_t* L, const float* qw) {
+// Best scale of one 32-element block: start at d = max/127, then keep the best of the inverse
+// scales (k - 127)/max, k = -7..7, by weighted fit quality (sum w q x)^2 / (sum w q^2).
+// 0 for a block whose maximum is below kGroupMaxEps.
+float iq4_block_scale(const float* xb, const float* weight) {
   const int8_t* values = kvalues_iq4nl;
-  const int bs = 32;
-  float weight[32];
-  float sigma2 = 0;
-  for (int j = 0; j < sbs; ++j) sigma2 += x[j] * x[j];
-  sigma2 *= 2.f / sbs;
-
-  std::memset(q4, 0, size_t(sbs / 2));
-  dh[0] = f32_to_fp16(0.f);
-
-  float max_scale = 0, amax_scale = 0;
-  for (int ib = 0; ib < sbs / bs; ++ib) {
-    const float* xb = x + ib * bs;
-    uint8_t* Lb = L + ib * bs;
-    if (qw) {
-      const float* w = qw + ib * bs;
-      for (int j = 0; j < bs; ++j) weight[j] = w[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
-    } else {
-      for (int j = 0; j < bs; ++j) weight[j] = xb[j] * xb[j];
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float ax = std::fabs(xb[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = xb[j];
     }
-    float amax = 0, max = 0;
-    for (int j = 0; j < bs; ++j) {
-      const float ax = std::fabs(xb[j]);
-      if (ax > amax) {
-        amax = ax;
-        max = xb[j];
-      }
-    }
-    if (amax < kGroupMaxEps) {
-      scales[ib] = 0;
-      continue;
-    }
-    float d = -max / values[0];
-    float id = 1 / d;
-    float sumqx = 0, sumq2 = 0;
-    for (int j = 0; j < bs; ++j) {
-      const float al = id * xb[j];
-      const int l = best_index_int8(16, values, al);
-      Lb[j] = uint8_t(l);
-      const float q = values[l];
+  }
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / values[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float q = values[best_index_int8(16, values, id * xb[j])];
+    const float w = weight[j];
+    sumqx += w * q * xb[j];
+    sumq2 += w * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int itry = -kNtry; itry <= kNtry; ++itry) {
+    id = (itry + values[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = values[best_index_int8(16, values, id * xb[j])];
       const float w = weight[j];
       sumqx += w * q * xb[j];
       sumq2 += w * q * q;
     }
-    d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
-    float best = d * sumqx;
-    for (int itry = -kNtry; itry <= kNtry; ++itry) {
-      id = (itry + values[0]) / max;
-      sumqx = sumq2 = 0;
-      for (int j = 0; j < bs; ++j) {
-        const float al = id * xb[j];
-        const int l = best_index_int8(16, values, al);
-        const float q = values[l];
-        const float w = weight[j];
-        sumqx += w * q * xb[j];
-        sumq2 += w * q * q;
-      }
-      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
-        d = sumqx / sumq2;
-        best = d * sumqx;
-      }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
     }
-    scales[ib] = d;
-    const float abs_d = std::fabs(d);
+  }
+  return d;
+}
+
+}  // namespace quant_detail
+
+using namespace quant_detail;
+
+namespace {
+// Scales of `nblocks` consecutive 32-blocks (8 at a time on AVX2).
+void iq4_block_scales(const float* x, const float* weight, int nblocks, float* scales) {
+  if (nblocks == 8 && iq4_scale_search_x8(x, weight, scales)) return;
+  for (int ib = 0; ib < nblocks; ++ib) scales[ib] = iq4_block_scale(x + 32 * ib, weight + 32 * ib);
+}
+
+// Element weights of a super-block of `sbs` elements: qw*sqrt(sigma^2 + x^2) with
+// sigma^2 = 2*sumsq/sbs, or x^2 without importance.
+void iq4_weights(const float* x, int sbs, const float* qw, float* weight) {
+  float sigma2 = 0;
+  for (int j = 0; j < sbs; ++j) sigma2 += x[j] * x[j];
+  sigma2 *= 2.f / sbs;
+  for (int j = 0; j < sbs; ++j) weight[j] = qw ? qw[j] * std::sqrt(sigma2 + x[j] * x[j]) : x[j] * x[j];
+}
+
+void pack_iq4(const uint8_t* L, int n, uint8_t* q4) {
+  for (int i = 0; i < n / 32; ++i)
+    for (int j = 0; j < 16; ++j) q4[16 * i + j] = uint8_t(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
+}
+
+// IQ4_NL block: store the block scale, re-map codes with x * (1/d).
+void iq4_finish_nl(const float* x, float d, block_iq4_nl& b) {
+  uint8_t L[32];
+  b.d = f32_to_fp16(d);
+  const float id = d ? 1 / d : 0;
+  for (int j = 0; j < 32; ++j) L[j] = uint8_t(best_index_int8(16, kvalues_iq4nl, id * x[j]));
+  pack_iq4(L, 32, b.qs);
+}
+
+// IQ4_XS super-block: 6-bit block scales against the dominant one (D = -smax/32), codes
+// re-mapped with each block's quantized scale.
+void iq4_finish_xs(const float* x, const float* scales, block_iq4_xs& b) {
+  float max_scale = 0, amax_scale = 0;
+  for (int ib = 0; ib < QK_K / 32; ++ib) {
+    const float abs_d = std::fabs(scales[ib]);
     if (abs_d > amax_scale) {
       amax_scale = abs_d;
-      max_scale = d;
+      max_scale = scales[ib];
     }
   }
-
-  if (sbs / bs > 1) {
-    *scales_h = 0;
-    const float d = -max_scale / 32;
-    dh[0] = f32_to_fp16(d);
-    const float id = d ? 1 / d : 0.f;
-    for (int ib = 0; ib < sbs / bs; ++ib) {
-      int l = std::max(-32, std::min(31, nearest_int(id * scales[ib])));
-      const float dl = d * l;
-      const float idl = dl ? 1 / dl : 0.f;
-      uint8_t* Lb = L + ib * bs;
-      const float* xb = x + ib * bs;
-      for (int j = 0; j < bs; ++j) Lb[j] = uint8_t(best_index_int8(16, values, idl * xb[j]));
-      l += 32;
-      const uint8_t l_l = uint8_t(l & 0xf), l_h = uint8_t(l >> 4);
-      if (ib % 2 == 0) scales_l[ib / 2] = l_l;
-      else scales_l[ib / 2] |= uint8_t(l_l << 4);
-      *scales_h |= uint16_t(l_h << 2 * (ib % 8));
-    }
-  } else {
-    dh[0] = f32_to_fp16(scales[0]);
-    const float id = scales[0] ? 1 / scales[0] : 0;
-    for (int j = 0; j < sbs; ++j) L[j] = uint8_t(best_index_int8(16, values, id * x[j]));
+  uint8_t L[QK_K];
+  b.scales_h = 0;
+  const float d = -max_scale / 32;
+  b.d = f32_to_fp16(d);
+  const float id = d ? 1 / d : 0.f;
+  for (int ib = 0; ib < QK_K / 32; ++ib) {
+    int l = std::max(-32, std::min(31, nearest_int(id * scales[ib])));
+    const float dl = d * l;
+    const float idl = dl ? 1 / dl : 0.f;
+    for (int j = 0; j < 32; ++j) L[32 * ib + j] = uint8_t(best_index_int8(16, kvalues_iq4nl, idl * x[32 * ib + j]));
+    l += 32;
+    const uint8_t l_l = uint8_t(l & 0xf), l_h = uint8_t(l >> 4);
+    if (ib % 2 == 0) b.scales_l[ib / 2] = l_l;
+    else b.scales_l[ib / 2] |= uint8_t(l_l << 4);
+    b.scales_h |= uint16_t(l_h << 2 * (ib % 8));
   }
-
-  for (int i = 0; i < sbs / 32; ++i)
-    for (int j = 0; j < 16; ++j) q4[16 * i + j] = uint8_t(L[32 * i + j] | (L[32 * i + 16 + j] << 4));
+  pack_iq4(L, QK_K, b.qs);
 }
 
 }  // namespace
 
 void quantize_row_iq4_nl_ref(const float* x, block_iq4_nl* y, int64_t k, const float* qw) {
-  uint8_t L[QK4_NL] = {};
-  float scale;
-  uint16_t unused_h;
-  for (int64_t ib = 0; ib < k / QK4_NL; ++ib)
-    iq4_superblock(QK4_NL, x + QK4_NL * ib, &y[ib].d, y[ib].qs, &unused_h, nullptr, &scale, L,
-                   qw ? qw + QK4_NL * ib : nullptr);
+  float weight[8 * 32], scales[8];
+  const int64_t nb = k / QK4_NL;
+  for (int64_t ib0 = 0; ib0 < nb; ib0 += 8) {
+    const int g = int(std::min<int64_t>(8, nb - ib0));
+    const float* xg = x + QK4_NL * ib0;
+    for (int b = 0; b < g; ++b)  // each 32-block is its own super-block for sigma^2
+      iq4_weights(xg + 32 * b, QK4_NL, qw ? qw + QK4_NL * (ib0 + b) : nullptr, weight + 32 * b);
+    iq4_block_scales(xg, weight, g, scales);
+    for (int b = 0; b < g; ++b) iq4_finish_nl(xg + 32 * b, scales[b], y[ib0 + b]);
+  }
 }
 
 void quantize_row_iq4_xs_ref(const float* x, block_iq4_xs* y, int64_t k, const float* qw) {
-  uint8_t L[QK_K] = {};
-  float scales[QK_K / 32];
-  for (int64_t ib = 0; ib < k / QK_K; ++ib)
-    iq4_superblock(QK_K, x + QK_K * ib, &y[ib].d, y[ib].qs, &y[ib].scales_h, y[ib].scales_l,
-                   scales, L, qw ? qw + QK_K * ib : nullptr);
+  float weight[QK_K], scales[QK_K / 32];
+  for (int64_t ib = 0; ib < k / QK_K; ++ib) {
+    const float* xs = x + QK_K * ib;
+    iq4_weights(xs, QK_K, qw ? qw + QK_K * ib : nullptr, weight);
+    iq4_block_scales(xs, weight, QK_K / 32, scales);
+    iq4_finish_xs(xs, scales, y[ib]);
+  }
 }
 
 void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, int64_t k) {

@@ -45,6 +45,13 @@ bool affine_search_x8(int n, int nmax, const float* x, const float* w, uint8_t* 
 // Returns false when the CPU has no AVX2.
 bool symmetric_search_x8(int n, int nmax, const float* x, const float* qw, int8_t* L, float* scales);
 
+// IQ4 block-scale search of one 32-element block with weights (scalar reference).
+float iq4_block_scale(const float* xb, const float* weight);
+// IQ4 block-scale search (ggml-formats.md §3.3, ntry = 7) on eight 32-element blocks
+// x[32k ..] with weights w[32k ..]; scales[k] as the scalar search gives (0 for near-zero
+// blocks). Returns false when the CPU has no AVX2.
+bool iq4_scale_search_x8(const float* x, const float* w, float* scales);
+
 // (d) quantize non-negative scales x to 0..nmax with one multiplier (returned).
 float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights);
 

@@ -5,6 +5,7 @@
 // running sums, so eight groups at once is several times faster with identical results.
 #include <immintrin.h>
 
+#include "quant/blocks.h"
 #include "quant/search.h"
 
 namespace samq::quant_detail {
@@ -175,7 +176,76 @@ SAMQ_AVX2 void symmetric_search_x8_avx2(int n, int nmax, const float* x, const f
   }
 }
 
+// kvalues_iq4nl[best_index_int8(al)] per lane, without a table lookup: the lower bracketing
+// value and the next one are accumulated from the codebook steps (small integers, exact in
+// float), then the same tie test as the scalar search picks one. NaN maps to the last entry.
+SAMQ_AVX2 inline __m256 iq4_nearest_value(__m256 al) {
+  const int8_t* v = kvalues_iq4nl;
+  __m256 lo = _mm256_set1_ps(float(v[0])), hi = _mm256_set1_ps(float(v[1]));
+  for (int j = 1; j < 15; ++j) {
+    const __m256 m = _mm256_cmp_ps(_mm256_set1_ps(float(v[j])), al, _CMP_LE_OQ);
+    lo = _mm256_add_ps(lo, _mm256_and_ps(m, _mm256_set1_ps(float(v[j] - v[j - 1]))));
+    hi = _mm256_add_ps(hi, _mm256_and_ps(m, _mm256_set1_ps(float(v[j + 1] - v[j]))));
+  }
+  const __m256 take_lo = _mm256_cmp_ps(_mm256_sub_ps(al, lo), _mm256_sub_ps(hi, al), _CMP_LT_OQ);
+  const __m256 q = select(take_lo, lo, hi);
+  return select(_mm256_cmp_ps(al, _mm256_set1_ps(float(v[15])), _CMP_NLT_UQ), _mm256_set1_ps(float(v[15])), q);
+}
+
+SAMQ_AVX2 void iq4_scale_search_x8_avx2(const float* x, const float* w, float* scales) {
+  const int n = 32;
+  __m256 xt[32], wt[32];
+  for (int i = 0; i < n; ++i) {
+    xt[i] = _mm256_setr_ps(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i],
+                           x[6 * n + i], x[7 * n + i]);
+    wt[i] = _mm256_setr_ps(w[i], w[n + i], w[2 * n + i], w[3 * n + i], w[4 * n + i], w[5 * n + i],
+                           w[6 * n + i], w[7 * n + i]);
+  }
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 amax = zero, max = zero;
+  for (int i = 0; i < n; ++i) {
+    const __m256 ax = _mm256_and_ps(xt[i], abs_mask);
+    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = select(gt, ax, amax);
+    max = select(gt, xt[i], max);
+  }
+  const __m256 degenerate = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
+  const float v0 = kvalues_iq4nl[0];
+  auto sums = [&](__m256 id, __m256& sumqx, __m256& sumq2) SAMQ_AVX2 {
+    sumqx = zero;
+    sumq2 = zero;
+    for (int j = 0; j < n; ++j) {
+      const __m256 q = iq4_nearest_value(_mm256_mul_ps(id, xt[j]));
+      const __m256 wq = _mm256_mul_ps(wt[j], q);
+      sumqx = _mm256_add_ps(sumqx, _mm256_mul_ps(wq, xt[j]));
+      sumq2 = _mm256_add_ps(sumq2, _mm256_mul_ps(wq, q));
+    }
+  };
+  const __m256 d0 = _mm256_div_ps(_mm256_xor_ps(max, _mm256_set1_ps(-0.f)), _mm256_set1_ps(v0));  // -max / values[0]
+  __m256 sumqx, sumq2;
+  sums(_mm256_div_ps(_mm256_set1_ps(1.f), d0), sumqx, sumq2);
+  __m256 d = select(_mm256_cmp_ps(sumq2, zero, _CMP_GT_OQ), _mm256_div_ps(sumqx, sumq2), zero);
+  __m256 best = _mm256_mul_ps(d, sumqx);
+  for (int itry = -7; itry <= 7; ++itry) {
+    sums(_mm256_div_ps(_mm256_set1_ps(float(itry + kvalues_iq4nl[0])), max), sumqx, sumq2);
+    const __m256 better = _mm256_and_ps(_mm256_cmp_ps(sumq2, zero, _CMP_GT_OQ),
+                                        _mm256_cmp_ps(_mm256_mul_ps(sumqx, sumqx), _mm256_mul_ps(best, sumq2), _CMP_GT_OQ));
+    const __m256 dn = _mm256_div_ps(sumqx, sumq2);
+    d = select(better, dn, d);
+    best = select(better, _mm256_mul_ps(dn, sumqx), best);
+  }
+  _mm256_storeu_ps(scales, select(degenerate, zero, d));
+}
+
 }  // namespace
+
+bool iq4_scale_search_x8(const float* x, const float* w, float* scales) {
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (!has_avx2) return false;
+  iq4_scale_search_x8_avx2(x, w, scales);
+  return true;
+}
 
 bool symmetric_search_x8(int n, int nmax, const float* x, const float* qw, int8_t* L, float* scales) {
   static const bool has_avx2 = __builtin_cpu_supports("avx2");

@@ -150,3 +150,29 @@ TEST(Search, EightLaneSymmetricSearchEqualsScalar) {
     }
   }
 }
+
+TEST(Search, EightLaneIq4ScaleSearchEqualsScalar) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.f, 1.f);
+  for (int it = 0; it < 300; ++it) {
+    float x[256], w[256];
+    for (int k = 0; k < 8; ++k)
+      for (int i = 0; i < 32; ++i) {
+        float v = g(rng);
+        switch ((it + k) % 6) {
+          case 0: v = 0.f; break;
+          case 1: v = std::round(v * 4.f) * 0.25f; break;  // exact codebook midpoints happen
+          case 2: v = std::fabs(v) * 1e3f; break;
+          default: break;
+        }
+        x[32 * k + i] = v;
+        w[32 * k + i] = it % 2 ? std::fabs(g(rng)) + 0.01f : v * v;
+      }
+    float s2[8];
+    if (!iq4_scale_search_x8(x, w, s2)) GTEST_SKIP() << "no AVX2";
+    for (int k = 0; k < 8; ++k) {
+      const float s1 = iq4_block_scale(x + 32 * k, w + 32 * k);
+      ASSERT_EQ(std::memcmp(&s1, &s2[k], 4), 0) << "it " << it << " lane " << k << ": " << s1 << " vs " << s2[k];
+    }
+  }
+}
