@@ -33,6 +33,11 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
                        float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                        bool use_mad);
 
+// The eight-lane searches below run only where AVX2 exists and this switch is on (tests turn
+// it off to check that the scalar searches give the same bytes).
+void set_search_simd(bool on);
+bool search_simd_enabled();
+
 // (c) on eight groups at once: group k is x[k*n .. k*n+n) with weights w[k*n ..]; codes to
 // L[k*n ..], scale and positive min per group. Same results as make_qkx2_quants (and as
 // make_qkx3_quants with weights) on each group. Returns false, doing nothing, when the CPU

@@ -13,6 +13,13 @@ namespace {
 
 #define SAMQ_AVX2 __attribute__((target("avx2")))
 
+bool g_search_simd = true;
+
+bool use_avx2() {
+  static const bool has_avx2 = __builtin_cpu_supports("avx2");
+  return has_avx2 && g_search_simd;
+}
+
 SAMQ_AVX2 inline __m256i nearest_int8(__m256 v) {
   const __m256 t = _mm256_add_ps(v, _mm256_set1_ps(12582912.f));
   const __m256i i = _mm256_castps_si256(t);
@@ -240,24 +247,24 @@ SAMQ_AVX2 void iq4_scale_search_x8_avx2(const float* x, const float* w, float* s
 
 }  // namespace
 
+void set_search_simd(bool on) { g_search_simd = on; }
+bool search_simd_enabled() { return use_avx2(); }
+
 bool iq4_scale_search_x8(const float* x, const float* w, float* scales) {
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  if (!has_avx2) return false;
+  if (!use_avx2()) return false;
   iq4_scale_search_x8_avx2(x, w, scales);
   return true;
 }
 
 bool symmetric_search_x8(int n, int nmax, const float* x, const float* qw, int8_t* L, float* scales) {
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  if (!has_avx2 || n < 1 || n > 32) return false;
+  if (!use_avx2() || n < 1 || n > 32) return false;
   symmetric_search_x8_avx2(n, nmax, x, qw, L, scales);
   return true;
 }
 
 bool affine_search_x8(int n, int nmax, const float* x, const float* w, uint8_t* L, float* scales,
                       float* the_mins, float rmin, float rdelta, int nstep, bool use_mad) {
-  static const bool has_avx2 = __builtin_cpu_supports("avx2");
-  if (!has_avx2 || n < 2 || n > 32 || nstep < 1) return false;
+  if (!use_avx2() || n < 2 || n > 32 || nstep < 1) return false;
   affine_search_x8_avx2(n, nmax, x, w, L, scales, the_mins, rmin, rdelta, nstep, use_mad);
   return true;
 }

@@ -16,6 +16,7 @@
 #include "quant/golden_data.h"
 #include "quant/quantize.h"
 #include "quant/quants_ref.h"
+#include "quant/search.h"
 
 using namespace samq;
 using samq::test::quant_golden;
@@ -82,7 +83,14 @@ const std::set<std::string> kByteIdentical = {
     "q5_1.imatrix", "q2_K.imatrix", "q3_K.imatrix", "q4_K.imatrix", "q5_K.imatrix", "q6_K.imatrix",
     "iq4_nl.imatrix", "iq4_xs.imatrix"};
 
-TEST(QuantGolden, QuantizeMatchesOrBeatsGgml) {
+class QuantizeGolden : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override { samq::quant_detail::set_search_simd(GetParam()); }
+  void TearDown() override { samq::quant_detail::set_search_simd(true); }
+};
+
+// Runs with the eight-lane SIMD searches (where the CPU has AVX2) and with the scalar ones.
+TEST_P(QuantizeGolden, MatchesOrBeatsGgml) {
   const auto& g = quant_golden();
   const int64_t n = g.rows * g.cols;
   std::vector<float> mine(static_cast<size_t>(n));
@@ -100,9 +108,13 @@ TEST(QuantGolden, QuantizeMatchesOrBeatsGgml) {
       ++total;
       const bool same = diff_bytes == 0;
       identical += same;
-      if (!same) report += " " + key(t, im) + "(" + std::to_string(diff_bytes) + " bytes differ)";
-      if (kByteIdentical.count(key(t, im)))
+      if (!same) {
+        report.append(" ").append(key(t, im)).append("(").append(std::to_string(diff_bytes));
+        report.append(" bytes differ)");
+      }
+      if (kByteIdentical.count(key(t, im))) {
         EXPECT_EQ(diff_bytes, 0) << key(t, im) << " lost byte identity with ggml";
+      }
 
       dequantize_tensor(t, blocks.data(), mine.data(), g.rows, g.cols);
       const double my_w = weighted_sq_error(g.x.data(), mine.data(), g.rows, g.cols, g.imatrix.data());
@@ -117,6 +129,10 @@ TEST(QuantGolden, QuantizeMatchesOrBeatsGgml) {
       EXPECT_LE(my_w, gg_w * (1 + 1e-9)) << key(t, im) << " weighted error";
       EXPECT_LE(my_p, gg_p * (1 + 1e-9)) << key(t, im) << " plain error";
     }
-  std::printf("[ quant ] byte-identical with ggml: %d of %d type/imatrix combinations%s%s\n", identical,
-              total, report.empty() ? "" : "; differing:", report.c_str());
+  std::printf("[ quant ] %s search: byte-identical with ggml: %d of %d type/imatrix combinations%s%s\n",
+              samq::quant_detail::search_simd_enabled() ? "SIMD" : "scalar", identical, total,
+              report.empty() ? "" : "; differing:", report.c_str());
 }
+
+INSTANTIATE_TEST_SUITE_P(SearchPath, QuantizeGolden, ::testing::Values(true, false),
+                         [](const auto& info) { return info.param ? "simd" : "scalar"; });
