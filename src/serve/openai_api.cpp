@@ -231,7 +231,7 @@ json completion_response(const ApiRequest& r, const ResponseMeta& m, const std::
           {"object", r.kind == ApiKind::Chat ? "chat.completion" : "text_completion"},
           {"created", m.created},
           {"model", m.model},
-          {"system_fingerprint", "samq"},
+          {"system_fingerprint", m.fingerprint},
           {"choices", json::array({choice})},
           {"usage", usage_json(u)}};
 }
@@ -252,7 +252,7 @@ json stream_chunk(const ApiRequest& r, const ResponseMeta& m, const std::string&
             {"object", r.kind == ApiKind::Chat ? "chat.completion.chunk" : "text_completion"},
             {"created", m.created},
             {"model", m.model},
-            {"system_fingerprint", "samq"},
+            {"system_fingerprint", m.fingerprint},
             {"choices", json::array({choice})}};
   if (r.include_usage) c["usage"] = nullptr;
   return c;
@@ -263,7 +263,7 @@ json usage_chunk(const ApiRequest& r, const ResponseMeta& m, const Usage& u) {
           {"object", r.kind == ApiKind::Chat ? "chat.completion.chunk" : "text_completion"},
           {"created", m.created},
           {"model", m.model},
-          {"system_fingerprint", "samq"},
+          {"system_fingerprint", m.fingerprint},
           {"choices", json::array()},
           {"usage", usage_json(u)}};
 }

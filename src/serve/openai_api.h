@@ -34,6 +34,9 @@ std::string error_type_for_status(int status);
 struct ResponseMeta {
   std::string id, model;
   int64_t created = 0;
+  // "samq:<backend>": who generated this chunk (or, for a whole response, who finished it);
+  // differs from the x-samq-served-by header after a mid-request switch to the fallback.
+  std::string fingerprint = "samq";
 };
 nlohmann::json completion_response(const ApiRequest& r, const ResponseMeta& m, const std::string& text,
                                    const std::string& finish_reason, const Usage& u);

@@ -49,7 +49,8 @@ class Execution {
   // check its client and call again). Fallback switches happen inside.
   std::optional<Event> next(Clock::time_point wake);
   void cancel();
-  const std::string& served_by() const { return served_by_; }
+  const std::string& served_by() const { return served_by_; }  // who produced the first token
+  std::string current() const { return cur_ ? cur_->name() : ""; }  // who produces tokens now
   bool switched() const { return switched_; }
 
  private:

@@ -264,10 +264,12 @@ void Server::install_routes() {
           const std::string s = "data: " + dump_json(j) + "\n\n";
           return sink.write(s.data(), s.size());
         };
+        st->meta.fingerprint = "samq:" + st->ex->current();
         if (st->ar.kind == ApiKind::Chat && !send(stream_chunk(st->ar, st->meta, "", "", true))) return false;
         for (;;) {
           auto ev = next_event(sink, false);
           if (!ev) return false;
+          st->meta.fingerprint = "samq:" + st->ex->current();
           if (ev->kind == Event::Text) {
             if (!ev->text.empty() && !send(stream_chunk(st->ar, st->meta, ev->text, ""))) {
               st->ex->cancel();
@@ -293,6 +295,7 @@ void Server::install_routes() {
         for (;;) {
           auto ev = next_event(sink, true);
           if (!ev) return false;
+          st->meta.fingerprint = "samq:" + st->ex->current();
           if (ev->kind == Event::Text) {
             st->text += ev->text;
           } else {

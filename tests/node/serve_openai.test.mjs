@@ -179,6 +179,19 @@ await test("a client that disconnects mid-stream frees its slot", async () => {
   if (b !== a) throw new Error(`still generating after the client left (${a} -> ${b})`);
   if (a - before >= 1000) throw new Error(`generated ${a - before} tokens: never cancelled`);
   if ((await metric("samq_active_slots")) !== 0) throw new Error("slot still active");
+  // Non-streaming too: the server probes the connection with JSON whitespace while it works.
+  const before2 = await metric("samq_generated_tokens_total");
+  const ac2 = new AbortController();
+  const p = client.completions.create({ model: "refcode", prompt, max_tokens: 1000, temperature: 0 }, { signal: ac2.signal }).catch(() => null);
+  await sleep(400);
+  ac2.abort();
+  await p;
+  await sleep(2500);
+  const c = await metric("samq_generated_tokens_total");
+  await sleep(700);
+  const d = await metric("samq_generated_tokens_total");
+  if (d !== c) throw new Error(`non-streaming: still generating after the client left (${c} -> ${d})`);
+  if (c - before2 >= 1000) throw new Error(`non-streaming: generated ${c - before2} tokens: never cancelled`);
 });
 
 await test("metrics exposition", async () => {

@@ -21,7 +21,7 @@ GenRequest req(std::string prompt, int max_tokens) {
   return r;
 }
 struct Out {
-  std::string text, finish, served_by;
+  std::string text, finish, served_by, current;
   int status = 0;
   bool switched = false;
   Usage usage;
@@ -43,6 +43,7 @@ Out drive(Router& r, const GenRequest& g, bool stream, const std::function<void(
     }
   }
   o.served_by = ex->served_by();
+  o.current = ex->current();
   o.switched = ex->switched();
   return o;
 }
@@ -81,6 +82,7 @@ TEST(Router, ErrorMidStreamContinuesOnFallback) {
   EXPECT_EQ(o.usage.completion_tokens, 20);
   EXPECT_TRUE(o.switched);
   EXPECT_EQ(o.served_by, "primary");  // it produced the first token
+  EXPECT_EQ(o.current, "fallback");   // and the fallback the last
   EXPECT_NE(f.metrics.render().find("samq_fallback_activations_total{reason=\"error\"} 1"), std::string::npos);
 }
 
