@@ -20,6 +20,7 @@ import {fileURLToPath} from "node:url";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
 const fixturePath = process.env.SAMQ_GREEDY_FIXTURE ?? path.join(repo, "tests/data/llamacpp/greedy-fixture.json");
+const tokFixturePath = path.join(repo, "tests/data/llamacpp/tokenizer-fixture.json");
 
 if (!fs.existsSync(path.join(here, "node_modules/node-llama-cpp"))) {
   console.log("SKIP: tests/node/node_modules/node-llama-cpp missing (run scripts/setup.sh)");
@@ -85,10 +86,15 @@ const slice = (file, start, len) => {
   return b.subarray(s, e).toString("utf8");
 };
 const extra = [
-  ["eval.txt[0:40000]", slice("eval.txt", 0, 40000)],
-  ["eval.txt[200000:230000]", slice("eval.txt", 200000, 30000)],
-  ["calib.txt[0:40000]", slice("calib.txt", 0, 40000)],
-  ["calib.txt[500000:530000]", slice("calib.txt", 500000, 30000)],
+  ["eval.txt[0:20000]", slice("eval.txt", 0, 20000)],
+  ["eval.txt[200000:215000]", slice("eval.txt", 200000, 15000)],
+  ["calib.txt[0:20000]", slice("calib.txt", 0, 20000)],
+  ["calib.txt[500000:515000]", slice("calib.txt", 500000, 15000)],
+  ["combining", "e\u0301 a\u0308 n\u0303o Z\u0351\u0352\u0353 \u200d\u200c zw\u200bsp \ufeffbom \u00ad"],
+  ["emoji-seq", "👨‍👩‍👧‍👦 🏳️‍🌈 👍🏿 🇩🇪🇯🇵 ❤️ ©️ 1️⃣"],
+  ["cjk-punct", "你好，世界！「引用」『二重』。、〜 ｆｕｌｌｗｉｄｔｈ　ＡＢＣ１２３"],
+  ["long-runs", "x" + " ".repeat(37) + "y" + "\n".repeat(9) + "z" + "\t".repeat(5) + "w\r\r\n\r\n" + "-".repeat(50) + "a".repeat(300)],
+  ["mixed-digits", "abc123def4567ghi ٣٤٥ ६७८ 〇一二 ½¼ ⑴⑵ 𝟙𝟚𝟛"],
   ["unicode", "Ünïcödé — “quotes” • ½ € 𝄞 😀👍🏽 中文字符 日本語 한국어 العربية עברית Ελληνικά ẞ ǅ ﬁ"],
   ["spaces", "  a  \n\n\n  b\t\t\r\n c   \u00a0\u2003 d\u3000e \u0085 f\u2028g   "],
   ["digits", "1 12 123 1234 12345 3.14159 ١٢٣٤ ⅣⅫ ²³ 0x1F 1e-10 -42"],
@@ -104,6 +110,7 @@ const samqTokenize = (model, text, special) => {
   return JSON.parse(execFileSync(samq, args, {encoding: "utf8", maxBuffer: 64 << 20}));
 };
 
+const tokCases = [];  // llama.cpp's ids for the extra texts (refcode-32m vocab), for the C++ tests
 for (const file of converted) {
   const name = path.basename(file);
   const model = await llama.loadModel({modelPath: file});
@@ -114,8 +121,9 @@ for (const file of converted) {
   }
   if (file === refBf16) {
     for (const [label, text] of extra) {
-      for (const special of [false, true]) {
+      for (const special of text.includes("<|") ? [false, true] : [false]) {
         const want = Array.from(model.tokenize(text, special));
+        tokCases.push({label, special, text, ids: want});
         const got = samqTokenize(file, text, special);
         if (!sameIds(got, want))
           fail(`samq tokenize differs from llama.cpp on ${label} (special=${special}) at token ${firstDiff(got, want)}: ` +
@@ -219,6 +227,23 @@ const compareFixture = (want, got) => {
     });
   }
 };
+
+const tokFixture = {
+  format: "llama.cpp (node-llama-cpp 3.22.1) token ids for texts tokenized with the refcode-32m vocab " +
+    "(llama-bpe), no BOS; cases[]: {label, special (special-token parsing on), text, ids}. Written by " +
+    "tests/node/convert_interop.test.mjs; read by tests/model/test_tokenizer_llamacpp.cpp.",
+  cases: tokCases,
+};
+if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(tokFixturePath)) {
+  fs.writeFileSync(tokFixturePath, JSON.stringify(tokFixture) + "\n");
+  console.log(`wrote ${tokFixturePath}`);
+} else {
+  const old = JSON.parse(fs.readFileSync(tokFixturePath, "utf8"));
+  for (const c of old.cases) {
+    const now = tokCases.find((x) => x.label === c.label && x.special === c.special);
+    if (now && now.text === c.text && !sameIds(now.ids, c.ids)) fail(`llama.cpp's ids for ${c.label} changed since the tokenizer fixture was recorded`);
+  }
+}
 
 if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(fixturePath)) {
   fs.mkdirSync(path.dirname(fixturePath), {recursive: true});
