@@ -4,6 +4,7 @@
 #include "quant/quantize.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -29,6 +30,22 @@ void check_row(GgmlType t, int64_t n) {
   ggml_row_size(t, n);  // throws when n is not a multiple of the block
 }
 
+// ggml's searches assume finite input (its nearest_int asserts |v| <= 2^22); a NaN or Inf
+// weight means a broken model, so it is reported instead of producing garbage blocks.
+void check_finite(GgmlType t, const float* x, int64_t n, int64_t row) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) {
+      if (row >= 0) fail("quantize to {}: non-finite value {} at row {}, column {}", ggml_type_name(t), x[i], row, i);
+      fail("quantize to {}: non-finite value {} at column {}", ggml_type_name(t), x[i], i);
+    }
+}
+
+void check_imatrix(GgmlType t, const float* qw, int64_t n) {
+  if (!qw) return;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(qw[i])) fail("quantize to {}: importance vector has non-finite value {} at column {}", ggml_type_name(t), qw[i], i);
+}
+
 // Rows per parallel chunk: about 256 KiB of f32, at least one row (rows are independent, so
 // the chunking never changes the bytes; it only bounds scheduling overhead).
 int64_t rows_per_chunk(int64_t cols) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, cols)); }
@@ -47,8 +64,7 @@ bool quant_supported(GgmlType t) {
   }
 }
 
-void quantize_row(GgmlType t, const float* x, void* dst, int64_t n, const float* qw) {
-  check_row(t, n);
+static void quantize_row_unchecked(GgmlType t, const float* x, void* dst, int64_t n, const float* qw) {
   switch (t) {
     case GgmlType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
     case GgmlType::F16: {
@@ -95,6 +111,13 @@ void quantize_row(GgmlType t, const float* x, void* dst, int64_t n, const float*
   }
 }
 
+void quantize_row(GgmlType t, const float* x, void* dst, int64_t n, const float* qw) {
+  check_row(t, n);
+  if (t != GgmlType::F32) check_finite(t, x, n, -1);
+  check_imatrix(t, qw, n);
+  quantize_row_unchecked(t, x, dst, n, qw);
+}
+
 void dequantize_row_ref(GgmlType t, const void* src, float* y, int64_t n) {
   check_row(t, n);
   switch (t) {
@@ -134,10 +157,14 @@ size_t quantize_tensor(GgmlType t, const float* src, void* dst, int64_t rows, in
                        const float* imatrix) {
   check_row(t, cols);
   if (rows < 0) fail("negative row count {} for {}", rows, ggml_type_name(t));
+  check_imatrix(t, imatrix, cols);
   const int64_t row_bytes = ggml_row_size(t, cols);
   auto* out = static_cast<uint8_t*>(dst);
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) quantize_row(t, src + r * cols, out + r * row_bytes, cols, imatrix);
+    for (int64_t r = r0; r < r1; ++r) {
+      if (t != GgmlType::F32) check_finite(t, src + r * cols, cols, r);
+      quantize_row_unchecked(t, src + r * cols, out + r * row_bytes, cols, imatrix);
+    }
   });
   return size_t(rows * row_bytes);
 }
@@ -160,11 +187,13 @@ void quant_round_trip(GgmlType t, const float* src, float* dst, int64_t rows, in
     std::memcpy(dst, src, size_t(rows * cols) * 4);
     return;
   }
+  check_imatrix(t, imatrix, cols);
   const int64_t row_bytes = ggml_row_size(t, cols);
   parallel_for(rows, rows_per_chunk(cols), [&](int64_t r0, int64_t r1) {
     std::vector<uint8_t> buf(static_cast<size_t>(row_bytes));
     for (int64_t r = r0; r < r1; ++r) {
-      quantize_row(t, src + r * cols, buf.data(), cols, imatrix);
+      check_finite(t, src + r * cols, cols, r);
+      quantize_row_unchecked(t, src + r * cols, buf.data(), cols, imatrix);
       dequantize_row(t, buf.data(), dst + r * cols, cols);
     }
   });

@@ -152,3 +152,26 @@ TEST(QuantizeTensor, MoreBitsNeverHurtOnGaussianWeights) {
         << ggml_type_name(t);
   }
 }
+
+TEST(QuantizeTensor, NonFiniteInputIsAnErrorNamingRowAndColumn) {
+  const int64_t rows = 3, cols = 256;
+  std::vector<float> x(rows * cols, 0.5f), y(rows * cols);
+  std::vector<uint8_t> q(static_cast<size_t>(rows * ggml_row_size(GgmlType::Q4_K, cols)));
+  x[2 * cols + 17] = std::nanf("");
+  try {
+    quantize_tensor(GgmlType::Q4_K, x.data(), q.data(), rows, cols, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("row 2, column 17"), std::string::npos) << e.what();
+  }
+  x[2 * cols + 17] = INFINITY;
+  EXPECT_THROW(quant_round_trip(GgmlType::Q8_0, x.data(), y.data(), rows, cols, nullptr), Error);
+  x[2 * cols + 17] = 0.f;
+  std::vector<float> im(cols, 1.f);
+  im[5] = std::nanf("");
+  EXPECT_THROW(quantize_tensor(GgmlType::Q6_K, x.data(), q.data(), rows, cols, im.data()), Error);
+  // F32 is a copy: no check, NaN passes through unchanged.
+  x[0] = std::nanf("");
+  quant_round_trip(GgmlType::F32, x.data(), y.data(), rows, cols, nullptr);
+  EXPECT_TRUE(std::isnan(y[0]));
+}
