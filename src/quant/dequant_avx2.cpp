@@ -211,10 +211,52 @@ SAMQ_AVX2 void deq_iq4_xs(const block_iq4_xs* x, float* y, int64_t nb) {
   }
 }
 
+// fp16 <-> f32 with F16C. Exact (RNE, subnormals, overflow to Inf) for every finite input;
+// fp16 NaNs (whose payload handling differs from the scalar widening) take the scalar path.
+__attribute__((target("avx2,f16c"))) void f16_to_f32_f16c(const uint16_t* h, float* y, int64_t n) {
+  int64_t i = 0;
+  const __m128i exp_mask = _mm_set1_epi16(0x7c00), man_mask = _mm_set1_epi16(0x03ff);
+  for (; i + 8 <= n; i += 8) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i));
+    const __m128i is_nan = _mm_andnot_si128(_mm_cmpeq_epi16(_mm_and_si128(v, man_mask), _mm_setzero_si128()),
+                                            _mm_cmpeq_epi16(_mm_and_si128(v, exp_mask), exp_mask));
+    if (_mm_movemask_epi8(is_nan)) {
+      for (int j = 0; j < 8; ++j) y[i + j] = fp16_to_f32(h[i + j]);
+    } else {
+      _mm256_storeu_ps(y + i, _mm256_cvtph_ps(v));
+    }
+  }
+  for (; i < n; ++i) y[i] = fp16_to_f32(h[i]);
+}
+
+__attribute__((target("avx2,f16c"))) void f32_to_f16_f16c(const float* x, uint16_t* h, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {  // NaN: scalar rule
+      for (int j = 0; j < 8; ++j) h[i + j] = f32_to_fp16(x[i + j]);
+    } else {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+  }
+  for (; i < n; ++i) h[i] = f32_to_fp16(x[i]);
+}
+
+bool cpu_has_f16c() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return has;
+}
+
 template <typename B>
 const B* blocks(const void* p) { return static_cast<const B*>(p); }
 
 }  // namespace
+
+bool quantize_row_f16_fast(const float* x, uint16_t* y, int64_t n) {
+  if (!g_simd_wanted || !cpu_has_f16c()) return false;
+  f32_to_f16_f16c(x, y, n);
+  return true;
+}
 
 bool dequant_simd_enabled() { return g_simd_wanted && cpu_has_avx2(); }
 void set_dequant_simd(bool on) { g_simd_wanted = on; }
@@ -226,6 +268,11 @@ bool dequantize_row_fast(GgmlType t, const void* src, float* y, int64_t n) {
   const int64_t bs = (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::IQ4_NL) ? 32 : 256;
   if (n % bs != 0) return false;
   const int64_t nb = n / bs;
+  if (t == GgmlType::F16) {
+    if (!cpu_has_f16c()) return false;
+    f16_to_f32_f16c(static_cast<const uint16_t*>(src), y, n);
+    return true;
+  }
   switch (t) {
     case GgmlType::Q4_K: deq_q4_K(blocks<block_q4_K>(src), y, nb); return true;
     case GgmlType::Q5_K: deq_q5_K(blocks<block_q5_K>(src), y, nb); return true;

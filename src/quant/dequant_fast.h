@@ -12,6 +12,10 @@ namespace samq {
 // written) when there is none for this type or CPU.
 bool dequantize_row_fast(GgmlType t, const void* src, float* y, int64_t n);
 
+// f32 -> fp16 with F16C (same bits as core/fp16.h's f32_to_fp16 for every input); false when
+// unavailable or switched off.
+bool quantize_row_f16_fast(const float* x, uint16_t* y, int64_t n);
+
 // Whether the AVX2 paths are in use (CPU support and not disabled by set_dequant_simd).
 bool dequant_simd_enabled();
 // Tests and benches switch the fast paths off to compare against the reference.

@@ -69,6 +69,7 @@ static void quantize_row_unchecked(GgmlType t, const float* x, void* dst, int64_
     case GgmlType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
     case GgmlType::F16: {
       auto* y = as<uint16_t>(dst);
+      if (quantize_row_f16_fast(x, y, n)) return;
       for (int64_t i = 0; i < n; ++i) y[i] = f32_to_fp16(x[i]);
       return;
     }

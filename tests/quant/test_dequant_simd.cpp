@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "core/fp16.h"
 #include "quant/dequant_fast.h"
 #include "quant/quantize.h"
 #include "quant/quants_ref.h"
@@ -41,4 +42,34 @@ TEST(DequantSimd, CanBeSwitchedOff) {
   EXPECT_FALSE(dequantize_row_fast(GgmlType::Q4_K, q.data(), y, 256));
   set_dequant_simd(true);
   EXPECT_EQ(dequant_simd_enabled(), was);
+}
+
+TEST(DequantSimd, F16ConversionsMatchScalarOnEveryPattern) {
+  // All 65536 fp16 bit patterns widen like core/fp16.h (NaNs included, bit for bit).
+  std::vector<uint16_t> h(65536);
+  for (int i = 0; i < 65536; ++i) h[size_t(i)] = uint16_t(i);
+  std::vector<float> a(65536), b(65536);
+  for (int i = 0; i < 65536; ++i) a[size_t(i)] = fp16_to_f32(h[size_t(i)]);
+  dequantize_row(GgmlType::F16, h.data(), b.data(), 65536);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
+  // Narrowing: random finite floats over the whole range, near fp16 limits and ties.
+  std::mt19937 rng(3);
+  std::vector<float> x;
+  for (int i = 0; i < 200000; ++i) {
+    uint32_t u = uint32_t(rng());
+    if ((u & 0x7f800000u) == 0x7f800000u) u &= ~0x00800000u;  // finite only
+    float f;
+    std::memcpy(&f, &u, 4);
+    x.push_back(f);
+  }
+  for (uint32_t u = 0x33000000u; u < 0x38800000u; u += 0x1000u) {  // subnormal fp16 range
+    float f;
+    std::memcpy(&f, &u, 4);
+    x.push_back(f);
+  }
+  for (float f : {65504.f, 65519.f, 65520.f, 65536.f, -65520.f, 5.96046448e-8f, 2.98023224e-8f}) x.push_back(f);
+  std::vector<uint16_t> y1(x.size()), y2(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y1[i] = f32_to_fp16(x[i]);
+  quantize_row(GgmlType::F16, x.data(), y2.data(), int64_t(x.size()), nullptr);
+  EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 2), 0);
 }
