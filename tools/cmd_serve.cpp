@@ -82,12 +82,16 @@ void ensure_passive_omp_wait() {
   // exec failed: carry on with the default policy.
 }
 
+std::string fallback_names(const std::vector<samq::serve::Backend*>& chain) {
+  std::string s;
+  for (auto* b : chain) s += (s.empty() ? "" : " then ") + b->name();
+  return s.empty() ? "none" : s;
+}
+
 int run_serve(const ServeArgs& a) {
   using namespace samq::serve;
   ensure_passive_omp_wait();
   if (!a.fake && a.model.empty()) samq::fail("a MODEL (.gguf or HF directory) is required (or --fake-model for tests)");
-  if (!a.fallback.empty() && !a.fallback_url.empty())
-    samq::fail("give either --fallback MODEL or --fallback-url URL, not both");
   if (a.chat_template != "auto" && a.chat_template != "llama3" && a.chat_template != "chatml")
     samq::fail("--chat-template '{}': expected auto, llama3 or chatml", a.chat_template);
 
@@ -112,8 +116,10 @@ int run_serve(const ServeArgs& a) {
   so.queue = a.queue;
   LocalBackend primary(*primary_gen, so, &metrics);
 
+  // Fallback chain: the in-process model first, then the upstream server.
   std::unique_ptr<Generator> fb_gen;
-  std::unique_ptr<Backend> fallback;
+  std::unique_ptr<Backend> fallback, upstream;
+  std::vector<Backend*> chain;
   std::vector<std::string> extra_ids;
   if (!a.fallback.empty()) {
     const int slots = a.fallback_parallel > 0 ? a.fallback_parallel : a.parallel;
@@ -125,11 +131,14 @@ int run_serve(const ServeArgs& a) {
     fo.parallel = slots;
     fallback = std::make_unique<LocalBackend>(*fb_gen, fo, &metrics);
     extra_ids.push_back(fb_gen->model_id());
-  } else if (!a.fallback_url.empty()) {
-    fallback = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
-                                                 a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000);
+    chain.push_back(fallback.get());
   }
-  Router router(primary, fallback.get(), a.router, &metrics);
+  if (!a.fallback_url.empty()) {
+    upstream = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
+                                                 a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000);
+    chain.push_back(upstream.get());
+  }
+  Router router(primary, chain, a.router, &metrics);
 
   ServerOptions opt;
   opt.host = a.host;
@@ -150,7 +159,7 @@ int run_serve(const ServeArgs& a) {
   std::fprintf(stderr,
                "samq serve: %s on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
                opt.model_id.c_str(), a.host.c_str(), port, a.parallel, a.queue, primary_gen->n_ctx(),
-               opt.chat_template.c_str(), fallback ? fallback->name().c_str() : "none");
+               opt.chat_template.c_str(), fallback_names(chain).c_str());
 
   std::atomic<bool> done{false};
   std::thread sig([&] {
@@ -187,7 +196,7 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--chat-template", a->chat_template, "auto | llama3 | chatml")->capture_default_str();
   sub.add_option("--fallback", a->fallback, "Fallback model loaded in this process (e.g. the Q8_0 or BF16 file)");
   sub.add_option("--fallback-parallel", a->fallback_parallel, "Slots of the in-process fallback (default: --parallel)");
-  sub.add_option("--fallback-url", a->fallback_url, "Fallback OpenAI-compatible server, e.g. http://127.0.0.1:8081");
+  sub.add_option("--fallback-url", a->fallback_url, "Fallback OpenAI-compatible server, e.g. http://127.0.0.1:8081 (after --fallback MODEL when both are given)");
   sub.add_option("--fallback-model", a->fallback_model, "Model name sent to --fallback-url");
   sub.add_option("--timeout-ms", a->router.timeout_ms,
                  "Retry on the fallback when the primary gives no token for this long (streaming: per token; "

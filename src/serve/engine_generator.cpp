@@ -35,8 +35,8 @@ EngineGenerator::EngineGenerator(const EngineGeneratorOptions& o) {
   else
     template_ = o.chat_template;
   std::filesystem::path p(o.path);
-  id_ = !o.model_id.empty() ? o.model_id
-        : p.has_filename() ? p.filename().string() : p.parent_path().filename().string();
+  if (!p.has_filename()) p = p.parent_path();
+  id_ = !o.model_id.empty() ? o.model_id : p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
 }
 
 EngineGenerator::~EngineGenerator() = default;

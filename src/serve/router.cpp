@@ -21,7 +21,11 @@ const char* circuit_state_name(CircuitState s) {
 }
 
 Router::Router(Backend& primary, Backend* fallback, RouterOptions opt, Metrics* metrics)
-    : primary_(primary), fallback_(fallback), opt_(std::move(opt)), metrics_(metrics) {
+    : Router(primary, fallback ? std::vector<Backend*>{fallback} : std::vector<Backend*>{}, std::move(opt), metrics) {}
+
+Router::Router(Backend& primary, std::vector<Backend*> fallbacks, RouterOptions opt, Metrics* metrics)
+    : primary_(primary), fallback_(fallbacks.empty() ? nullptr : fallbacks[0]), fallbacks_(std::move(fallbacks)),
+      opt_(std::move(opt)), metrics_(metrics) {
   if (metrics_) metrics_->circuit_state(0);
 }
 
@@ -142,11 +146,22 @@ std::unique_ptr<Execution> Router::begin(const GenRequest& req, bool stream) {
   } else if (metrics_) {
     metrics_->fallback_activation("circuit_open");
   }
-  ex->ch_ = fallback_->start(req);
-  ex->cur_ = fallback_;
-  ex->served_by_ = fallback_->name();
-  ex->switched_ = true;
-  return ex;
+  // The fallback chain, in order; the last refusal goes to the client.
+  for (size_t i = 0; i < fallbacks_.size(); ++i) {
+    try {
+      ex->ch_ = fallbacks_[i]->start(req);
+    } catch (const ApiError&) {
+      if (i + 1 == fallbacks_.size()) throw;
+      if (metrics_) metrics_->fallback_activation("fallback_refused");
+      continue;
+    }
+    ex->cur_ = fallbacks_[i];
+    ex->fb_ = int(i);
+    ex->served_by_ = fallbacks_[i]->name();
+    ex->switched_ = true;
+    return ex;
+  }
+  throw ApiError(503, "server_error", "unavailable", "no backend can take the request");
 }
 
 Execution::~Execution() {
@@ -167,11 +182,13 @@ void Execution::report(Outcome o) {
   r_->record(probe_, o == Outcome::Success, e2e, ttft);
 }
 
+bool Execution::can_switch() const { return size_t(fb_ + 1) < r_->fallbacks_.size(); }
+
 bool Execution::switch_to_fallback(const std::string& reason, std::optional<Event>& out) {
-  if (!on_primary_ || !r_->fallback_) return false;
+  if (!can_switch()) return false;
   ch_->cancel();
-  report(Outcome::Failure);
-  if (r_->metrics_) r_->metrics_->fallback_activation(reason);
+  if (on_primary_) report(Outcome::Failure);
+  if (r_->metrics_) r_->metrics_->fallback_activation(on_primary_ ? reason : "fallback_" + reason);
   on_primary_ = false;
   switched_ = true;
   GenRequest cont = req_;
@@ -186,17 +203,23 @@ bool Execution::switch_to_fallback(const std::string& reason, std::optional<Even
       return true;
     }
   }
-  try {
-    ch_ = r_->fallback_->start(cont);
-  } catch (const ApiError& e) {
-    finished_ = true;
-    out = Event::error(e.status, std::string("primary failed (") + reason + ") and the fallback refused: " + e.what());
+  while (can_switch()) {
+    ++fb_;
+    Backend* b = r_->fallbacks_[fb_];
+    try {
+      ch_ = b->start(cont);
+    } catch (const ApiError& e) {
+      if (can_switch()) continue;
+      finished_ = true;
+      out = Event::error(e.status, "primary failed (" + reason + ") and the fallback refused: " + e.what());
+      return true;
+    }
+    cur_ = b;
+    if (text_.empty()) served_by_ = b->name();
+    t_last_ = Clock::now();
     return true;
   }
-  cur_ = r_->fallback_;
-  if (text_.empty()) served_by_ = cur_->name();
-  t_last_ = Clock::now();
-  return true;
+  return false;
 }
 
 std::optional<Event> Execution::next(Clock::time_point wake) {
@@ -233,7 +256,7 @@ std::optional<Event> Execution::next(Clock::time_point wake) {
         return ev;
       case Event::Error: {
         std::optional<Event> out;
-        if (ev->status != 400 && switch_to_fallback("error", out)) {
+        if (ev->status != 400 && can_switch() && switch_to_fallback("error", out)) {
           if (out) return out;
           continue;
         }

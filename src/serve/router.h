@@ -11,6 +11,8 @@
 // - Open: new requests go to the fallback. After --breaker-cooldown-ms it turns half-open: one
 //   request at a time probes the primary; --breaker-probes good probes close it (and clear the
 //   window), a bad one opens it again.
+// Several fallbacks form a chain (e.g. --fallback MODEL, then --fallback-url URL): a request
+// moves to the next one when the current one fails; the breaker watches the primary only.
 // Without a fallback the primary serves everything and the breaker stays closed.
 #pragma once
 #include <chrono>
@@ -19,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "serve/backend.h"
 #include "serve/metrics.h"
@@ -57,6 +60,7 @@ class Execution {
   friend class Router;
   enum class Outcome { None, Success, Failure };
   bool switch_to_fallback(const std::string& reason, std::optional<Event>& out);
+  bool can_switch() const;
   void report(Outcome o);
 
   Router* r_ = nullptr;
@@ -64,6 +68,7 @@ class Execution {
   Backend* cur_ = nullptr;
   std::shared_ptr<RequestChannel> ch_;
   std::string served_by_;
+  int fb_ = -1;  // index of the current fallback; -1 while on the primary
   bool on_primary_ = false, probe_ = false, switched_ = false, reported_ = false, finished_ = false;
   bool stream_ = false;
   Clock::time_point t_start_, t_last_;
@@ -75,6 +80,7 @@ class Execution {
 class Router {
  public:
   Router(Backend& primary, Backend* fallback, RouterOptions opt, Metrics* metrics);
+  Router(Backend& primary, std::vector<Backend*> fallbacks, RouterOptions opt, Metrics* metrics);
   // Starts a request (stream: whether the client streams, which sets the timeout rule).
   // Throws ApiError when no backend can take it.
   std::unique_ptr<Execution> begin(const GenRequest& req, bool stream);
@@ -95,7 +101,8 @@ class Router {
   void prune(Clock::time_point now);
 
   Backend& primary_;
-  Backend* fallback_;
+  Backend* fallback_;                // the first fallback, or null
+  std::vector<Backend*> fallbacks_;  // the chain
   RouterOptions opt_;
   Metrics* metrics_;
   std::mutex mu_;

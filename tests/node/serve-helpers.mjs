@@ -33,6 +33,14 @@ export function refModel() {
   return m;
 }
 
+// The Q4_K_M anchor GGUF of refcode-32m (a mixed-precision file as samq quantize writes them),
+// or null when the shared golden files are absent.
+export function refAnchorGguf() {
+  const shared = process.env.SAMQ_SHARED_DIR || path.join(here, "..", "..", "..", "shared");
+  const f = path.join(shared, "golden", "anchors", "refcode-32m-Q4_K_M-imatrix.gguf");
+  return fs.existsSync(f) ? f : null;
+}
+
 const servers = new Set();
 function killAll() {
   for (const s of servers) { try { s.proc.kill("SIGKILL"); } catch {} }

@@ -3,10 +3,12 @@
 // --enable-fault-injection). The fallback must serve and no request may fail; afterwards the
 // circuit breaker returns traffic to the primary through half-open probes. A second scenario
 // uses an OpenAI-compatible upstream (another samq serve on loopback) via --fallback-url.
-import { loadOpenAI, refModel, startServer, test, done, sleep } from "./serve-helpers.mjs";
+import { loadOpenAI, refModel, refAnchorGguf, startServer, test, done, sleep } from "./serve-helpers.mjs";
 
 const OpenAI = await loadOpenAI();
 const model = refModel();
+// As in production: the quantized file serves, the BF16 model stands by.
+const quantized = refAnchorGguf() ?? model;
 
 async function fault(srv, body) {
   const r = await fetch(`${srv.url}/internal/fault`, { method: "POST", body: JSON.stringify(body) });
@@ -43,7 +45,8 @@ async function load(client, clients, stopAt, maxPerClient) {
 }
 
 await test("in-process fallback: primary fails, then is slow, mid-load; nothing fails; the breaker recovers", async () => {
-  const srv = await startServer([model, "--alias", "primary", "--fallback", model, "--parallel", "4", "--queue", "16",
+  console.log(`  primary ${quantized}, fallback ${model}`);
+  const srv = await startServer([quantized, "--alias", "primary", "--fallback", model, "--parallel", "4", "--queue", "16",
     "--enable-fault-injection", "--timeout-ms", "1500", "--sla-p99-ms", "4000", "--sla-window-s", "10", "--sla-min-samples", "4",
     "--breaker-failures", "2", "--breaker-cooldown-ms", "1500", "--breaker-probes", "2"]);
   try {

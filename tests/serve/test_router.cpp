@@ -151,3 +151,30 @@ TEST(Router, SlaP99OpensTheCircuit) {
   EXPECT_EQ(drive(r, req("w", 3), false).served_by, "fallback");
   EXPECT_NE(f.metrics.render().find("samq_circuit_state 1"), std::string::npos);
 }
+
+TEST(Router, ChainMovesToTheNextFallback) {
+  Fixture f;
+  FaultInjectingGenerator second{std::make_unique<FakeGenerator>(FakeGeneratorOptions{.model_id = "second", .step_ms = 1})};
+  LocalBackend sb{second, {2, 2, 512}, &f.metrics};
+  // The primary and the first fallback both fail: the second one answers.
+  FaultInjectingGenerator first{std::make_unique<FakeGenerator>(FakeGeneratorOptions{.model_id = "first", .step_ms = 1})};
+  LocalBackend fb1{first, {2, 2, 512}, &f.metrics};
+  Router r(f.pb, std::vector<Backend*>{&fb1, &sb}, {}, &f.metrics);
+  f.prim.set_fail(true);
+  first.set_fail(true);
+  auto o = drive(r, req("p", 6), false);
+  EXPECT_EQ(o.text, greedy('p', 6));
+  EXPECT_EQ(o.served_by, "second");
+  // Mid-stream: the primary fails after 2 pieces, the first fallback after 2 more.
+  f.prim.set_fail(false);
+  first.set_fail(false);
+  int n = 0;
+  o = drive(r, req("a", 12), true, [&](int k) {
+    n = k;
+    if (k == 2) f.prim.set_fail(true);
+    if (k == 4) first.set_fail(true);
+  });
+  EXPECT_EQ(o.text, greedy('a', 12));
+  EXPECT_EQ(o.current, "second");
+  EXPECT_GE(n, 6);
+}
