@@ -8,6 +8,9 @@
 #include <map>
 #include <mutex>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/fp16.h"
@@ -62,6 +65,15 @@ void SourceModel::write_metadata(GgufWriter& w, std::optional<GgmlType> file_typ
 }
 
 namespace {
+
+// Streaming: drop the mapped source pages of a tensor once converted, so resident memory stays
+// near one tensor rather than the whole model (pages fault back in if read again).
+void release_pages(const uint8_t* p, uint64_t n) {
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (uintptr_t(p) + page - 1) / page * page;
+  const uintptr_t e = (uintptr_t(p) + n) / page * page;
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
 
 GgmlType ggml_of(StDtype d) {
   switch (d) {
@@ -121,11 +133,12 @@ class HfSourceModel final : public SourceModel {
     const StTensorView& v = *views_[i];
     if (!permute_heads_[i]) {
       to_f32(v, out);
-      return;
+    } else {
+      std::vector<float> tmp(size_t(v.n_elements()));
+      to_f32(v, tmp.data());
+      permute_qk_rows(tmp.data(), out, t.rows(), size_t(t.cols()) * sizeof(float), permute_heads_[i]);
     }
-    std::vector<float> tmp(size_t(v.n_elements()));
-    to_f32(v, tmp.data());
-    permute_qk_rows(tmp.data(), out, t.rows(), size_t(t.cols()) * sizeof(float), permute_heads_[i]);
+    release_pages(v.data, v.nbytes);
   }
 
   const Tokenizer& tokenizer() const override { return *tokenizer_; }
@@ -216,6 +229,7 @@ class GgufSourceModel final : public SourceModel {
     if (!quant_supported(ti.type))
       fail("{}: tensor '{}' has type {}, which samq cannot dequantize yet", path_, ti.name, ggml_type_name(ti.type));
     dequantize_tensor(ti.type, ti.data, out, ti.rows(), ti.cols());
+    release_pages(ti.data, ti.nbytes);
   }
 
   const uint8_t* raw_data(size_t i) const override { return file_.tensors().at(i).data; }
