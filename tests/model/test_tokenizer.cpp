@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "common/test_env.h"
 #include "core/atomic_file.h"
@@ -206,4 +207,22 @@ TEST(Tokenizer, Throughput) {
               double(ids.size()) / s, double(text.size()) / s / 1e6);
   EXPECT_EQ(tok.decode(ids), text);
   EXPECT_LT(s, 5.0);
+}
+
+// encode() is called from several server threads at once; the shared pre-token cache must not
+// change results.
+TEST(Tokenizer, ConcurrentEncodeIsDeterministic) {
+  const Tokenizer tok = Tokenizer::from_hf_dir(test::shared_path("models/refcode-32m"));
+  const std::string text = read_file(test::shared_path("data/calib.txt")).substr(0, 60000);
+  const auto want = tok.encode(text, true, false);
+  std::vector<std::vector<int32_t>> got(4);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&, k] {
+      // Different offsets so the threads fill and hit the cache in different orders.
+      for (int r = 0; r < 3; ++r) got[size_t(k)] = tok.encode(text, true, false);
+      (void)tok.encode(text.substr(size_t(k) * 1000), false, false);
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& g : got) EXPECT_EQ(g, want);
 }

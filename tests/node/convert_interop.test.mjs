@@ -11,7 +11,7 @@
 //    With SAMQ_UPDATE_FIXTURES=1, or when the fixture is missing, it (re)writes the fixture.
 //
 // Environment (set by ctest): SAMQ_BINARY, SAMQ_SHARED_DIR, SAMQ_WORK_DIR. Exit 77 = skipped.
-import {execFileSync} from "node:child_process";
+import {execFileSync, spawnSync} from "node:child_process";
 import {createHash} from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
@@ -131,6 +131,17 @@ for (const file of converted) {
                `llama.cpp ${JSON.stringify(want.slice(firstDiff(got, want), firstDiff(got, want) + 5))}`);
       }
     }
+  }
+  if (file === refBf16) {
+    // Speed of llama.cpp's tokenizer on the evaluation text (information; compare `samq tokenize --stats`).
+    const evalText = slice("eval.txt", 0, 400000);
+    const t0 = process.hrtime.bigint();
+    const n = model.tokenize(evalText, false).length;
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    const tmp = path.join(work, "eval400k.txt");
+    fs.writeFileSync(tmp, evalText);
+    const r = spawnSync(samq, ["tokenize", file, "-f", tmp, "--stats"], {encoding: "utf8", maxBuffer: 64 << 20});
+    console.log(`info: llama.cpp tokenizes eval.txt[0:400000] into ${n} tokens in ${s.toFixed(3)} s (${(n / s).toFixed(0)} tokens/s); samq (with BOS off): ${r.stderr.trim()}`);
   }
   // It runs: a short greedy generation from BOS + a prompt.
   const ctx = await model.createContext({contextSize: 256, threads: 2});
