@@ -73,7 +73,10 @@ class Ops {
   virtual ~Ops() = default;
   virtual const char* name() const = 0;
 
-  // y(n, w.rows) = x(n, w.cols) · W^T (+ bias(w.rows) if not null). x is f32.
+  // y(n, w.rows) = round(x)(n, w.cols) · W^T (+ bias(w.rows) if not null). x is f32 and is
+  // first rounded as ggml's CPU matmul rounds it for W's type (Q8_K for K-quants, Q8_0 for
+  // Q8_0/Q4_0/Q5_0, BF16/F16 for those weights, none for F32: backend/cpu/act_quant.h), so
+  // results track llama.cpp's.
   virtual void matmul(const float* x, int64_t n, const WeightView& w, const float* bias,
                       float* y) const = 0;
   // out(n, w.cols) = rows ids[0..n) of W, converted to f32 (embedding lookup).

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/fp16.h"
 
 namespace samq {
 
@@ -29,6 +30,10 @@ void emit(const ForwardOptions& o, std::string_view name, int layer, const std::
 }
 
 const float* opt_f32(const Tensor& t) { return t.present() ? t.f32() : nullptr; }
+
+void round_f16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_f32(f32_to_fp16(x[i]));
+}
 
 }  // namespace
 
@@ -89,6 +94,11 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
       const int64_t n = int64_t(s.tokens.size()), r0 = first[si], past = s.cache->n_past();
       std::memcpy(s.cache->k(il) + past * Wkv, k.data() + r0 * Wkv, sizeof(float) * n * Wkv);
       std::memcpy(s.cache->v(il) + past * Wkv, v.data() + r0 * Wkv, sizeof(float) * n * Wkv);
+      if (s.cache->f16) {
+        round_f16(s.cache->k(il) + past * Wkv, n * Wkv);
+        round_f16(s.cache->v(il) + past * Wkv, n * Wkv);
+        round_f16(q.data() + r0 * Wq, n * Wq);
+      }
       AttentionArgs a;
       a.n_tokens = n;
       a.n_kv = past + n;

@@ -30,7 +30,9 @@
 
 namespace samq {
 
-// Per-sequence KV cache: for each layer, K and V rows (n_ctx, n_head_kv*head_dim) f32.
+// Per-sequence KV cache: for each layer, K and V rows (n_ctx, n_head_kv*head_dim) held as f32
+// but rounded to f16 on the way in when f16 is set (llama.cpp's default cache type; the
+// queries are then rounded to f16 too, as ggml's f16 dot product does).
 class KvCache {
  public:
   KvCache() = default;
@@ -44,6 +46,7 @@ class KvCache {
   float* k(int64_t layer) { return k_[layer].data(); }
   float* v(int64_t layer) { return v_[layer].data(); }
   int64_t n_past_ = 0;
+  bool f16 = true;
 
  private:
   int64_t n_ctx_ = 0;

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/act_quant.h"
 #include "backend/cpu/simd.h"
 #include "backend/ops.h"
 #include "core/error.h"
@@ -34,9 +35,19 @@ class CpuOps final : public Ops {
   const char* name() const override { return "cpu"; }
 
   // (n, cols) x (rows, cols)^T -> (n, rows)
-  void matmul(const float* x, int64_t n, const WeightView& w, const float* bias,
+  void matmul(const float* x_in, int64_t n, const WeightView& w, const float* bias,
               float* y) const override {
     const int64_t cols = w.cols;
+    const cpu::ActType at = cpu::act_type_for(w.type);
+    static thread_local std::vector<float> xbuf;
+    const float* x = x_in;
+    if (at != cpu::ActType::F32) {
+      float* xr = scratch(xbuf, n * cols);
+      parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) cpu::round_activations(at, x_in + t * cols, xr + t * cols, cols);
+      });
+      x = xr;
+    }
     if (n >= kSgemmMinTokens) {
       // Tiles of kTileRows rows whatever the thread count, so results do not depend on it.
       parallel_for(w.rows, kTileRows, [&](int64_t b0, int64_t b1) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backend/cpu/act_quant.h"
 #include "backend/ops.h"
 #include "core/error.h"
 #include "core/fp16.h"
@@ -51,8 +52,12 @@ class ReferenceOps final : public Ops {
   const char* name() const override { return "reference"; }
 
   // (n, cols) x (rows, cols)^T -> (n, rows)
-  void matmul(const float* x, int64_t n, const WeightView& w, const float* bias,
+  void matmul(const float* x_in, int64_t n, const WeightView& w, const float* bias,
               float* y) const override {
+    std::vector<float> xr(n * w.cols);
+    for (int64_t t = 0; t < n; ++t)
+      cpu::round_activations(cpu::act_type_for(w.type), x_in + t * w.cols, &xr[t * w.cols], w.cols);
+    const float* x = xr.data();
     std::vector<float> row(w.cols);
     for (int64_t r = 0; r < w.rows; ++r) {
       dequantize_weight_row(w, r, row.data());
