@@ -1,9 +1,9 @@
-// AVX2 dequantizers for the hot types (K-quants, Q8_0, Q4_0, IQ4_NL/XS). They unpack codes with
-// integer SIMD and then form exactly the float products of the scalar reference in the same
-// order: per sub-block scalars D = d*sc (and M = dmin*m) are computed as the reference does,
-// codes convert exactly to float, and y = D*q (- M) uses separate multiply and subtract
-// (no FMA), so the results are bit-identical. Compiled with target attributes and chosen at
-// run time, so the baseline build stays portable.
+// AVX2 dequantizers for every block type (K-quants, legacy 32-blocks, IQ4_NL/XS) and F16C for
+// fp16. They unpack codes with integer SIMD and then form exactly the float products of the
+// scalar reference in the same order: per sub-block scalars D = d*sc (and M = dmin*m) are
+// computed as the reference does, codes convert exactly to float, and y = D*q (- M) uses
+// separate multiply and subtract (no FMA), so the results are bit-identical. Compiled with
+// target attributes and chosen at run time, so the baseline build stays portable.
 #include <immintrin.h>
 
 #include <cstring>
@@ -188,6 +188,61 @@ SAMQ_AVX2 void deq_q4_0(const block_q4_0* x, float* y, int64_t nb) {
   }
 }
 
+// y[0..16) = q * D + M (the legacy affine types' order: int times d, then + m).
+SAMQ_AVX2 inline void emit16_add(float* y, __m128i q, __m256 D, __m256 M) {
+  const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+  _mm256_storeu_ps(y, _mm256_add_ps(_mm256_mul_ps(D, f0), M));
+  _mm256_storeu_ps(y + 8, _mm256_add_ps(_mm256_mul_ps(D, f1), M));
+}
+
+// Codes of a legacy 32-block as 32 bytes in element order: low nibbles of qs[0..15] are
+// elements 0..15, high nibbles elements 16..31.
+SAMQ_AVX2 inline __m256i legacy_nibbles(const uint8_t* qs) {
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+}
+
+// 16 in byte e where bit e of the little-endian uint32 qh is set (Q5_0/Q5_1 fifth bits).
+SAMQ_AVX2 inline __m256i legacy_high_bits(const uint8_t* qh_bytes) {
+  uint32_t qh;
+  std::memcpy(&qh, qh_bytes, 4);
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int(qh)),
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+}
+
+SAMQ_AVX2 void deq_q4_1(const block_q4_1* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const __m256 d = _mm256_set1_ps(fp16_to_f32(x[i].d)), m = _mm256_set1_ps(fp16_to_f32(x[i].m));
+    const __m256i q = legacy_nibbles(x[i].qs);
+    emit16_add(y, _mm256_castsi256_si128(q), d, m);
+    emit16_add(y + 16, _mm256_extracti128_si256(q, 1), d, m);
+  }
+}
+
+SAMQ_AVX2 void deq_q5_0(const block_q5_0* x, float* y, int64_t nb) {
+  const __m256i b16 = _mm256_set1_epi8(16);
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const __m256 d = _mm256_set1_ps(fp16_to_f32(x[i].d));
+    const __m256i q = _mm256_sub_epi8(_mm256_or_si256(legacy_nibbles(x[i].qs), legacy_high_bits(x[i].qh)), b16);
+    emit16(y, _mm256_castsi256_si128(q), d);
+    emit16(y + 16, _mm256_extracti128_si256(q, 1), d);
+  }
+}
+
+SAMQ_AVX2 void deq_q5_1(const block_q5_1* x, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const __m256 d = _mm256_set1_ps(fp16_to_f32(x[i].d)), m = _mm256_set1_ps(fp16_to_f32(x[i].m));
+    const __m256i q = _mm256_or_si256(legacy_nibbles(x[i].qs), legacy_high_bits(x[i].qh));
+    emit16_add(y, _mm256_castsi256_si128(q), d, m);
+    emit16_add(y + 16, _mm256_extracti128_si256(q, 1), d, m);
+  }
+}
+
 // IQ4: codebook lookup with a byte shuffle, then D * value.
 SAMQ_AVX2 inline void iq4_emit32(float* y, const uint8_t* qs, __m256 D) {
   const __m128i table = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kvalues_iq4nl));
@@ -265,7 +320,9 @@ bool dequantize_row_fast(GgmlType t, const void* src, float* y, int64_t n) {
   if (!dequant_simd_enabled() || n <= 0) return false;
   // Block sizes inline (this runs once per weight row in the matmul path); a length that is
   // not a whole number of blocks falls back to the reference, which reports the error.
-  const int64_t bs = (t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::IQ4_NL) ? 32 : 256;
+  const bool legacy = t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1 ||
+                      t == GgmlType::Q5_0 || t == GgmlType::Q5_1 || t == GgmlType::IQ4_NL;
+  const int64_t bs = legacy ? 32 : 256;
   if (n % bs != 0) return false;
   const int64_t nb = n / bs;
   if (t == GgmlType::F16) {
@@ -281,6 +338,9 @@ bool dequantize_row_fast(GgmlType t, const void* src, float* y, int64_t n) {
     case GgmlType::Q3_K: deq_q3_K(blocks<block_q3_K>(src), y, nb); return true;
     case GgmlType::Q8_0: deq_q8_0(blocks<block_q8_0>(src), y, nb); return true;
     case GgmlType::Q4_0: deq_q4_0(blocks<block_q4_0>(src), y, nb); return true;
+    case GgmlType::Q4_1: deq_q4_1(blocks<block_q4_1>(src), y, nb); return true;
+    case GgmlType::Q5_0: deq_q5_0(blocks<block_q5_0>(src), y, nb); return true;
+    case GgmlType::Q5_1: deq_q5_1(blocks<block_q5_1>(src), y, nb); return true;
     case GgmlType::IQ4_NL: deq_iq4_nl(blocks<block_iq4_nl>(src), y, nb); return true;
     case GgmlType::IQ4_XS: deq_iq4_xs(blocks<block_iq4_xs>(src), y, nb); return true;
     default: return false;
