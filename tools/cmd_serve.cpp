@@ -88,6 +88,54 @@ std::string fallback_names(const std::vector<samq::serve::Backend*>& chain) {
   return s.empty() ? "none" : s;
 }
 
+// Everything that needs the models: generators, backends, the router. Members are declared in
+// dependency order, so destruction stops the schedulers before their generators go.
+struct Serving {
+  std::unique_ptr<samq::serve::Generator> primary_gen, fb_gen;
+  samq::serve::FaultInjectingGenerator* faults = nullptr;
+  std::unique_ptr<samq::serve::LocalBackend> primary;
+  std::unique_ptr<samq::serve::Backend> fallback, upstream;
+  std::vector<samq::serve::Backend*> chain;
+  std::vector<std::string> extra_ids;
+  std::unique_ptr<samq::serve::Router> router;
+};
+
+std::unique_ptr<Serving> load_serving(const ServeArgs& a, samq::serve::Metrics& metrics) {
+  using namespace samq::serve;
+  auto sv = std::make_unique<Serving>();
+  sv->primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel, a.alias);
+  if (a.faults) {
+    auto f = std::make_unique<FaultInjectingGenerator>(std::move(sv->primary_gen));
+    sv->faults = f.get();
+    sv->primary_gen = std::move(f);
+    std::fprintf(stderr, "samq serve: WARNING: fault injection enabled (POST /internal/fault) — for tests only\n");
+  }
+  SchedulerOptions so;
+  so.parallel = a.parallel;
+  so.queue = a.queue;
+  sv->primary = std::make_unique<LocalBackend>(*sv->primary_gen, so, &metrics);
+  // Fallback chain: the in-process model first, then the upstream server.
+  if (!a.fallback.empty()) {
+    const int slots = a.fallback_parallel > 0 ? a.fallback_parallel : a.parallel;
+    sv->fb_gen = make_generator(a, a.fallback, slots, "");
+    if (sv->fb_gen->model_id() == sv->primary_gen->model_id())
+      samq::fail("--fallback names a model with the same id '{}' as the primary; give the primary an --alias",
+                 sv->fb_gen->model_id());
+    SchedulerOptions fo = so;
+    fo.parallel = slots;
+    sv->fallback = std::make_unique<LocalBackend>(*sv->fb_gen, fo, &metrics);
+    sv->extra_ids.push_back(sv->fb_gen->model_id());
+    sv->chain.push_back(sv->fallback.get());
+  }
+  if (!a.fallback_url.empty()) {
+    sv->upstream = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
+                                                     a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000);
+    sv->chain.push_back(sv->upstream.get());
+  }
+  sv->router = std::make_unique<Router>(*sv->primary, sv->chain, a.router, &metrics);
+  return sv;
+}
+
 int run_serve(const ServeArgs& a) {
   using namespace samq::serve;
   ensure_passive_omp_wait();
@@ -103,43 +151,6 @@ int run_serve(const ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
   Metrics metrics;
-  std::unique_ptr<Generator> primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel, a.alias);
-  FaultInjectingGenerator* faults = nullptr;
-  if (a.faults) {
-    auto f = std::make_unique<FaultInjectingGenerator>(std::move(primary_gen));
-    faults = f.get();
-    primary_gen = std::move(f);
-    std::fprintf(stderr, "samq serve: WARNING: fault injection enabled (POST /internal/fault) — for tests only\n");
-  }
-  SchedulerOptions so;
-  so.parallel = a.parallel;
-  so.queue = a.queue;
-  LocalBackend primary(*primary_gen, so, &metrics);
-
-  // Fallback chain: the in-process model first, then the upstream server.
-  std::unique_ptr<Generator> fb_gen;
-  std::unique_ptr<Backend> fallback, upstream;
-  std::vector<Backend*> chain;
-  std::vector<std::string> extra_ids;
-  if (!a.fallback.empty()) {
-    const int slots = a.fallback_parallel > 0 ? a.fallback_parallel : a.parallel;
-    fb_gen = make_generator(a, a.fallback, slots, "");
-    if (fb_gen->model_id() == primary_gen->model_id())
-      samq::fail("--fallback names a model with the same id '{}' as the primary; give the primary an --alias",
-                 fb_gen->model_id());
-    SchedulerOptions fo = so;
-    fo.parallel = slots;
-    fallback = std::make_unique<LocalBackend>(*fb_gen, fo, &metrics);
-    extra_ids.push_back(fb_gen->model_id());
-    chain.push_back(fallback.get());
-  }
-  if (!a.fallback_url.empty()) {
-    upstream = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
-                                                 a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000);
-    chain.push_back(upstream.get());
-  }
-  Router router(primary, chain, a.router, &metrics);
-
   ServerOptions opt;
   opt.host = a.host;
   opt.port = a.port;
@@ -148,18 +159,12 @@ int run_serve(const ServeArgs& a) {
   opt.max_body_bytes = a.max_body;
   opt.read_timeout_s = a.read_timeout_s;
   opt.drain_timeout_ms = a.drain_timeout_ms;
-  opt.chat_template = primary_gen->chat_template();
-  opt.model_adds_bos = primary_gen->add_bos();
-  opt.model_id = primary_gen->model_id();
-  opt.extra_model_ids = extra_ids;
-  opt.fault_target = faults;
-  Server server(opt, router, metrics);
+  // Listen first (/health 200, /ready 503 while loading), then load the models.
+  Server server(opt, metrics);
   const int port = server.bind();
   if (!a.port_file.empty()) samq::write_file_atomic(a.port_file, std::to_string(port) + "\n");
-  std::fprintf(stderr,
-               "samq serve: %s on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
-               opt.model_id.c_str(), a.host.c_str(), port, a.parallel, a.queue, primary_gen->n_ctx(),
-               opt.chat_template.c_str(), fallback_names(chain).c_str());
+  std::fprintf(stderr, "samq serve: listening on http://%s:%d, loading...\n", a.host.c_str(), port);
+  std::thread http([&] { server.run(); });
 
   std::atomic<bool> done{false};
   std::thread sig([&] {
@@ -174,10 +179,34 @@ int run_serve(const ServeArgs& a) {
       }
     }
   });
-  server.run();
+  auto stop_threads = [&] {
+    server.shutdown();
+    http.join();
+    done = true;
+    sig.join();
+  };
+
+  std::unique_ptr<Serving> sv;
+  try {
+    sv = load_serving(a, metrics);
+  } catch (...) {
+    stop_threads();
+    throw;
+  }
+  Server::ModelFacts facts;
+  facts.model_id = sv->primary_gen->model_id();
+  facts.chat_template = sv->primary_gen->chat_template();
+  facts.model_adds_bos = sv->primary_gen->add_bos();
+  facts.extra_model_ids = sv->extra_ids;
+  facts.fault_target = sv->faults;
+  server.set_ready(*sv->router, facts);
+  std::fprintf(stderr, "samq serve: %s ready on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
+               facts.model_id.c_str(), a.host.c_str(), port, a.parallel, a.queue, sv->primary_gen->n_ctx(),
+               facts.chat_template.c_str(), fallback_names(sv->chain).c_str());
+  http.join();
   done = true;
   sig.join();
-  primary.scheduler().stop();
+  sv->primary->scheduler().stop();
   std::fprintf(stderr, "samq serve: stopped\n");
   return 0;
 }

@@ -59,8 +59,24 @@ struct Server::Impl {
 };
 
 Server::Server(ServerOptions opt, Router& router, Metrics& metrics)
-    : impl_(std::make_unique<Impl>()), opt_(std::move(opt)), router_(router), metrics_(metrics) {
+    : impl_(std::make_unique<Impl>()), opt_(std::move(opt)), metrics_(metrics) {
   install_routes();
+  router_.store(&router, std::memory_order_release);
+}
+
+Server::Server(ServerOptions opt, Metrics& metrics)
+    : impl_(std::make_unique<Impl>()), opt_(std::move(opt)), metrics_(metrics) {
+  install_routes();
+}
+
+void Server::set_ready(Router& router, const ModelFacts& f) {
+  // Written before the release store; handlers read them after an acquire load of router_.
+  opt_.model_id = f.model_id;
+  opt_.chat_template = f.chat_template;
+  opt_.model_adds_bos = f.model_adds_bos;
+  opt_.extra_model_ids = f.extra_model_ids;
+  opt_.fault_target = f.fault_target;
+  router_.store(&router, std::memory_order_release);
 }
 
 Server::~Server() = default;
@@ -81,6 +97,7 @@ int Server::bind() {
 
 void Server::run() {
   bind();
+  if (draining_) return;
   ready_ = true;
   impl_->svr.listen_after_bind();
   ready_ = false;
@@ -152,9 +169,9 @@ void Server::install_routes() {
 
   svr.Get("/health", [](const httplib::Request&, httplib::Response& res) { send_json(res, 200, {{"status", "ok"}}); });
   svr.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
-    if (ready_ && !draining_) send_json(res, 200, {{"status", "ready"}});
+    if (ready_ && !draining_ && router_.load(std::memory_order_acquire)) send_json(res, 200, {{"status", "ready"}});
     else send_json(res, 503, error_object(503, "server_error", draining_ ? "draining" : "not_ready",
-                                          draining_ ? "The server is shutting down." : "The model is not loaded yet."));
+                                          draining_ ? "The server is shutting down." : "The model is still loading."));
   });
   svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
@@ -162,14 +179,20 @@ void Server::install_routes() {
   auto model_obj = [](const std::string& id) {
     return json{{"id", id}, {"object", "model"}, {"created", 0}, {"owned_by", "samq"}};
   };
-  svr.Get("/v1/models", [this, authorized, model_obj](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
+  auto loading = [this](httplib::Response& res) {
+    if (router_.load(std::memory_order_acquire)) return false;
+    send_error(res, 503, "model_loading", "The model is still loading; retry shortly.");
+    res.set_header("Retry-After", "1");
+    return true;
+  };
+  svr.Get("/v1/models", [this, authorized, model_obj, loading](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res) || loading(res)) return;
     json data = json::array({model_obj(opt_.model_id)});
     for (auto& m : opt_.extra_model_ids) data.push_back(model_obj(m));
     send_json(res, 200, {{"object", "list"}, {"data", data}});
   });
-  svr.Get(R"(/v1/models/(.+))", [this, authorized, model_obj](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req, res)) return;
+  svr.Get(R"(/v1/models/(.+))", [this, authorized, model_obj, loading](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req, res) || loading(res)) return;
     const std::string id = req.matches[1];
     if (id == opt_.model_id || std::find(opt_.extra_model_ids.begin(), opt_.extra_model_ids.end(), id) != opt_.extra_model_ids.end())
       return send_json(res, 200, model_obj(id));
@@ -177,23 +200,28 @@ void Server::install_routes() {
                                      "The model '" + id + "' does not exist.", "model"));
   });
 
-  if (opt_.fault_target) {
+  {
     svr.Post("/internal/fault", [this](const httplib::Request& req, httplib::Response& res) {
+      Router* router = router_.load(std::memory_order_acquire);
+      if (!router || !opt_.fault_target)  // TEST ONLY, and only with --enable-fault-injection
+        return send_error(res, 404, "unknown_url", "Unknown request URL: POST /internal/fault. Please check the URL.");
       json j = json::parse(req.body, nullptr, false);
       if (!j.is_object()) return send_error(res, 400, "invalid_json", "expected {\"fail\": bool, \"delay_ms\": int}");
       if (j.contains("fail") && j["fail"].is_boolean()) opt_.fault_target->set_fail(j["fail"].get<bool>());
       if (j.contains("delay_ms") && j["delay_ms"].is_number_integer()) opt_.fault_target->set_delay_ms(j["delay_ms"].get<int>());
       send_json(res, 200, {{"fail", opt_.fault_target->failing()}, {"delay_ms", opt_.fault_target->delay_ms()},
-                           {"circuit", circuit_state_name(router_.state())}});
+                           {"circuit", circuit_state_name(router->state())}});
     });
   }
 
-  auto generate = [this, authorized](const httplib::Request& req, httplib::Response& res, ApiKind kind) {
+  auto generate = [this, authorized, loading](const httplib::Request& req, httplib::Response& res, ApiKind kind) {
     if (!authorized(req, res)) return;
     if (draining_ || impl_->cancel_all) {
       metrics_.rejected("draining");
       return send_error(res, 503, "shutting_down", "The server is shutting down.");
     }
+    if (loading(res)) return;
+    Router& router = *router_.load(std::memory_order_acquire);
     auto guard = std::make_shared<InFlight>(in_flight_);
     ApiRequest ar;
     std::unique_ptr<Execution> ex;
@@ -202,7 +230,7 @@ void Server::install_routes() {
     try {
       ar = kind == ApiKind::Chat ? parse_chat_request(req.body, opt_.chat_template, opt_.model_adds_bos)
                                  : parse_completion_request(req.body, opt_.model_adds_bos);
-      ex = router_.begin(ar.gen, ar.stream);
+      ex = router.begin(ar.gen, ar.stream);
       // Wait for the first event here, so errors before any token get their own status and
       // x-samq-served-by names who really produced the answer.
       while (!first && !impl_->cancel_all) first = ex->next(Clock::now() + std::chrono::milliseconds(250));

@@ -40,6 +40,17 @@ struct ServerOptions {
 class Server {
  public:
   Server(ServerOptions opt, Router& router, Metrics& metrics);
+  // Without a router yet: /health answers, /ready and the API say 503 until set_ready(), so a
+  // big model can load while the port is already open.
+  Server(ServerOptions opt, Metrics& metrics);
+  // The model is loaded: facts for the API (chat template, ids) and the router to use.
+  struct ModelFacts {
+    std::string model_id, chat_template = "chatml";
+    bool model_adds_bos = true;
+    std::vector<std::string> extra_model_ids;
+    FaultInjectingGenerator* fault_target = nullptr;
+  };
+  void set_ready(Router& router, const ModelFacts& facts);
   ~Server();
   // Binds, then serves until shutdown() has drained. Throws samq::Error if it cannot bind.
   void run();
@@ -57,7 +68,7 @@ class Server {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   ServerOptions opt_;
-  Router& router_;
+  std::atomic<Router*> router_{nullptr};
   Metrics& metrics_;
   std::atomic<bool> draining_{false}, ready_{false};
   std::atomic<int> in_flight_{0};

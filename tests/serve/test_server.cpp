@@ -98,7 +98,9 @@ TEST(Server, StreamingFraming) {
     ASSERT_EQ(events[i].rfind("data: ", 0), 0u);
     json j = json::parse(events[i].substr(6));
     EXPECT_EQ(j["object"], "chat.completion.chunk");
-    if (i == 0) EXPECT_EQ(j["choices"][0]["delta"]["role"], "assistant");
+    if (i == 0) {
+      EXPECT_EQ(j["choices"][0]["delta"]["role"], "assistant");
+    }
     if (!j["choices"].empty() && j["choices"][0]["delta"].contains("content")) text += j["choices"][0]["delta"]["content"];
     if (i + 2 == events.size()) {
       EXPECT_TRUE(j["choices"].empty());
@@ -160,11 +162,51 @@ TEST(Server, DrainFinishesInFlightAndRefusesNew) {
   std::this_thread::sleep_for(30ms);
   EXPECT_TRUE(h.server.draining());
   auto c = h.client();
-  if (auto r = c.Get("/ready")) EXPECT_EQ(r->status, 503);
-  if (auto r = c.Post("/v1/completions", R"({"prompt":"a"})", "application/json")) EXPECT_EQ(r->status, 503);
+  if (auto r = c.Get("/ready")) {
+    EXPECT_EQ(r->status, 503);
+  }
+  if (auto r = c.Post("/v1/completions", R"({"prompt":"a"})", "application/json")) {
+    EXPECT_EQ(r->status, 503);
+  }
   inflight.join();
   drain.join();
   json j = json::parse(body, nullptr, false);
   ASSERT_TRUE(j.is_object()) << body;
   EXPECT_EQ(j["choices"][0]["text"], "bcdefghijklmnopqrstuvwxyz");
+}
+
+TEST(Server, NotReadyUntilTheModelIsSet) {
+  Metrics metrics;
+  ServerOptions o;
+  o.port = 0;
+  o.http_threads = 8;
+  Server server(o, metrics);
+  const int port = server.bind();
+  std::thread th([&] { server.run(); });
+  httplib::Client c("127.0.0.1", port);
+  auto h = c.Get("/health");
+  for (int i = 0; i < 200 && !h; ++i) {
+    std::this_thread::sleep_for(10ms);
+    h = c.Get("/health");
+  }
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  expect_error(c.Get("/ready"), 503, "server_error");
+  auto r = c.Post("/v1/completions", R"({"prompt":"x"})", "application/json");
+  expect_error(r, 503, "server_error");
+  EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+  expect_error(c.Post("/internal/fault", R"({"fail":true})", "application/json"), 404, "invalid_request_error");
+
+  FakeGenerator gen({.model_id = "late"});
+  LocalBackend backend(gen, {1, 1, 512}, &metrics);
+  Router router(backend, nullptr, {}, &metrics);
+  Server::ModelFacts facts;
+  facts.model_id = "late";
+  server.set_ready(router, facts);
+  EXPECT_EQ(c.Get("/ready")->status, 200);
+  r = c.Post("/v1/completions", R"({"prompt":"y","temperature":0})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], "z.");
+  server.shutdown();
+  th.join();
 }
