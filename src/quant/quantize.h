@@ -7,6 +7,11 @@
 // a multiple of the type's block size) and rows are independent, so quantize_tensor splits
 // whole rows across threads and gives the same bytes for any thread count.
 //
+// Weights must be finite (NaN/Inf throw samq::Error naming the row and column; F32 is copied
+// as is). Where the CPU has AVX2, the scale searches run eight groups per instruction and the
+// dequantizers are vectorized; both give exactly the bytes and floats of the scalar reference
+// (quants_ref.h), which stays the oracle in the tests.
+//
 // `imatrix` is the per-column importance vector (length cols, one positive weight per input
 // column, shared by all rows), or nullptr. As in ggml, passing one switches the K-quants and
 // legacy types to the importance-weighted search; Q8_0 and F16/BF16/F32 ignore it.

@@ -25,6 +25,9 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type, 
 float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse);
 
 // (c) affine search, weights required. Returns the scale, *the_min = positive min.
+// Note (not in ggml-formats.md §3.2): when a step's candidate wins, its fitted offset replaces
+// the running min, and later steps grid from it (iscale = (...)/(max - min), codes from
+// x - min), exactly as ggml's loop does.
 float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
                        float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                        bool use_mad);
