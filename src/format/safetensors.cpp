@@ -59,6 +59,7 @@ int64_t StTensorView::rows() const {
 
 namespace {
 void convert(StDtype dt, const uint8_t* src, int64_t n, float* out) {
+  if (n <= 0) return;  // empty tensors: out may be null (memcpy with null is UB even for 0 bytes)
   switch (dt) {
     case StDtype::F32:
       std::memcpy(out, src, size_t(n) * 4);

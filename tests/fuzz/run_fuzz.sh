@@ -25,7 +25,7 @@ fi
 
 gen=()
 command -v ninja > /dev/null && gen=(-G Ninja)
-cmake -S "$src/tests/fuzz" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+cmake -S "$src/tests/fuzz" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=FuzzO1 -DCMAKE_CXX_FLAGS_FUZZO1="-O1 -g" -DCMAKE_C_FLAGS_FUZZO1="-O1 -g" \
   -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_C_COMPILER="$cc" > "$work/configure.log" 2>&1 \
   || { cat "$work/configure.log"; exit 1; }
 cmake --build "$work/build" -j2 || exit 1
