@@ -6,6 +6,8 @@
 // target attributes and chosen at run time, so the baseline build stays portable.
 #include <immintrin.h>
 
+#include <atomic>
+
 #include <cstring>
 
 #include "core/fp16.h"
@@ -16,7 +18,7 @@
 namespace samq {
 namespace {
 
-bool g_simd_wanted = true;
+std::atomic<bool> g_simd_wanted{true};
 
 bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2");

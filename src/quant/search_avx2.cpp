@@ -5,6 +5,8 @@
 // running sums, so eight groups at once is several times faster with identical results.
 #include <immintrin.h>
 
+#include <atomic>
+
 #include "quant/blocks.h"
 #include "quant/search.h"
 
@@ -13,7 +15,7 @@ namespace {
 
 #define SAMQ_AVX2 __attribute__((target("avx2")))
 
-bool g_search_simd = true;
+std::atomic<bool> g_search_simd{true};
 
 bool use_avx2() {
   static const bool has_avx2 = __builtin_cpu_supports("avx2");
