@@ -34,6 +34,9 @@ struct WeightView {
   int64_t rows = 0, cols = 0;
   const void* data = nullptr;
   int64_t row_bytes = 0;  // ggml_row_size(type, cols) for packed tensors
+  // matmul rounds activations as ggml does for this weight type (see Ops::matmul); false:
+  // exact float32 activations (used to compare with HF transformers' float32 logits).
+  bool ggml_act_rounding = true;
 };
 
 // RoPE as ggml implements it (ggml-formats.md §1.8).

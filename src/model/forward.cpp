@@ -11,7 +11,7 @@
 
 namespace samq {
 
-KvCache::KvCache(const Model& m, int64_t n_ctx) : n_ctx_(n_ctx) {
+KvCache::KvCache(const Model& m, int64_t n_ctx) : f16(m.ggml_numerics), n_ctx_(n_ctx) {
   const auto& h = m.hparams;
   k_.assign(h.n_layer, std::vector<float>(size_t(n_ctx * h.n_embd_kv())));
   v_.assign(h.n_layer, std::vector<float>(size_t(n_ctx * h.n_embd_kv())));
@@ -27,6 +27,12 @@ namespace {
 void emit(const ForwardOptions& o, std::string_view name, int layer, const std::vector<float>& v,
           int64_t rows, int64_t cols) {
   if (o.hooks && o.hooks->on_activation) o.hooks->on_activation(name, layer, v.data(), rows, cols);
+}
+
+WeightView wv(const Model& m, const Tensor& t) {
+  WeightView v = t.view();
+  v.ggml_act_rounding = m.ggml_numerics;
+  return v;
 }
 
 const float* opt_f32(const Tensor& t) { return t.present() ? t.f32() : nullptr; }
@@ -79,9 +85,9 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
     ops.rms_norm(x.data(), T, E, L.attn_norm.f32(), h.rms_eps, cur.data(), nullptr);
     emit(opt, "attn_norm", li, cur, T, E);
     // (T, E) x (Wq, E)^T -> (T, Wq); likewise k, v -> (T, Wkv)
-    ops.matmul(cur.data(), T, L.attn_q.view(), opt_f32(L.attn_q_bias), q.data());
-    ops.matmul(cur.data(), T, L.attn_k.view(), opt_f32(L.attn_k_bias), k.data());
-    ops.matmul(cur.data(), T, L.attn_v.view(), opt_f32(L.attn_v_bias), v.data());
+    ops.matmul(cur.data(), T, wv(m, L.attn_q), opt_f32(L.attn_q_bias), q.data());
+    ops.matmul(cur.data(), T, wv(m, L.attn_k), opt_f32(L.attn_k_bias), k.data());
+    ops.matmul(cur.data(), T, wv(m, L.attn_v), opt_f32(L.attn_v_bias), v.data());
     if (L.attn_q_norm.present()) ops.rms_norm(q.data(), T * Hq, hd, L.attn_q_norm.f32(), h.rms_eps, q.data(), nullptr);
     if (L.attn_k_norm.present()) ops.rms_norm(k.data(), T * Hkv, hd, L.attn_k_norm.f32(), h.rms_eps, k.data(), nullptr);
     ops.rope(q.data(), T, Hq, hd, pos.data(), rope);
@@ -115,21 +121,21 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
     }
     emit(opt, "kq_out", li, kq, T, Wq);
     // (T, Wq) x (E, Wq)^T -> (T, E)
-    ops.matmul(kq.data(), T, L.attn_output.view(), opt_f32(L.attn_output_bias), tmp.data());
+    ops.matmul(kq.data(), T, wv(m, L.attn_output), opt_f32(L.attn_output_bias), tmp.data());
     emit(opt, "attn_out", li, tmp, T, E);
     ops.add(tmp.data(), x.data(), T * E, x.data());
     emit(opt, "ffn_inp", li, x, T, E);
     ops.rms_norm(x.data(), T, E, L.ffn_norm.f32(), h.rms_eps, cur.data(), nullptr);
     emit(opt, "ffn_norm", li, cur, T, E);
     // (T, E) x (F, E)^T -> (T, F)
-    ops.matmul(cur.data(), T, L.ffn_gate.view(), nullptr, gate.data());
-    ops.matmul(cur.data(), T, L.ffn_up.view(), nullptr, up.data());
+    ops.matmul(cur.data(), T, wv(m, L.ffn_gate), nullptr, gate.data());
+    ops.matmul(cur.data(), T, wv(m, L.ffn_up), nullptr, up.data());
     emit(opt, "gate", li, gate, T, F);
     emit(opt, "up", li, up, T, F);
     ops.swiglu(gate.data(), up.data(), T * F, gate.data());
     emit(opt, "ffn_act", li, gate, T, F);
     // (T, F) x (E, F)^T -> (T, E)
-    ops.matmul(gate.data(), T, L.ffn_down.view(), nullptr, tmp.data());
+    ops.matmul(gate.data(), T, wv(m, L.ffn_down), nullptr, tmp.data());
     emit(opt, "ffn_out", li, tmp, T, E);
     ops.add(tmp.data(), x.data(), T * E, x.data());
     emit(opt, "l_out", li, x, T, E);
@@ -154,7 +160,7 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   emit(opt, "result_norm", -1, sel, R, E);
   std::vector<float> logits(R * V);
   // (R, E) x (V, E)^T -> (R, V)
-  ops.matmul(sel.data(), R, w.lm_head().view(), nullptr, logits.data());
+  ops.matmul(sel.data(), R, wv(m, w.lm_head()), nullptr, logits.data());
   emit(opt, "logits", -1, logits, R, V);
   int64_t r = 0;
   for (auto& s : batch.seqs) {

@@ -46,7 +46,7 @@ class KvCache {
   float* k(int64_t layer) { return k_[layer].data(); }
   float* v(int64_t layer) { return v_[layer].data(); }
   int64_t n_past_ = 0;
-  bool f16 = true;
+  bool f16 = true;  // default: the model's ggml_numerics
 
  private:
   int64_t n_ctx_ = 0;

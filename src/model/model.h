@@ -77,6 +77,9 @@ class Model {
   // default: samq computes as llama.cpp (exact float32), so an HF directory and the GGUF
   // converted from it give the same numbers. The golden-logit tests turn it on.
   bool transformers_rope = false;
+  // Round as llama.cpp's CPU backend does (activations to the weight type's dot type, f16 KV
+  // cache); on by default. Off: exact float32 everywhere (the HF golden-logit tests).
+  bool ggml_numerics = true;
 
   ModelHparams hparams;
   ModelWeights weights;

@@ -52,6 +52,7 @@ TEST_P(GoldenArch, LogitsMatchTransformers) {
   const Golden g = load_golden(dir);
   auto m = Model::load(dir);
   m->transformers_rope = true;
+  m->ggml_numerics = false;
   ASSERT_EQ(m->hparams.n_vocab, g.vocab);
   const auto fast = forward_logits(*m, cpu_ops(), g.tokens);
   ASSERT_EQ(fast.size(), g.logits.size());
@@ -67,6 +68,7 @@ TEST_P(GoldenArch, IncrementalDecodeEqualsPrefill) {
   const Golden g = load_golden(dir);
   auto m = Model::load(dir);
   m->transformers_rope = true;
+  m->ggml_numerics = false;
   const int64_t V = m->hparams.n_vocab, n = int64_t(g.tokens.size()), half = n - 6;
   KvCache c(*m, n);
   Batch b;

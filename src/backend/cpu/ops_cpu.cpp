@@ -38,7 +38,7 @@ class CpuOps final : public Ops {
   void matmul(const float* x_in, int64_t n, const WeightView& w, const float* bias,
               float* y) const override {
     const int64_t cols = w.cols;
-    const cpu::ActType at = cpu::act_type_for(w.type);
+    const cpu::ActType at = (w.ggml_act_rounding ? cpu::act_type_for(w.type) : cpu::ActType::F32);
     static thread_local std::vector<float> xbuf;
     const float* x = x_in;
     if (at != cpu::ActType::F32) {

@@ -56,7 +56,7 @@ class ReferenceOps final : public Ops {
               float* y) const override {
     std::vector<float> xr(n * w.cols);
     for (int64_t t = 0; t < n; ++t)
-      cpu::round_activations(cpu::act_type_for(w.type), x_in + t * w.cols, &xr[t * w.cols], w.cols);
+      cpu::round_activations((w.ggml_act_rounding ? cpu::act_type_for(w.type) : cpu::ActType::F32), x_in + t * w.cols, &xr[t * w.cols], w.cols);
     const float* x = xr.data();
     std::vector<float> row(w.cols);
     for (int64_t r = 0; r < w.rows; ++r) {
