@@ -47,6 +47,8 @@ struct Metrics::Impl {
       .Name("samq_fallback_activations_total").Help("Requests (or their rest) sent to the fallback, by reason").Register(*reg);
   prometheus::Family<Gauge>& circuit = prometheus::BuildGauge()
       .Name("samq_circuit_state").Help("Primary circuit breaker: 0 closed, 1 open, 2 half-open").Register(*reg);
+  prometheus::Family<Gauge>& p99 = prometheus::BuildGauge()
+      .Name("samq_primary_p99_latency_seconds").Help("Rolling p99 latency of the primary that the SLA watches").Register(*reg);
   prometheus::Family<Counter>& rejected = prometheus::BuildCounter()
       .Name("samq_rejected_requests_total").Help("Requests refused before generation, by reason").Register(*reg);
 };
@@ -79,6 +81,7 @@ void Metrics::kv_cache(const std::string& model, double used, double cap) {
 }
 void Metrics::fallback_activation(const std::string& reason) { impl_->fallback.Add({{"reason", reason}}).Increment(); }
 void Metrics::circuit_state(int state) { impl_->circuit.Add({}).Set(state); }
+void Metrics::primary_p99(double s) { impl_->p99.Add({}).Set(s); }
 void Metrics::rejected(const std::string& reason) { impl_->rejected.Add({{"reason", reason}}).Increment(); }
 
 std::string Metrics::render() const {

@@ -12,6 +12,7 @@
 //   samq_kv_cache_used_bytes{model}, samq_kv_cache_capacity_bytes{model}  gauges
 //   samq_fallback_activations_total{reason}             counter (error, timeout, sla, circuit_open)
 //   samq_circuit_state                                  gauge (0 closed, 1 open, 2 half-open)
+//   samq_primary_p99_latency_seconds                    gauge (the SLA's rolling p99)
 //   samq_rejected_requests_total{reason}                counter (queue_full, draining, too_large...)
 #pragma once
 #include <memory>
@@ -39,6 +40,7 @@ class Metrics {
   void kv_cache(const std::string& model, double used_bytes, double capacity_bytes);
   void fallback_activation(const std::string& reason);
   void circuit_state(int state);
+  void primary_p99(double seconds);
   void rejected(const std::string& reason);
 
   std::string render() const;  // Prometheus text format

@@ -113,7 +113,9 @@ void Router::record(bool probe, bool ok, double e2e_ms, double ttft_ms) {
     window_.emplace_back(Clock::now(), lat);
     check_sla = int(window_.size()) >= opt_.sla_min_samples;
   }
-  if (check_sla && primary_p99_ms() > opt_.sla_p99_ms) {
+  const double p99 = primary_p99_ms();
+  if (metrics_) metrics_->primary_p99(p99 / 1000.0);
+  if (check_sla && p99 > opt_.sla_p99_ms) {
     std::lock_guard lk(mu_);
     if (state_ == CircuitState::Closed) {
       set_state(CircuitState::Open);
