@@ -33,6 +33,14 @@ void check_row(GgmlType t, int64_t n) {
 // ggml's searches assume finite input (its nearest_int asserts |v| <= 2^22); a NaN or Inf
 // weight means a broken model, so it is reported instead of producing garbage blocks.
 void check_finite(GgmlType t, const float* x, int64_t n, int64_t row) {
+  // Branch-free scan first (vectorizes; the check must not cost the cheap types their speed).
+  uint32_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    bad |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+  }
+  if (!bad) return;
   for (int64_t i = 0; i < n; ++i)
     if (!std::isfinite(x[i])) {
       if (row >= 0) fail("quantize to {}: non-finite value {} at row {}, column {}", ggml_type_name(t), x[i], row, i);
