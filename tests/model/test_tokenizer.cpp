@@ -226,3 +226,17 @@ TEST(Tokenizer, ConcurrentEncodeIsDeterministic) {
   for (auto& t : threads) t.join();
   for (const auto& g : got) EXPECT_EQ(g, want);
 }
+
+// The vocab arrays of a GGUF written by llama.cpp itself (the Q4_K_M anchor) give the golden ids.
+TEST(Tokenizer, FromLlamaCppGgufMatchesGolden) {
+  const GgufFile f = GgufFile::open(test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"));
+  const Tokenizer tok = Tokenizer::from_gguf(f);
+  EXPECT_EQ(tok.vocab().pre, "llama-bpe");
+  for (const char* name : {"sample1", "sample2", "sample3"}) {
+    const std::string text = read_file(test::shared_path(std::string("golden/tokenizer/") + name + ".txt"));
+    EXPECT_EQ(tok.encode(text, false, false), read_ids(test::shared_path(std::string("golden/tokenizer/") + name + ".ids")))
+        << name;
+  }
+  const std::string s3 = read_file(test::shared_path("golden/tokenizer/sample3.txt"));
+  EXPECT_EQ(tok.encode(s3, false, true), read_ids(test::shared_path("golden/tokenizer/sample3.special.ids")));
+}
