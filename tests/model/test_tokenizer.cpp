@@ -240,3 +240,23 @@ TEST(Tokenizer, FromLlamaCppGgufMatchesGolden) {
   const std::string s3 = read_file(test::shared_path("golden/tokenizer/sample3.txt"));
   EXPECT_EQ(tok.encode(s3, false, true), read_ids(test::shared_path("golden/tokenizer/sample3.special.ids")));
 }
+
+// Arbitrary bytes (invalid UTF-8, overlong forms, surrogates, code points above U+10FFFF) never
+// throw, and decoding gives back exactly llama.cpp's cleaned text.
+TEST(Tokenizer, RandomBytesRoundTripThroughCleaning) {
+  const auto& tok = ref_tokenizer();
+  std::mt19937 rng(11);
+  const uint8_t interesting[] = {0x00, 0x20, 0x0a, 'a', 'Z', '1', '\'', 0x80, 0xbf, 0xc0, 0xc1, 0xc3, 0xe0, 0xed,
+                                 0xa0, 0xef, 0xf0, 0xf4, 0xf5, 0xf7, 0xf8, 0xff, 0x8f, 0x9f};
+  for (int k = 0; k < 500; ++k) {
+    std::string s;
+    const int len = int(rng() % 24);
+    for (int i = 0; i < len; ++i)
+      s += char(rng() % 2 ? interesting[rng() % sizeof interesting] : uint8_t(rng() % 256));
+    std::string cleaned;
+    detail::clean_utf8(s, cleaned);
+    std::vector<int32_t> ids;
+    ASSERT_NO_THROW(ids = tok.encode(s, false, false)) << k;
+    EXPECT_EQ(tok.decode(ids), cleaned) << k;
+  }
+}
