@@ -200,7 +200,8 @@ int run_serve(const ServeArgs& a) {
   facts.extra_model_ids = sv->extra_ids;
   facts.fault_target = sv->faults;
   server.set_ready(*sv->router, facts);
-  std::fprintf(stderr, "samq serve: %s ready on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
+  if (!server.draining())
+    std::fprintf(stderr, "samq serve: %s ready on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
                facts.model_id.c_str(), a.host.c_str(), port, a.parallel, a.queue, sv->primary_gen->n_ctx(),
                facts.chat_template.c_str(), fallback_names(sv->chain).c_str());
   http.join();
