@@ -6,6 +6,7 @@
 // target attributes and chosen at run time, so the baseline build stays portable.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include <cstring>
@@ -299,6 +300,41 @@ __attribute__((target("avx2,f16c"))) void f32_to_f16_f16c(const float* x, uint16
   for (; i < n; ++i) h[i] = f32_to_fp16(x[i]);
 }
 
+// Q8_0 quantization: d = amax/127 as the scalar code, codes roundf(x * id) with roundf's
+// ties-away-from-zero emulated exactly (t = trunc(v); v - t is exact; step away when |v - t|
+// >= 0.5).
+SAMQ_AVX2 void quant_q8_0(const float* x, block_q8_0* y, int64_t nb) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256 sign_mask = _mm256_set1_ps(-0.f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
+  const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t i = 0; i < nb; ++i, x += 32) {
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(x + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_and_ps(v[k], abs_mask));
+    }
+    alignas(32) float m8[8];
+    _mm256_store_ps(m8, amax);
+    float am = 0.0f;
+    for (float m : m8) am = std::max(am, m);
+    const float d = am / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    y[i].d = f32_to_fp16(d);
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 s = _mm256_mul_ps(v[k], vid);
+      const __m256 t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 away = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(s, t), abs_mask), half, _CMP_GE_OQ);
+      const __m256 step = _mm256_and_ps(away, _mm256_or_ps(one, _mm256_and_ps(s, sign_mask)));
+      q[k] = _mm256_cvttps_epi32(_mm256_add_ps(t, step));
+    }
+    const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[i].qs), _mm256_permutevar8x32_epi32(q16, perm));
+  }
+}
+
 bool cpu_has_f16c() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
   return has;
@@ -312,6 +348,12 @@ const B* blocks(const void* p) { return static_cast<const B*>(p); }
 bool quantize_row_f16_fast(const float* x, uint16_t* y, int64_t n) {
   if (!g_simd_wanted || !cpu_has_f16c()) return false;
   f32_to_f16_f16c(x, y, n);
+  return true;
+}
+
+bool quantize_row_q8_0_fast(const float* x, block_q8_0* y, int64_t n) {
+  if (!g_simd_wanted || !cpu_has_avx2() || n % 32 != 0) return false;
+  quant_q8_0(x, y, n / 32);
   return true;
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "core/ggml_type.h"
+#include "quant/blocks.h"
 
 namespace samq {
 
@@ -15,6 +16,9 @@ bool dequantize_row_fast(GgmlType t, const void* src, float* y, int64_t n);
 // f32 -> fp16 with F16C (same bits as core/fp16.h's f32_to_fp16 for every input); false when
 // unavailable or switched off.
 bool quantize_row_f16_fast(const float* x, uint16_t* y, int64_t n);
+
+// Q8_0 quantization with AVX2 (same bytes as quantize_row_q8_0_ref for finite input).
+bool quantize_row_q8_0_fast(const float* x, block_q8_0* y, int64_t n);
 
 // Whether the AVX2 paths are in use (CPU support and not disabled by set_dequant_simd).
 bool dequant_simd_enabled();

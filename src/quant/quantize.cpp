@@ -86,7 +86,9 @@ static void quantize_row_unchecked(GgmlType t, const float* x, void* dst, int64_
       for (int64_t i = 0; i < n; ++i) y[i] = f32_to_bf16(x[i]);
       return;
     }
-    case GgmlType::Q8_0: quantize_row_q8_0_ref(x, as<block_q8_0>(dst), n); return;
+    case GgmlType::Q8_0:
+      if (!quantize_row_q8_0_fast(x, as<block_q8_0>(dst), n)) quantize_row_q8_0_ref(x, as<block_q8_0>(dst), n);
+      return;
     case GgmlType::Q4_0:
       qw ? quantize_row_q4_0_weighted(x, as<block_q4_0>(dst), n, qw) : quantize_row_q4_0_ref(x, as<block_q4_0>(dst), n);
       return;

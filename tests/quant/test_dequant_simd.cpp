@@ -73,3 +73,30 @@ TEST(DequantSimd, F16ConversionsMatchScalarOnEveryPattern) {
   quantize_row(GgmlType::F16, x.data(), y2.data(), int64_t(x.size()), nullptr);
   EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 2), 0);
 }
+
+TEST(DequantSimd, Q8_0FastQuantizerMatchesScalar) {
+  // Rows built to hit roundf's ties (x * id landing on k + 0.5) and near-ties, plus random data.
+  std::mt19937 rng(4);
+  std::normal_distribution<float> g(0.f, 1.f);
+  const int64_t n = 32 * 512;
+  std::vector<float> x(n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float scale = std::ldexp(1.f, int(b % 40) - 20);
+    for (int j = 0; j < 32; ++j) {
+      float v;
+      switch (b % 4) {
+        case 0: v = (float(int(rng() % 255) - 127) + 0.5f) * scale; break;  // halves
+        case 1: v = std::nextafter((float(int(rng() % 255) - 127) + 0.5f) * scale, 0.f); break;
+        case 2: v = g(rng) * scale; break;
+        default: v = std::round(g(rng) * 40.f) * 0.5f * scale; break;
+      }
+      // A 127*scale anchor makes d = scale and id = 1/scale exact, so the halves are exact ties.
+      if (j == 0 && b % 4 != 2) v = (b % 8 < 4 ? 127.f : -127.f) * scale;
+      x[size_t(b * 32 + j)] = v;
+    }
+  }
+  std::vector<block_q8_0> a(n / 32), b(n / 32);
+  quantize_row_q8_0_ref(x.data(), a.data(), n);
+  if (!quantize_row_q8_0_fast(x.data(), b.data(), n)) GTEST_SKIP() << "no AVX2";
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(block_q8_0)), 0);
+}
