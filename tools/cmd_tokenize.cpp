@@ -2,11 +2,13 @@
 // tokenizes (llama-tokenize --ids). Prints a JSON array of ids, or one "id<TAB>piece" per line.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "command.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "export/source_model.h"
+#include "format/gguf.h"
 #include "model/tokenizer.h"
 
 namespace samq::cli {
@@ -30,8 +32,15 @@ std::function<int()> setup(CLI::App& sub) {
   return [a, t, f]() {
     if (t->count() == 0 && f->count() == 0) fail("give the text with --text or --file");
     const std::string text = a->file.empty() ? a->text : read_file(a->file);
-    const auto src = open_source_model(a->model);
-    const Tokenizer& tok = src->tokenizer();
+    // A GGUF needs only its vocab keys (vocab-only files work); an HF directory its tokenizer.json.
+    std::unique_ptr<SourceModel> src;
+    std::unique_ptr<Tokenizer> own;
+    if (std::filesystem::is_directory(a->model)) {
+      src = open_source_model(a->model);
+    } else {
+      own = std::make_unique<Tokenizer>(Tokenizer::from_gguf(GgufFile::open(a->model)));
+    }
+    const Tokenizer& tok = src ? src->tokenizer() : *own;
     const auto t0 = std::chrono::steady_clock::now();
     const auto ids = tok.encode(text, a->bos, a->special);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -156,6 +156,59 @@ for (const file of converted) {
   console.log(`ok: ${name} loads in llama.cpp, golden tokenization matches, generates`);
 }
 
+// ---- 2b. the qwen2 pre-tokenizer --------------------------------------------------------------
+// A vocab-only GGUF written here from tokenizer.json alone (independent of samq's converter), with
+// tokenizer.ggml.pre = "qwen2": llama.cpp (std::regex path for this pattern) against samq.
+const writeVocabGguf = (file, pre) => {
+  const tj = JSON.parse(fs.readFileSync(path.join(shared, "models/refcode-32m/tokenizer.json"), "utf8"));
+  const tokens = [];
+  for (const [t, id] of Object.entries(tj.model.vocab)) tokens[id] = t;
+  const types = tokens.map(() => 1);
+  for (const a of tj.added_tokens) { tokens[a.id] = a.content; types[a.id] = 3; }
+  const merges = tj.model.merges.map((m) => (Array.isArray(m) ? m.join(" ") : m));
+  const parts = [];
+  const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); parts.push(b); };
+  const i32 = (v) => { const b = Buffer.alloc(4); b.writeInt32LE(v); parts.push(b); };
+  const u64 = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); parts.push(b); };
+  const str = (s) => { const b = Buffer.from(s, "utf8"); u64(b.length); parts.push(b); };
+  const kvs = [
+    ["general.architecture", () => { i32(8); str("llama"); }],
+    ["llama.block_count", () => { i32(4); u32(1); }],
+    ["llama.context_length", () => { i32(4); u32(512); }],
+    ["llama.embedding_length", () => { i32(4); u32(64); }],
+    ["llama.feed_forward_length", () => { i32(4); u32(128); }],
+    ["llama.attention.head_count", () => { i32(4); u32(1); }],
+    ["llama.attention.layer_norm_rms_epsilon", () => { i32(6); const b = Buffer.alloc(4); b.writeFloatLE(1e-5); parts.push(b); }],
+    ["tokenizer.ggml.model", () => { i32(8); str("gpt2"); }],
+    ["tokenizer.ggml.pre", () => { i32(8); str(pre); }],
+    ["tokenizer.ggml.tokens", () => { i32(9); i32(8); u64(tokens.length); tokens.forEach(str); }],
+    ["tokenizer.ggml.token_type", () => { i32(9); i32(5); u64(types.length); types.forEach(i32); }],
+    ["tokenizer.ggml.merges", () => { i32(9); i32(8); u64(merges.length); merges.forEach(str); }],
+    ["tokenizer.ggml.bos_token_id", () => { i32(4); u32(0); }],
+    ["tokenizer.ggml.eos_token_id", () => { i32(4); u32(1); }],
+  ];
+  parts.push(Buffer.from("GGUF"));
+  u32(3); u64(0); u64(kvs.length);
+  for (const [k, w] of kvs) { str(k); w(); }
+  fs.writeFileSync(file, Buffer.concat(parts));
+};
+const qwenVocab = path.join(work, "vocab-qwen2.gguf");
+writeVocabGguf(qwenVocab, "qwen2");
+{
+  const model = await llama.loadModel({modelPath: qwenVocab, vocabOnly: true});
+  for (const [label, text] of extra) {
+    const want = Array.from(model.tokenize(text, false));
+    tokCases.push({label, special: false, pre: "qwen2", text, ids: want});
+    const got = samqTokenize(qwenVocab, text, false);
+    if (!sameIds(got, want))
+      fail(`qwen2 pre-tokenizer: samq differs from llama.cpp on ${label} at token ${firstDiff(got, want)}: ` +
+           `samq ${JSON.stringify(got.slice(firstDiff(got, want), firstDiff(got, want) + 5))} ` +
+           `llama.cpp ${JSON.stringify(want.slice(firstDiff(got, want), firstDiff(got, want) + 5))}`);
+  }
+  await model.dispose();
+  console.log("ok: qwen2 pre-tokenizer compared with llama.cpp");
+}
+
 // ---- 3. greedy fixture ------------------------------------------------------------------------
 const PROMPTS = [
   "def fibonacci(n):\n",
@@ -240,8 +293,9 @@ const compareFixture = (want, got) => {
 };
 
 const tokFixture = {
-  format: "llama.cpp (node-llama-cpp 3.22.1) token ids for texts tokenized with the refcode-32m vocab " +
-    "(llama-bpe), no BOS; cases[]: {label, special (special-token parsing on), text, ids}. Written by " +
+  format: "llama.cpp (node-llama-cpp 3.22.1) token ids for texts tokenized with the refcode-32m vocab, no BOS; " +
+    "cases[]: {label, special (special-token parsing on), pre (absent: llama-bpe; \"qwen2\": the same vocab " +
+    "with tokenizer.ggml.pre = qwen2), text, ids}. Written by " +
     "tests/node/convert_interop.test.mjs; read by tests/model/test_tokenizer_llamacpp.cpp.",
   cases: tokCases,
 };
@@ -251,7 +305,7 @@ if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(tokFixturePath)) 
 } else {
   const old = JSON.parse(fs.readFileSync(tokFixturePath, "utf8"));
   for (const c of old.cases) {
-    const now = tokCases.find((x) => x.label === c.label && x.special === c.special);
+    const now = tokCases.find((x) => x.label === c.label && x.special === c.special && x.pre === c.pre);
     if (now && now.text === c.text && !sameIds(now.ids, c.ids)) fail(`llama.cpp's ids for ${c.label} changed since the tokenizer fixture was recorded`);
   }
 }
