@@ -117,9 +117,15 @@ class HfSourceModel final : public SourceModel {
 
     int64_t n_params = 0;
     for (const auto& t : tensors_) n_params += t.n_elements();
-    const GgmlType src_type = hparams_.source_dtype == "f32"   ? GgmlType::F32
-                              : hparams_.source_dtype == "f16" ? GgmlType::F16
-                                                               : GgmlType::BF16;
+    // general.file_type of the source: the most common type of its matrices (config.json's
+    // dtype may be absent or disagree with the stored tensors).
+    std::map<GgmlType, int64_t> count;
+    for (const auto& t : tensors_)
+      if (t.n_dims >= 2) count[t.source_type] += t.n_elements();
+    GgmlType src_type = GgmlType::BF16;
+    int64_t best = -1;
+    for (const auto& [type, n] : count)
+      if (n > best) best = n, src_type = type;
     metadata_ = hf_converter_metadata(dir, hparams_, *tokenizer_, n_params, llama_ftype_of(src_type));
   }
 
