@@ -43,3 +43,19 @@ TEST(TokenizerLlamaCpp, RecordedIdsMatch) {
   EXPECT_GE(n_qwen2, 5u);
   std::printf("compared %zu llama.cpp tokens\n", tokens);
 }
+
+// The prompts of the greedy fixture (what the engine tests feed) tokenize as llama.cpp did,
+// BOS included as llama.cpp adds it for llama-bpe.
+TEST(TokenizerLlamaCpp, GreedyFixturePromptIds) {
+  const auto fx = nlohmann::json::parse(read_file(test::source_path("tests/data/llamacpp/greedy-fixture.json")));
+  const Tokenizer tok = Tokenizer::from_hf_dir(test::shared_path("models/refcode-32m"));
+  ASSERT_TRUE(tok.add_bos_default());
+  int n = 0;
+  for (const auto& [name, m] : fx["models"].items())
+    for (const auto& c : m["cases"]) {
+      EXPECT_EQ(tok.encode(c["prompt"].get<std::string>(), true, false), c["prompt_ids"].get<std::vector<int32_t>>())
+          << name;
+      ++n;
+    }
+  EXPECT_GE(n, 2);
+}
