@@ -39,7 +39,8 @@ const ByteTables& byte_tables() {
   return t;
 }
 
-constexpr size_t kCacheLimit = 1 << 18;
+constexpr size_t kCacheLimit = 1 << 18;  // entries
+constexpr size_t kMaxCachedBytes = 128;  // longest pre-token cached
 
 }  // namespace
 
@@ -166,6 +167,7 @@ void Tokenizer::Impl::encode_raw(std::string_view text, std::vector<int32_t>& ou
     if (whole != token_to_id.end()) ids.push_back(whole->second);
     else bpe_word(mapped, ids);
     out.insert(out.end(), ids.begin(), ids.end());
+    if (raw.size() > kMaxCachedBytes) continue;  // long runs are rare and would bloat the cache
     std::lock_guard<std::mutex> lock(cache_mu);
     if (cache.size() >= kCacheLimit) cache.clear();
     cache.emplace(raw, std::move(ids));

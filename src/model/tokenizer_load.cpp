@@ -199,6 +199,8 @@ Tokenizer Tokenizer::from_hf_dir(const std::string& dir, int64_t n_vocab_padded)
       put(id, a.at("content").get<std::string>());
       added.emplace_back(id, a.value("special", false));
     }
+    if (n_vocab_padded > 0 && by_id.size() > size_t(n_vocab_padded))
+      fail("{}: the tokenizer has ids up to {} but config.json's vocab_size is {}", tj_path, by_id.size() - 1, n_vocab_padded);
     const size_t n = std::max<size_t>(by_id.size(), n_vocab_padded > 0 ? size_t(n_vocab_padded) : 0);
     v.tokens.resize(n);
     v.token_types.assign(n, int32_t(TokenType::Normal));
