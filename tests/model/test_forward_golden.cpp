@@ -90,6 +90,7 @@ INSTANTIATE_TEST_SUITE_P(Archs, GoldenArch,
 
 TEST(Forward, BatchOfSequencesEqualsSeparateRuns) {
   auto m = Model::load(test::shared_path("golden/archs/qwen3-qknorm"));
+  m->ggml_numerics = false;  // f16 KV rounding would turn 1e-7 summation-order noise into 1e-3 steps
   const std::vector<int32_t> a = {0, 317, 292, 479, 312}, b = {0, 260, 351};
   const auto la = forward_logits(*m, cpu_ops(), a), lb = forward_logits(*m, cpu_ops(), b);
   const int64_t V = m->hparams.n_vocab;
