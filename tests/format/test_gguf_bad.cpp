@@ -196,7 +196,8 @@ TEST(GgufBad, Offsets) {
   for (uint64_t off : {uint64_t(260), uint64_t(0), uint64_t(128), uint64_t(288)}) {
     Valid v;
     std::memcpy(v.g.b.data() + v.second_offset_field, &off, 8);
-    EXPECT_REJECTED(v.g.b, "tensor 'b'", fmt::format("offset {}", off).c_str(), "expected 256");
+    const std::string want = fmt::format("offset {}", off);  // outlives the check below
+    EXPECT_REJECTED(v.g.b, "tensor 'b'", want.c_str(), "expected 256");
   }
   // Data running past the end of the file.
   EXPECT_REJECTED(one_tensor([](GgufBytes& g) { g.tinfo("a", {512}, 0, 0).tinfo("b", {600}, 0, 2048); }, 2),
