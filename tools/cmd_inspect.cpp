@@ -305,7 +305,13 @@ std::function<int()> setup(CLI::App& sub) {
     std::error_code ec;
     if (!fs::is_directory(a->path, ec) && (a->path.ends_with(".gguf") || looks_like_gguf(a->path)))
       return inspect_gguf(*a);
-    return inspect_hf(*a);
+    const bool st_name = a->path.ends_with(".safetensors") || a->path.ends_with(".json");
+    if (fs::is_directory(a->path, ec) || st_name) return inspect_hf(*a);
+    try {
+      return inspect_hf(*a);
+    } catch (const Error& e) {
+      fail("{}: neither a GGUF file (no \"GGUF\" magic) nor safetensors ({})", a->path, e.what());
+    }
   };
 }
 
