@@ -33,7 +33,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 struct RunArgs {
-  std::string model, calib, eval_text, dir, imatrix;
+  std::string model, calib, eval_text, dir, imatrix, sensitivity;
   std::string target_size, fit_memory;
   double target_bpw = 0, max_kld = 0;
   std::vector<std::string> keep;
@@ -146,18 +146,26 @@ int run_pipeline(const RunArgs& a) {
   const std::string D = a.dir;
   auto src = open_source_model(a.model);
   const std::string model_sha = src->identity_sha256();
-  const std::string calib_sha = sha256_file_hex(a.calib);
+  if (a.calib.empty() && a.sensitivity.empty()) fail("--calib FILE is required (or --sensitivity FILE)");
+  const std::string calib_sha = a.calib.empty() ? "" : sha256_file_hex(a.calib);
   StageState st(D);
 
-  // 1. analyze
-  st.stage("analyze", {"analyze/1", model_sha, calib_sha, std::to_string(a.calib_tokens), std::to_string(a.ctx)},
-           {"sensitivity.json", "imatrix.gguf"}, [&] {
-             run_samq({"analyze", a.model, "--calib", a.calib, "--tokens", std::to_string(a.calib_tokens), "--ctx",
-                       std::to_string(a.ctx), "-o", D + "/sensitivity.json", "--imatrix-out", D + "/imatrix.gguf",
-                       "--plot", D + "/sensitivity.svg"});
-           });
-  const std::string imatrix = a.imatrix.empty() ? D + "/imatrix.gguf" : a.imatrix;
-  const std::string imatrix_sha = sha256_file_hex(imatrix);
+  // 1. analyze (or take a finished report)
+  if (!a.sensitivity.empty()) {
+    st.stage("analyze", {"given/1", sha256_file_hex(a.sensitivity)}, {"sensitivity.json"}, [&] {
+      std::fprintf(stderr, "== using the given sensitivity report %s\n", a.sensitivity.c_str());
+      write_file_atomic(D + "/sensitivity.json", read_file(a.sensitivity));
+    });
+  } else {
+    st.stage("analyze", {"analyze/1", model_sha, calib_sha, std::to_string(a.calib_tokens), std::to_string(a.ctx)},
+             {"sensitivity.json", "imatrix.gguf"}, [&] {
+               run_samq({"analyze", a.model, "--calib", a.calib, "--tokens", std::to_string(a.calib_tokens), "--ctx",
+                         std::to_string(a.ctx), "-o", D + "/sensitivity.json", "--imatrix-out", D + "/imatrix.gguf",
+                         "--plot", D + "/sensitivity.svg"});
+             });
+  }
+  const std::string imatrix = !a.imatrix.empty() ? a.imatrix : a.sensitivity.empty() ? D + "/imatrix.gguf" : "";
+  const std::string imatrix_sha = imatrix.empty() ? "none" : sha256_file_hex(imatrix);
   const std::string sens_sha = st.out_sha("analyze", "sensitivity.json");
 
   // 2. plan
@@ -179,7 +187,9 @@ int run_pipeline(const RunArgs& a) {
   auto quantize = [&](const std::string& name, const std::string& plan_rel, const std::string& out_rel) {
     st.stage(name, {"quantize/1", model_sha, sha256_file_hex(D + "/" + plan_rel), imatrix_sha},
              {out_rel}, [&] {
-               run_samq({"quantize", a.model, D + "/" + plan_rel, "-o", D + "/" + out_rel, "--imatrix", imatrix});
+               std::vector<std::string> args = {"quantize", a.model, D + "/" + plan_rel, "-o", D + "/" + out_rel};
+               if (!imatrix.empty()) args.insert(args.end(), {"--imatrix", imatrix});
+               run_samq(args);
              });
   };
   quantize("quantize", "plan.json", "model.gguf");
@@ -278,9 +288,14 @@ int run_pipeline(const RunArgs& a) {
   write_file_atomic(D + "/size-vs-kld.svg", plan::size_vs_kld_svg(pts, "refcode: file size vs KLD to the base model"));
   write_file_atomic(D + "/type-map.svg", plan::type_map_svg(main_plan, "samq plan: type per tensor (" + budget_desc(a) + ")"));
   std::string md = "# samq run report\n\n";
-  md += fmt::format("- model: `{}` (sha256 {})\n- calibration: `{}` (sha256 {}, {} tokens, ctx {})\n", a.model,
-                    model_sha.substr(0, 16), a.calib, calib_sha.substr(0, 16), a.calib_tokens, a.ctx);
-  md += fmt::format("- importance matrix: `{}`\n- budget: `{}`, policy `{}`\n", imatrix, budget_desc(a), a.policy);
+  md += fmt::format("- model: `{}` (sha256 {})\n", a.model, model_sha.substr(0, 16));
+  if (a.sensitivity.empty())
+    md += fmt::format("- calibration: `{}` (sha256 {}, {} tokens, ctx {})\n", a.calib, calib_sha.substr(0, 16),
+                      a.calib_tokens, a.ctx);
+  else
+    md += fmt::format("- sensitivity report given: `{}`\n", a.sensitivity);
+  md += fmt::format("- importance matrix: `{}`\n- budget: `{}`, policy `{}`\n", imatrix.empty() ? "none" : imatrix,
+                    budget_desc(a), a.policy);
   if (!a.no_eval)
     md += fmt::format("- evaluation: `{}`{}, ctx {}, KLD against the unquantized model\n", a.eval_text,
                       a.eval_bytes >= 0 ? fmt::format(" (first {} bytes)", a.eval_bytes) : "", a.ctx);
@@ -316,7 +331,7 @@ int run_pipeline(const RunArgs& a) {
 std::function<int()> setup(CLI::App& sub) {
   auto a = std::make_shared<RunArgs>();
   sub.add_option("model", a->model, "Model: HF directory or GGUF (F32/F16/BF16)")->required();
-  sub.add_option("--calib", a->calib, "Calibration text for samq analyze")->required()->check(CLI::ExistingFile);
+  sub.add_option("--calib", a->calib, "Calibration text for samq analyze")->check(CLI::ExistingFile);
   sub.add_option("--eval", a->eval_text, "Evaluation text (KLD against the unquantized model)")->check(CLI::ExistingFile);
   sub.add_option("-o,--output", a->dir, "Output directory (re-running reuses its finished stages)")->required();
   auto* ts = sub.add_option("--target-size", a->target_size, "Budget: file size (20542368, 18MB, 2GiB)");
@@ -330,6 +345,9 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--types", a->types, "Candidate types allowed (comma-separated)");
   sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable)");
   sub.add_option("--imatrix", a->imatrix, "Quantize with this imatrix instead of the one samq analyze writes")
+      ->check(CLI::ExistingFile);
+  sub.add_option("--sensitivity", a->sensitivity,
+                 "Skip the analysis: plan from this sensitivity.json (quantize with --imatrix if given)")
       ->check(CLI::ExistingFile);
   sub.add_option("--calib-tokens", a->calib_tokens, "Calibration tokens for samq analyze")->capture_default_str();
   sub.add_option("--ctx", a->ctx, "Context for analysis and evaluation")->capture_default_str();
