@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/act_quant.h"
+#include "backend/cpu/quant_dot.h"
 #include "backend/cpu/simd.h"
 #include "backend/ops.h"
 #include "core/error.h"
@@ -67,6 +68,22 @@ class CpuOps final : public Ops {
           if (bias)
             for (int64_t t = 0; t < n; ++t)
               for (int64_t r = r0; r < r1; ++r) y[t * w.rows + r] += bias[r];
+        }
+      });
+      return;
+    }
+    if (w.type == GgmlType::Q4_K && at == cpu::ActType::Q8_K) {
+      // Decode: fused integer dot with Q8_K activations (no f32 weight row).
+      static thread_local std::vector<block_q8_K> xq;
+      const int64_t nb = cols / QK_K;
+      if (int64_t(xq.size()) < n * nb) xq.resize(n * nb);
+      for (int64_t t = 0; t < n; ++t) cpu::quantize_row_q8_K(x_in + t * cols, xq.data() + t * nb, cols);
+      const block_q8_K* xb = xq.data();
+      parallel_for(w.rows, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const auto* wr = reinterpret_cast<const block_q4_K*>(static_cast<const uint8_t*>(w.data) + r * w.row_bytes);
+          for (int64_t t = 0; t < n; ++t)
+            y[t * w.rows + r] = cpu::dot_q4_K_q8_K(wr, xb + t * nb, cols) + (bias ? bias[r] : 0.0f);
         }
       });
       return;
