@@ -72,18 +72,37 @@ class CpuOps final : public Ops {
       });
       return;
     }
-    if (w.type == GgmlType::Q4_K && at == cpu::ActType::Q8_K) {
+    if ((w.type == GgmlType::Q4_K || w.type == GgmlType::Q6_K) && at == cpu::ActType::Q8_K) {
       // Decode: fused integer dot with Q8_K activations (no f32 weight row).
       static thread_local std::vector<block_q8_K> xq;
       const int64_t nb = cols / QK_K;
       if (int64_t(xq.size()) < n * nb) xq.resize(n * nb);
       for (int64_t t = 0; t < n; ++t) cpu::quantize_row_q8_K(x_in + t * cols, xq.data() + t * nb, cols);
       const block_q8_K* xb = xq.data();
+      const bool q4 = w.type == GgmlType::Q4_K;
       parallel_for(w.rows, 16, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
-          const auto* wr = reinterpret_cast<const block_q4_K*>(static_cast<const uint8_t*>(w.data) + r * w.row_bytes);
+          const uint8_t* wr = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
           for (int64_t t = 0; t < n; ++t)
-            y[t * w.rows + r] = cpu::dot_q4_K_q8_K(wr, xb + t * nb, cols) + (bias ? bias[r] : 0.0f);
+            y[t * w.rows + r] =
+                (q4 ? cpu::dot_q4_K_q8_K(reinterpret_cast<const block_q4_K*>(wr), xb + t * nb, cols)
+                    : cpu::dot_q6_K_q8_K(reinterpret_cast<const block_q6_K*>(wr), xb + t * nb, cols)) +
+                (bias ? bias[r] : 0.0f);
+        }
+      });
+      return;
+    }
+    if (w.type == GgmlType::Q8_0 && at == cpu::ActType::Q8_0) {
+      static thread_local std::vector<block_q8_0> xq;
+      const int64_t nb = cols / QK8_0;
+      if (int64_t(xq.size()) < n * nb) xq.resize(n * nb);
+      for (int64_t t = 0; t < n; ++t) cpu::quantize_row_q8_0(x_in + t * cols, xq.data() + t * nb, cols);
+      const block_q8_0* xb = xq.data();
+      parallel_for(w.rows, 16, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const auto* wr = reinterpret_cast<const block_q8_0*>(static_cast<const uint8_t*>(w.data) + r * w.row_bytes);
+          for (int64_t t = 0; t < n; ++t)
+            y[t * w.rows + r] = cpu::dot_q8_0_q8_0(wr, xb + t * nb, cols) + (bias ? bias[r] : 0.0f);
         }
       });
       return;

@@ -62,7 +62,73 @@ DotFn pick() {
   return dot_q4_K_plain;
 }
 
+// Q6_K (ggml-formats.md §2): value e = d * scales[e/16] * (6-bit q - 32); the 6-bit q of
+// half h, lane l: low 4 bits from ql (l, l+32; low then high nibble), high 2 bits from qh.
+template <int Dummy>
+inline float dot_q6_K_body(const block_q6_K* w, const block_q8_K* x, int64_t n) {
+  float sum = 0;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    int8_t q[QK_K];
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = w[b].ql + 64 * h;
+      const uint8_t* qh = w[b].qh + 32 * h;
+      int8_t* o = q + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        o[l] = int8_t(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+        o[l + 32] = int8_t(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+        o[l + 64] = int8_t(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+        o[l + 96] = int8_t(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+      }
+    }
+    int isum = 0;
+    for (int k = 0; k < QK_K / 16; ++k) {
+      int s = 0;
+      for (int i = 0; i < 16; ++i) s += int(q[16 * k + i]) * int(x[b].qs[16 * k + i]);
+      isum += int(w[b].scales[k]) * s;
+    }
+    sum += fp16_to_f32(w[b].d) * x[b].d * float(isum);
+  }
+  return sum;
+}
+
+template <int Dummy>
+inline float dot_q8_0_body(const block_q8_0* w, const block_q8_0* x, int64_t n) {
+  float sum = 0;
+  for (int64_t b = 0; b < n / QK8_0; ++b) {
+    int s = 0;
+    for (int i = 0; i < QK8_0; ++i) s += int(w[b].qs[i]) * int(x[b].qs[i]);
+    sum += fp16_to_f32(w[b].d) * fp16_to_f32(x[b].d) * float(s);
+  }
+  return sum;
+}
+
+#define SAMQ_DOT_VARIANTS(NAME, BODY, WT, XT)                                                          \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float NAME##_avx512(const WT* w, const XT* x, int64_t n) { \
+    return BODY<0>(w, x, n);                                                                           \
+  }                                                                                                    \
+  __attribute__((target("avx2,fma"))) float NAME##_avx2(const WT* w, const XT* x, int64_t n) { return BODY<1>(w, x, n); } \
+  float NAME##_plain(const WT* w, const XT* x, int64_t n) { return BODY<2>(w, x, n); }                \
+  float (*NAME##_pick())(const WT*, const XT*, int64_t) {                                              \
+    __builtin_cpu_init();                                                                              \
+    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return NAME##_avx512; \
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return NAME##_avx2;           \
+    return NAME##_plain;                                                                               \
+  }
+
+SAMQ_DOT_VARIANTS(dot_q6_K, dot_q6_K_body, block_q6_K, block_q8_K)
+SAMQ_DOT_VARIANTS(dot_q8_0, dot_q8_0_body, block_q8_0, block_q8_0)
+
 }  // namespace
+
+float dot_q6_K_q8_K(const block_q6_K* w, const block_q8_K* x, int64_t n) {
+  static const auto f = dot_q6_K_pick();
+  return f(w, x, n);
+}
+
+float dot_q8_0_q8_0(const block_q8_0* w, const block_q8_0* x, int64_t n) {
+  static const auto f = dot_q8_0_pick();
+  return f(w, x, n);
+}
 
 float dot_q4_K_q8_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
   static const DotFn f = pick();
