@@ -90,6 +90,7 @@ inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
     h.rope_scaling = RopeScalingType::Llama3;
   }
   m->path = "<tiny " + c.arch + ">";
+  m->ggml_numerics = false;  // exact f32: finite differences must not see f16/Q8 rounding steps
   return m;
 }
 

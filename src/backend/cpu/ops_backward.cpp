@@ -16,18 +16,32 @@
 
 namespace samq {
 
-// (n, rows) dy, (n, cols) x, (rows, cols) w
+// (n, rows) dy, (n, cols) x, (rows, cols) w. Work is split into fixed tiles of 64 columns of
+// dx and 64 rows of dW, each one single-threaded sgemm (OpenBLAS runs single-threaded inside
+// our parallel region), so the result does not depend on the thread count.
+constexpr int64_t kTile = 64;
+
 void matmul_backward(const float* x, const float* dy, int64_t n, const float* w, int64_t rows,
                      int64_t cols, float* dx, float* dw, float* db) {
   if (n <= 0) return;
-  // dx(n, cols) += dy(n, rows) * w(rows, cols)
+  // dx(n, c0:c1) += dy(n, rows) * w(rows, c0:c1)
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(cols), int(rows), 1.0f, dy,
-                int(rows), w, int(cols), 1.0f, dx, int(cols));
-  // dw(rows, cols) += dy^T(rows, n) * x(n, cols)
+    parallel_for(cols, kTile, [&](int64_t b0, int64_t b1) {
+      for (int64_t c0 = b0; c0 < b1; c0 += kTile) {
+        const int64_t c1 = std::min(b1, c0 + kTile);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(c1 - c0), int(rows), 1.0f, dy,
+                    int(rows), w + c0, int(cols), 1.0f, dx + c0, int(cols));
+      }
+    });
+  // dw(r0:r1, cols) += dy(n, r0:r1)^T * x(n, cols)
   if (dw)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(rows), int(cols), int(n), 1.0f, dy,
-                int(rows), x, int(cols), 1.0f, dw, int(cols));
+    parallel_for(rows, kTile, [&](int64_t b0, int64_t b1) {
+      for (int64_t r0 = b0; r0 < b1; r0 += kTile) {
+        const int64_t r1 = std::min(b1, r0 + kTile);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(r1 - r0), int(cols), int(n), 1.0f, dy + r0,
+                    int(rows), x, int(cols), 1.0f, dw + r0 * cols, int(cols));
+      }
+    });
   if (db) bias_backward(dy, n, rows, db);
 }
 
@@ -85,46 +99,56 @@ void attention_backward(const AttentionArgs& a, const float* probs, const float*
     fail("attention_backward: n_head {} is not a multiple of n_head_kv {}", a.n_head, a.n_head_kv);
   const int64_t group = a.n_head / a.n_head_kv;
   const int64_t qw = a.n_head * hd, kw = a.n_head_kv * hd;
-  // Heads of one KV group write the same dK/dV rows, so groups run in parallel and the heads
-  // of a group in order (deterministic).
-  std::vector<std::vector<float>> dp_buf(static_cast<size_t>(a.n_head_kv));
-  parallel_for(a.n_head_kv, 1, [&](int64_t gb, int64_t ge) {
-    for (int64_t g = gb; g < ge; ++g) {
-      std::vector<float>& dp = dp_buf[g];
-      dp.assign(static_cast<size_t>(nt * nkv), 0.0f);
-      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-        const float* P = probs + h * nt * nkv;
-        const float* dO = dout + h * hd;
-        const float* V = a.v + g * hd;
-        const float* K = a.k + g * hd;
-        const float* Q = a.q + h * hd;
-        // dV_g(nkv, hd) += P^T(nkv, nt) dO_h(nt, hd)
-        if (dv)
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nkv), int(hd), int(nt), 1.0f, P,
-                      int(nkv), dO, int(qw), 1.0f, dv + g * hd, int(kw));
-        if (!dq && !dk) continue;
-        // dP(nt, nkv) = dO_h(nt, hd) V_g^T(hd, nkv)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nt), int(nkv), int(hd), 1.0f, dO,
-                    int(qw), V, int(kw), 0.0f, dp.data(), int(nkv));
-        // dS = P * (dP - rowsum(P * dP)), scaled
-        for (int64_t t = 0; t < nt; ++t) {
-          const float* pr = P + t * nkv;
-          float* r = dp.data() + t * nkv;
-          double s = 0;
-          for (int64_t j = 0; j < nkv; ++j) s += double(pr[j]) * r[j];
-          for (int64_t j = 0; j < nkv; ++j) r[j] = a.scale * pr[j] * (r[j] - float(s));
-        }
-        // dQ_h(nt, hd) += dS(nt, nkv) K_g(nkv, hd)
-        if (dq)
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nt), int(hd), int(nkv), 1.0f,
-                      dp.data(), int(nkv), K, int(kw), 1.0f, dq + h * hd, int(qw));
-        // dK_g(nkv, hd) += dS^T(nkv, nt) Q_h(nt, hd)
-        if (dk)
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nkv), int(hd), int(nt), 1.0f,
-                      dp.data(), int(nkv), Q, int(qw), 1.0f, dk + g * hd, int(kw));
+  // Heads run in parallel; each writes dK/dV contributions to its own buffer, reduced in head
+  // order afterwards (deterministic for any thread count).
+  std::vector<std::vector<float>> hk(static_cast<size_t>(a.n_head)), hv(static_cast<size_t>(a.n_head));
+  parallel_for(a.n_head, 1, [&](int64_t hb, int64_t he) {
+    std::vector<float> dp(static_cast<size_t>(nt * nkv));
+    for (int64_t h = hb; h < he; ++h) {
+      const int64_t g = h / group;
+      const float* P = probs + h * nt * nkv;
+      const float* dO = dout + h * hd;
+      const float* V = a.v + g * hd;
+      const float* K = a.k + g * hd;
+      const float* Q = a.q + h * hd;
+      // dV_h(nkv, hd) = P^T(nkv, nt) dO_h(nt, hd)
+      if (dv) {
+        hv[h].assign(static_cast<size_t>(nkv * hd), 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nkv), int(hd), int(nt), 1.0f, P, int(nkv), dO,
+                    int(qw), 0.0f, hv[h].data(), int(hd));
+      }
+      if (!dq && !dk) continue;
+      // dP(nt, nkv) = dO_h(nt, hd) V_g^T(hd, nkv)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nt), int(nkv), int(hd), 1.0f, dO, int(qw), V,
+                  int(kw), 0.0f, dp.data(), int(nkv));
+      // dS = P * (dP - rowsum(P * dP)), scaled
+      for (int64_t t = 0; t < nt; ++t) {
+        const float* pr = P + t * nkv;
+        float* r = dp.data() + t * nkv;
+        double s = 0;
+        for (int64_t j = 0; j < nkv; ++j) s += double(pr[j]) * r[j];
+        for (int64_t j = 0; j < nkv; ++j) r[j] = a.scale * pr[j] * (r[j] - float(s));
+      }
+      // dQ_h(nt, hd) += dS(nt, nkv) K_g(nkv, hd)   (columns of head h only: no conflict)
+      if (dq)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(nt), int(hd), int(nkv), 1.0f, dp.data(),
+                    int(nkv), K, int(kw), 1.0f, dq + h * hd, int(qw));
+      // dK_h(nkv, hd) = dS^T(nkv, nt) Q_h(nt, hd)
+      if (dk) {
+        hk[h].assign(static_cast<size_t>(nkv * hd), 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nkv), int(hd), int(nt), 1.0f, dp.data(),
+                    int(nkv), Q, int(qw), 0.0f, hk[h].data(), int(hd));
       }
     }
   });
+  for (int64_t h = 0; h < a.n_head; ++h) {
+    const int64_t g = h / group;
+    for (int64_t j = 0; j < nkv; ++j)
+      for (int64_t i = 0; i < hd; ++i) {
+        if (dk) dk[j * kw + g * hd + i] += hk[h][j * hd + i];
+        if (dv) dv[j * kw + g * hd + i] += hv[h][j * hd + i];
+      }
+  }
 }
 
 void swiglu_backward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
