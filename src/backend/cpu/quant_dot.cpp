@@ -1,5 +1,7 @@
 #include "backend/cpu/quant_dot.h"
 
+#include <immintrin.h>
+
 #include "core/fp16.h"
 
 namespace samq::cpu {
@@ -46,12 +48,37 @@ inline float dot_q4_K_body(const block_q4_K* w, const block_q8_K* x, int64_t n) 
   return sum;
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float dot_q4_K_avx512(const block_q4_K* w, const block_q8_K* x, int64_t n) {
-  return dot_q4_K_body<0>(w, x, n);
-}
+// AVX2: per 64-value chunk, nibbles (u8) x q8 (s8) with maddubs into int16 pairs (|.| <= 3840),
+// then madd with the sub-block scale into int32 lanes; same integer sums as the plain body.
 __attribute__((target("avx2,fma"))) float dot_q4_K_avx2(const block_q4_K* w, const block_q8_K* x, int64_t n) {
-  return dot_q4_K_body<1>(w, x, n);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  float sum = 0;
+  for (int64_t b = 0; b < n / QK_K; ++b) {
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) scale_min_k4(j, w[b].scales, sc[j], mn[j]);
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
+      const __m256i lo = _mm256_and_si256(q, m4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      const __m256i ylo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 64 * c));
+      const __m256i yhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 64 * c + 32));
+      const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(int16_t(sc[2 * c])));
+      const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), _mm256_set1_epi16(int16_t(sc[2 * c + 1])));
+      acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    const int isum = _mm_cvtsi128_si32(s4);
+    int msum = 0;
+    for (int j = 0; j < 8; ++j) msum += mn[j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
+    const float d = fp16_to_f32(w[b].d) * x[b].d, dmin = fp16_to_f32(w[b].dmin) * x[b].d;
+    sum += d * float(isum) - dmin * float(msum);
+  }
+  return sum;
 }
+float dot_q4_K_avx512(const block_q4_K* w, const block_q8_K* x, int64_t n) { return dot_q4_K_avx2(w, x, n); }
 float dot_q4_K_plain(const block_q4_K* w, const block_q8_K* x, int64_t n) { return dot_q4_K_body<2>(w, x, n); }
 
 using DotFn = float (*)(const block_q4_K*, const block_q8_K*, int64_t);
