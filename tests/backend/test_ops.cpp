@@ -70,7 +70,7 @@ TEST(Simd, DotAndAxpyEveryLevelOddLengths) {
 
 TEST(Ops, MatmulFastMatchesReferenceAllTypesAndShapes) {
   const GgmlType types[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
-                            GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q5_0, GgmlType::Q5_K,
+                            GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q3_K, GgmlType::Q2_K, GgmlType::Q5_0, GgmlType::Q5_K,
                             GgmlType::IQ4_XS};
   for (GgmlType t : types) {
     const int64_t blk = ggml_type_info(t).block_size;
