@@ -5,6 +5,9 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${SAMQ_BUILD_DIR:-$root/build}"
 jobs="$(nproc)"
+# Tests run two at a time on 2 cores: OpenMP threads that spin while idle would steal the
+# other test's core, so let them sleep (the serve command does the same by itself).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$jobs"
 cd "$build"
