@@ -173,46 +173,42 @@ void quantize_row_q5_0_weighted(const float* x, block_q5_0* y, int64_t n_per_row
   }
 }
 
-void quantize_row_q4_1_weighted(const float* x, block_q4_1* y, int64_t n_per_row, const float* qw) {
+// The importance-weighted affine search shared by q4_1 (nmax 15) and q5_1 (nmax 31): eight
+// blocks at a time through the SIMD search, the scalar make_qkx3_quants otherwise (same bytes);
+// store(block index, levels, d, min) packs one block.
+template <typename Store>
+static void quantize_row_affine_weighted(const float* x, int64_t n_per_row, const float* qw, int nmax, Store store) {
   const float sigma2 = row_sigma2(x, n_per_row);
   float w[8 * 32], d[8], min[8];
   uint8_t L[8 * 32], Laux[32];
-  const int64_t nb = n_per_row / QK4_1;
+  const int64_t nb = n_per_row / 32;
   for (int64_t ib0 = 0; ib0 < nb; ib0 += 8) {
     const int g = int(std::min<int64_t>(8, nb - ib0));  // blocks in this group
-    const float* xg = x + QK4_1 * ib0;
-    for (int k = 0; k < g; ++k) legacy_weights(xg + 32 * k, qw + QK4_1 * (ib0 + k), sigma2, w + 32 * k);
-    if (g < 8 || !affine_search_x8(32, 15, xg, w, L, d, min, -0.9f, 0.05f, 36, false))
+    const float* xg = x + 32 * ib0;
+    for (int k = 0; k < g; ++k) legacy_weights(xg + 32 * k, qw + 32 * (ib0 + k), sigma2, w + 32 * k);
+    if (g < 8 || !affine_search_x8(32, nmax, xg, w, L, d, min, -0.9f, 0.05f, 36, false))
       for (int k = 0; k < g; ++k)
-        d[k] = make_qkx3_quants(32, 15, xg + 32 * k, w + 32 * k, L + 32 * k, &min[k], Laux, -0.9f, 0.05f, 36, false);
-    for (int k = 0; k < g; ++k) {
-      block_q4_1& b = y[ib0 + k];
-      b.d = f32_to_fp16(d[k]);
-      b.m = f32_to_fp16(-min[k]);
-      for (int j = 0; j < 16; ++j) b.qs[j] = uint8_t(L[32 * k + j] | (L[32 * k + j + 16] << 4));
-    }
+        d[k] = make_qkx3_quants(32, nmax, xg + 32 * k, w + 32 * k, L + 32 * k, &min[k], Laux, -0.9f, 0.05f, 36, false);
+    for (int k = 0; k < g; ++k) store(ib0 + k, L + 32 * k, d[k], min[k]);
   }
 }
 
+void quantize_row_q4_1_weighted(const float* x, block_q4_1* y, int64_t n_per_row, const float* qw) {
+  quantize_row_affine_weighted(x, n_per_row, qw, 15, [y](int64_t i, const uint8_t* L, float d, float min) {
+    block_q4_1& b = y[i];
+    b.d = f32_to_fp16(d);
+    b.m = f32_to_fp16(-min);
+    for (int j = 0; j < 16; ++j) b.qs[j] = uint8_t(L[j] | (L[j + 16] << 4));
+  });
+}
+
 void quantize_row_q5_1_weighted(const float* x, block_q5_1* y, int64_t n_per_row, const float* qw) {
-  const float sigma2 = row_sigma2(x, n_per_row);
-  float w[8 * 32], d[8], min[8];
-  uint8_t L[8 * 32], Laux[32];
-  const int64_t nb = n_per_row / QK5_1;
-  for (int64_t ib0 = 0; ib0 < nb; ib0 += 8) {
-    const int g = int(std::min<int64_t>(8, nb - ib0));  // blocks in this group
-    const float* xg = x + QK5_1 * ib0;
-    for (int k = 0; k < g; ++k) legacy_weights(xg + 32 * k, qw + QK5_1 * (ib0 + k), sigma2, w + 32 * k);
-    if (g < 8 || !affine_search_x8(32, 31, xg, w, L, d, min, -0.9f, 0.05f, 36, false))
-      for (int k = 0; k < g; ++k)
-        d[k] = make_qkx3_quants(32, 31, xg + 32 * k, w + 32 * k, L + 32 * k, &min[k], Laux, -0.9f, 0.05f, 36, false);
-    for (int k = 0; k < g; ++k) {
-      block_q5_1& b = y[ib0 + k];
-      b.d = f32_to_fp16(d[k]);
-      b.m = f32_to_fp16(-min[k]);
-      pack5(L + 32 * k, b.qs, b.qh);
-    }
-  }
+  quantize_row_affine_weighted(x, n_per_row, qw, 31, [y](int64_t i, const uint8_t* L, float d, float min) {
+    block_q5_1& b = y[i];
+    b.d = f32_to_fp16(d);
+    b.m = f32_to_fp16(-min);
+    pack5(L, b.qs, b.qh);
+  });
 }
 
 // Dequantizers: y = (q - 8)*d, q*d + m, (q - 16)*d, q*d + m, q*d (int times float, then + m).
