@@ -35,6 +35,11 @@ int64_t gguf_overhead_bytes(const SourceModel& src);
 
 struct QuantizeOptions {
   std::string imatrix_path;  // optional
+  // Optional Hessian file (samq hessian, analyze/hessian.h): every weight with a Hessian entry is
+  // quantized by GPTQ (quant/gptq.h) instead of ggml's quantizer; the rest (e.g. token_embd)
+  // as before. Recorded as metadata key samq.hessian (the file's sha256).
+  std::string hessian_path;
+  double gptq_damp = 0.01;
   bool progress = true;
 };
 
@@ -44,6 +49,7 @@ struct QuantizeResult {
   int64_t header_bytes = 0;
   double seconds = 0;
   int n_with_imatrix = 0;
+  int n_with_hessian = 0;
 };
 
 // Checks that the plan covers exactly the source's tensors (names, and bytes against shapes),
