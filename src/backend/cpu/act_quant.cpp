@@ -71,6 +71,22 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
   }
 }
 
+void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n) {
+  for (int64_t b = 0; b < n / QK8_0; ++b, x += QK8_0) {
+    float amax = 0;
+    for (int j = 0; j < QK8_0; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.f;
+    const float id = d ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int j = 0; j < QK8_0; ++j) {
+      y[b].qs[j] = int8_t(std::nearbyint(x[j] * id));
+      sum += y[b].qs[j];
+    }
+    y[b].d = f32_to_fp16(d);
+    y[b].s = f32_to_fp16(d * float(sum));
+  }
+}
+
 void round_activations(ActType t, const float* x, float* out, int64_t n) {
   switch (t) {
     case ActType::F32:

@@ -13,6 +13,14 @@
 namespace samq::cpu {
 
 enum class ActType { F32, F16, BF16, Q8_0, Q8_1, Q8_K };
+
+// ggml's block_q8_1 (activation-only): Q8_0 plus s = d * sum(qs), both fp16. 36 bytes.
+struct block_q8_1 {
+  uint16_t d;
+  uint16_t s;
+  int8_t qs[QK8_0];
+};
+static_assert(sizeof(block_q8_1) == 36, "block_q8_1 must be 36 bytes");
 ActType act_type_for(GgmlType weight_type);
 
 // ggml quantize_row_q8_K_ref: per 256 values, d = -max/127 (max = the value of largest
@@ -20,6 +28,8 @@ ActType act_type_for(GgmlType weight_type);
 void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n);
 // ggml's x86 quantize_row_q8_0: d = amax/127 stored as fp16, q = RNE(x / d) (with the f32 d).
 void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n);
+// Q8_0's d and qs, s = fp16(d * sum(qs)) with the f32 d.
+void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n);
 
 // x (n values, n a multiple of the block) replaced by what the dot product sees: the
 // dequantized act-type values.

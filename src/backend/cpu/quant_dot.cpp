@@ -1,165 +1,186 @@
+// Dispatch of quant_dot.h: picks the kernel of the best instruction set the CPU supports per
+// weight type once, then hands row ranges to it.
 #include "backend/cpu/quant_dot.h"
 
-#include <immintrin.h>
+#include <cstring>
 
+#include "backend/cpu/act_quant.h"
+#include "backend/cpu/quant_dot_kernels.h"
+#include "core/error.h"
 #include "core/fp16.h"
 
 namespace samq::cpu {
 namespace {
 
-// 6-bit scale and min of sub-block j of a Q4_K/Q5_K block (ggml-formats.md §2.6).
-inline void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
-  if (j < 4) {
-    sc = q[j] & 63;
-    m = q[j + 4] & 63;
-  } else {
-    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
-// sum_i d*sc_j*q4_i*d8*q8_i - dmin*m_j*d8*q8_i over the block, integer sums per sub-block.
-template <int Dummy>
-inline float dot_q4_K_body(const block_q4_K* w, const block_q8_K* x, int64_t n) {
-  float sum = 0;
-  for (int64_t b = 0; b < n / QK_K; ++b) {
-    const uint8_t* qs = w[b].qs;
-    const int8_t* q8 = x[b].qs;
-    int sums[8];
-    for (int c = 0; c < 4; ++c) {  // 64 values: low nibbles then high nibbles of 32 bytes
-      int lo = 0, hi = 0;
-      for (int l = 0; l < 32; ++l) {
-        lo += int(qs[32 * c + l] & 0xF) * int(q8[64 * c + l]);
-        hi += int(qs[32 * c + l] >> 4) * int(q8[64 * c + 32 + l]);
-      }
-      sums[2 * c] = lo;
-      sums[2 * c + 1] = hi;
-    }
-    int isum = 0, msum = 0;
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(j, w[b].scales, sc, m);
-      isum += sc * sums[j];
-      msum += m * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
-    }
-    const float d = fp16_to_f32(w[b].d) * x[b].d, dmin = fp16_to_f32(w[b].dmin) * x[b].d;
-    sum += d * float(isum) - dmin * float(msum);
-  }
-  return sum;
-}
-
-// AVX2: per 64-value chunk, nibbles (u8) x q8 (s8) with maddubs into int16 pairs (|.| <= 3840),
-// then madd with the sub-block scale into int32 lanes; same integer sums as the plain body.
-__attribute__((target("avx2,fma"))) float dot_q4_K_avx2(const block_q4_K* w, const block_q8_K* x, int64_t n) {
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  float sum = 0;
-  for (int64_t b = 0; b < n / QK_K; ++b) {
-    int sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) scale_min_k4(j, w[b].scales, sc[j], mn[j]);
-    __m256i acc = _mm256_setzero_si256();
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * c));
-      const __m256i lo = _mm256_and_si256(q, m4);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      const __m256i ylo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 64 * c));
-      const __m256i yhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].qs + 64 * c + 32));
-      const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_set1_epi16(int16_t(sc[2 * c])));
-      const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi), _mm256_set1_epi16(int16_t(sc[2 * c + 1])));
-      acc = _mm256_add_epi32(acc, _mm256_add_epi32(plo, phi));
-    }
-    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
-    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-    const int isum = _mm_cvtsi128_si32(s4);
-    int msum = 0;
-    for (int j = 0; j < 8; ++j) msum += mn[j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
-    const float d = fp16_to_f32(w[b].d) * x[b].d, dmin = fp16_to_f32(w[b].dmin) * x[b].d;
-    sum += d * float(isum) - dmin * float(msum);
-  }
-  return sum;
-}
-float dot_q4_K_avx512(const block_q4_K* w, const block_q8_K* x, int64_t n) { return dot_q4_K_avx2(w, x, n); }
-float dot_q4_K_plain(const block_q4_K* w, const block_q8_K* x, int64_t n) { return dot_q4_K_body<2>(w, x, n); }
-
-using DotFn = float (*)(const block_q4_K*, const block_q8_K*, int64_t);
-DotFn pick() {
+bool cpu_has(DotIsa isa) {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return dot_q4_K_avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return dot_q4_K_avx2;
-  return dot_q4_K_plain;
+  switch (isa) {
+    case DotIsa::Ref: return true;
+    case DotIsa::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case DotIsa::Avx512:
+      return cpu_has(DotIsa::Avx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
 }
 
-// Q6_K (ggml-formats.md §2): value e = d * scales[e/16] * (6-bit q - 32); the 6-bit q of
-// half h, lane l: low 4 bits from ql (l, l+32; low then high nibble), high 2 bits from qh.
-template <int Dummy>
-inline float dot_q6_K_body(const block_q6_K* w, const block_q8_K* x, int64_t n) {
-  float sum = 0;
-  for (int64_t b = 0; b < n / QK_K; ++b) {
-    int8_t q[QK_K];
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* ql = w[b].ql + 64 * h;
-      const uint8_t* qh = w[b].qh + 32 * h;
-      int8_t* o = q + 128 * h;
-      for (int l = 0; l < 32; ++l) {
-        o[l] = int8_t(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
-        o[l + 32] = int8_t(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-        o[l + 64] = int8_t(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-        o[l + 96] = int8_t(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-      }
+qdot::Kernel kernel_at(DotIsa isa, GgmlType t) {
+  switch (isa) {
+    case DotIsa::Avx512: return qdot::kernel_avx512(t);
+    case DotIsa::Avx2: return qdot::kernel_avx2(t);
+    case DotIsa::Ref: return qdot::kernel_ref(t);
+  }
+  return nullptr;
+}
+
+// The kernel of type t at isa or the best lower variant; nullptr when t has none at all.
+qdot::Kernel resolve(DotIsa isa, GgmlType t, DotIsa* used) {
+  for (int i = int(isa); i >= 0; --i) {
+    if (auto k = kernel_at(DotIsa(i), t)) {
+      if (used) *used = DotIsa(i);
+      return k;
     }
-    int isum = 0;
-    for (int k = 0; k < QK_K / 16; ++k) {
-      int s = 0;
-      for (int i = 0; i < 16; ++i) s += int(q[16 * k + i]) * int(x[b].qs[16 * k + i]);
-      isum += int(w[b].scales[k]) * s;
+  }
+  return nullptr;
+}
+
+constexpr int kMaxType = 40;
+struct Table {
+  qdot::Kernel k[kMaxType] = {};
+  Table() {
+    const DotIsa best = dot_isa_best();
+    for (int i = 0; i < kMaxType; ++i) {
+      if (ggml_type_info(int32_t(i))) k[i] = resolve(best, GgmlType(i), nullptr);
     }
-    sum += fp16_to_f32(w[b].d) * x[b].d * float(isum);
   }
-  return sum;
+};
+const Table& table() {
+  static const Table t;
+  return t;
 }
 
-template <int Dummy>
-inline float dot_q8_0_body(const block_q8_0* w, const block_q8_0* x, int64_t n) {
-  float sum = 0;
-  for (int64_t b = 0; b < n / QK8_0; ++b) {
-    int s = 0;
-    for (int i = 0; i < QK8_0; ++i) s += int(w[b].qs[i]) * int(x[b].qs[i]);
-    sum += fp16_to_f32(w[b].d) * fp16_to_f32(x[b].d) * float(s);
-  }
-  return sum;
+int64_t block_of(GgmlType t) { return ggml_type_info(t).block_size; }
+
+void run_kernel(qdot::Kernel k, GgmlType wtype, const void* w, int64_t row_bytes, int64_t r0, int64_t r1,
+                const void* xq, int64_t n_tok, int64_t cols, float* y, int64_t y_stride) {
+  if (!k) fail("dot_rows: no fused dot kernel for weight type {}", ggml_type_name(wtype));
+  if (cols % block_of(wtype))
+    fail("dot_rows: {} columns are not a multiple of the {} block ({})", cols, ggml_type_name(wtype), block_of(wtype));
+  if (r1 <= r0 || n_tok <= 0) return;
+  qdot::Args a{static_cast<const uint8_t*>(w) + r0 * row_bytes,
+               row_bytes,
+               r1 - r0,
+               static_cast<const uint8_t*>(xq),
+               act_row_bytes(wtype, cols),
+               n_tok,
+               cols / block_of(wtype),
+               y + r0,
+               y_stride};
+  k(a);
 }
-
-#define SAMQ_DOT_VARIANTS(NAME, BODY, WT, XT)                                                          \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) float NAME##_avx512(const WT* w, const XT* x, int64_t n) { \
-    return BODY<0>(w, x, n);                                                                           \
-  }                                                                                                    \
-  __attribute__((target("avx2,fma"))) float NAME##_avx2(const WT* w, const XT* x, int64_t n) { return BODY<1>(w, x, n); } \
-  float NAME##_plain(const WT* w, const XT* x, int64_t n) { return BODY<2>(w, x, n); }                \
-  float (*NAME##_pick())(const WT*, const XT*, int64_t) {                                              \
-    __builtin_cpu_init();                                                                              \
-    if (__builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) return NAME##_avx512; \
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return NAME##_avx2;           \
-    return NAME##_plain;                                                                               \
-  }
-
-SAMQ_DOT_VARIANTS(dot_q6_K, dot_q6_K_body, block_q6_K, block_q8_K)
-SAMQ_DOT_VARIANTS(dot_q8_0, dot_q8_0_body, block_q8_0, block_q8_0)
 
 }  // namespace
 
-float dot_q6_K_q8_K(const block_q6_K* w, const block_q8_K* x, int64_t n) {
-  static const auto f = dot_q6_K_pick();
-  return f(w, x, n);
+const char* dot_isa_name(DotIsa isa) {
+  switch (isa) {
+    case DotIsa::Ref: return "scalar";
+    case DotIsa::Avx2: return "avx2";
+    case DotIsa::Avx512: return "avx512";
+  }
+  return "?";
 }
 
-float dot_q8_0_q8_0(const block_q8_0* w, const block_q8_0* x, int64_t n) {
-  static const auto f = dot_q8_0_pick();
-  return f(w, x, n);
+bool dot_isa_supported(DotIsa isa) {
+  static const bool s[3] = {cpu_has(DotIsa::Ref), cpu_has(DotIsa::Avx2), cpu_has(DotIsa::Avx512)};
+  return s[int(isa)];
+}
+
+DotIsa dot_isa_best() {
+  if (dot_isa_supported(DotIsa::Avx512)) return DotIsa::Avx512;
+  if (dot_isa_supported(DotIsa::Avx2)) return DotIsa::Avx2;
+  return DotIsa::Ref;
+}
+
+DotIsa dot_isa_effective(GgmlType wtype, DotIsa isa) {
+  if (int(isa) > int(dot_isa_best())) isa = dot_isa_best();
+  DotIsa used = DotIsa::Ref;
+  resolve(isa, wtype, &used);
+  return used;
+}
+
+bool has_fused_dot(GgmlType wtype) {
+  const int i = int(wtype);
+  return i >= 0 && i < kMaxType && table().k[i] != nullptr;
+}
+
+int64_t act_row_bytes(GgmlType wtype, int64_t cols) {
+  switch (act_type_for(wtype)) {
+    case ActType::F32: return 4 * cols;
+    case ActType::F16:
+    case ActType::BF16: return 2 * cols;
+    case ActType::Q8_0: return (cols / QK8_0) * int64_t(sizeof(block_q8_0));
+    case ActType::Q8_1: return (cols / QK8_0) * int64_t(sizeof(block_q8_1));
+    case ActType::Q8_K: return (cols / QK_K) * int64_t(sizeof(block_q8_K));
+  }
+  return 0;
+}
+
+void quantize_activations(GgmlType wtype, const float* x, int64_t n_tok, int64_t cols, void* xq) {
+  const ActType at = act_type_for(wtype);
+  const int64_t rb = act_row_bytes(wtype, cols);
+  const int64_t blk = at == ActType::Q8_K ? QK_K : (at == ActType::Q8_0 || at == ActType::Q8_1) ? QK8_0 : 1;
+  if (cols % blk) fail("quantize_activations: {} columns are not a multiple of {}", cols, blk);
+  for (int64_t t = 0; t < n_tok; ++t) {
+    const float* xr = x + t * cols;
+    uint8_t* o = static_cast<uint8_t*>(xq) + t * rb;
+    switch (at) {
+      case ActType::F32: std::memcpy(o, xr, 4 * cols); break;
+      case ActType::F16: {
+        auto* h = reinterpret_cast<uint16_t*>(o);
+        for (int64_t i = 0; i < cols; ++i) h[i] = f32_to_fp16(xr[i]);
+        break;
+      }
+      case ActType::BF16: {
+        auto* h = reinterpret_cast<uint16_t*>(o);
+        for (int64_t i = 0; i < cols; ++i) h[i] = f32_to_bf16(xr[i]);
+        break;
+      }
+      case ActType::Q8_0: quantize_row_q8_0(xr, reinterpret_cast<block_q8_0*>(o), cols); break;
+      case ActType::Q8_1: quantize_row_q8_1(xr, reinterpret_cast<block_q8_1*>(o), cols); break;
+      case ActType::Q8_K: quantize_row_q8_K(xr, reinterpret_cast<block_q8_K*>(o), cols); break;
+    }
+  }
+}
+
+void dot_rows(GgmlType wtype, const void* w, int64_t row_bytes, int64_t r0, int64_t r1, const void* xq,
+              int64_t n_tok, int64_t cols, float* y, int64_t y_stride) {
+  const int i = int(wtype);
+  run_kernel(i >= 0 && i < kMaxType ? table().k[i] : nullptr, wtype, w, row_bytes, r0, r1, xq, n_tok, cols, y,
+             y_stride);
+}
+
+void dot_rows_isa(DotIsa isa, GgmlType wtype, const void* w, int64_t row_bytes, int64_t r0, int64_t r1,
+                  const void* xq, int64_t n_tok, int64_t cols, float* y, int64_t y_stride) {
+  if (!dot_isa_supported(isa)) fail("dot_rows_isa: this CPU does not support {}", dot_isa_name(isa));
+  run_kernel(resolve(isa, wtype, nullptr), wtype, w, row_bytes, r0, r1, xq, n_tok, cols, y, y_stride);
 }
 
 float dot_q4_K_q8_K(const block_q4_K* w, const block_q8_K* x, int64_t n) {
-  static const DotFn f = pick();
-  return f(w, x, n);
+  float y;
+  dot_rows(GgmlType::Q4_K, w, 0, 0, 1, x, 1, n, &y, 1);
+  return y;
+}
+float dot_q6_K_q8_K(const block_q6_K* w, const block_q8_K* x, int64_t n) {
+  float y;
+  dot_rows(GgmlType::Q6_K, w, 0, 0, 1, x, 1, n, &y, 1);
+  return y;
+}
+float dot_q8_0_q8_0(const block_q8_0* w, const block_q8_0* x, int64_t n) {
+  float y;
+  dot_rows(GgmlType::Q8_0, w, 0, 0, 1, x, 1, n, &y, 1);
+  return y;
 }
 
 }  // namespace samq::cpu
