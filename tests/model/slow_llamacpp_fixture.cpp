@@ -12,7 +12,10 @@
 // node-llama-cpp's prebuilt llama.cpp and the fork that made anchors.md; not resolved.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -83,4 +86,193 @@ TEST(LlamaCppFixture, Bf16Model) {
 TEST(LlamaCppFixture, Q4KMAnchor) {
   check_model("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"),
               0.97, 0.35, 2e-2);
+}
+
+// ---- teacher-forced fixture ----------------------------------------------------------------
+// samq's forward against llama.cpp, teacher-forced at every position of a few hundred-token
+// texts (tests/data/llamacpp/teacher-fixture.json, recorded by tests/node/record_llamacpp_fixture.mjs
+// with the llama.cpp settings written in the fixture), for the BF16 model and the Q4_K_M anchor,
+// in both of samq's modes: prefill (the whole text in one forward) and decode (one token per
+// forward, the KV cache growing). Plus the fixture's greedy continuations.
+// Set SAMQ_FIXTURE_VERBOSE=1 to print the positions that differ most.
+
+namespace teacher {
+
+const nlohmann::json& fixture() {
+  static const nlohmann::json fx = [] {
+    const char* p = std::getenv("SAMQ_TEACHER_FIXTURE");
+    return nlohmann::json::parse(
+        read_file(p ? std::string(p) : test::source_path("tests/data/llamacpp/teacher-fixture.json")));
+  }();
+  return fx;
+}
+
+double log_sum_exp(const float* l, int64_t V) {
+  double mx = -1e30, s = 0;
+  for (int64_t i = 0; i < V; ++i) mx = std::max(mx, double(l[i]));
+  for (int64_t i = 0; i < V; ++i) s += std::exp(l[i] - mx);
+  return mx + std::log(s);
+}
+
+struct Agreement {
+  int positions = 0, same_top = 0, near_tie_misses = 0;
+  double max_lp = 0, sum_lp = 0;
+  int64_t n_lp = 0;
+  struct Worst {
+    double d;
+    int text, pos;
+  };
+  std::vector<Worst> worst;
+  // One position: samq's logits row against llama.cpp's top-5 [[id, log p], ...].
+  void add(const float* l, int64_t V, const nlohmann::json& top, int text, int pos) {
+    const double lse = log_sum_exp(l, V);
+    double d_pos = 0;
+    for (const auto& e : top) {
+      const double d = std::fabs((l[e[0].get<int32_t>()] - lse) - e[1].get<double>());
+      d_pos = std::max(d_pos, d);
+      sum_lp += d;
+      ++n_lp;
+    }
+    max_lp = std::max(max_lp, d_pos);
+    worst.push_back({d_pos, text, pos});
+    ++positions;
+    if (argmax(l, V) == top[0][0].get<int32_t>()) {
+      ++same_top;
+    } else if (top.size() > 1 && top[0][1].get<double>() - top[1][1].get<double>() < 1e-2) {
+      ++near_tie_misses;
+    }
+  }
+  double same_frac() const { return positions ? double(same_top) / positions : 0; }
+  void print(const std::string& what) {
+    std::printf("%-40s %4d positions, same top-1 %4d (%.2f%%; %d misses at llama.cpp top-2 gap < 1e-2), "
+                "|Δ log p| of llama.cpp's top-5: max %.3f mean %.4f\n",
+                what.c_str(), positions, same_top, 100.0 * same_frac(), near_tie_misses, max_lp,
+                n_lp ? sum_lp / double(n_lp) : 0.0);
+    if (std::getenv("SAMQ_FIXTURE_VERBOSE")) {
+      std::sort(worst.begin(), worst.end(), [](const Worst& a, const Worst& b) { return a.d > b.d; });
+      for (size_t i = 0; i < worst.size() && i < 8; ++i)
+        std::printf("    text %d pos %d: max |Δ log p| %.4f\n", worst[i].text, worst[i].pos, worst[i].d);
+    }
+  }
+};
+
+// samq prefill: all ids of each text in one forward, compared with llama.cpp's rows of `key`
+// ("prefill" or "decode").
+Agreement prefill_agreement(const Model& m, const nlohmann::json& texts, const char* key) {
+  Agreement a;
+  const int64_t V = m.hparams.n_vocab;
+  for (size_t ti = 0; ti < texts.size(); ++ti) {
+    const auto ids = texts[ti]["ids"].get<std::vector<int32_t>>();
+    const std::vector<float> logits = forward_logits(m, cpu_ops(), ids);
+    for (size_t i = 0; i < ids.size(); ++i) a.add(&logits[i * V], V, texts[ti][key][i], int(ti), int(i));
+  }
+  return a;
+}
+
+// samq decode: one token per forward over a growing KV cache; the texts run as independent
+// sequences of one batch (each row's numerics do not depend on the others).
+Agreement decode_agreement(const Model& m, const nlohmann::json& texts, const char* key) {
+  Agreement a;
+  const int64_t V = m.hparams.n_vocab;
+  std::vector<std::vector<int32_t>> ids;
+  for (const auto& t : texts) ids.push_back(t["ids"].get<std::vector<int32_t>>());
+  std::vector<KvCache> caches;
+  for (const auto& v : ids) caches.emplace_back(m, int64_t(v.size()));
+  for (size_t i = 0;; ++i) {
+    Batch b;
+    std::vector<size_t> which;
+    for (size_t ti = 0; ti < ids.size(); ++ti)
+      if (i < ids[ti].size()) {
+        b.add(&caches[ti], {ids[ti][i]});
+        which.push_back(ti);
+      }
+    if (which.empty()) break;
+    forward(m, cpu_ops(), b);
+    for (size_t k = 0; k < which.size(); ++k)
+      a.add(b.seqs[k].logits.data(), V, texts[which[k]][key][i], int(which[k]), int(i));
+  }
+  return a;
+}
+
+// The fixture's greedy continuations: samq generates greedily from the same prompt; it must
+// produce the same tokens, except that after a step where llama.cpp's top-2 log-probs are
+// within max_gap the continuations may part (the rest of that case is then not compared).
+void check_greedy(const Model& m, const nlohmann::json& texts, const std::string& name, double max_gap) {
+  const int64_t V = m.hparams.n_vocab;
+  int steps = 0, same = 0;
+  for (size_t ti = 0; ti < texts.size(); ++ti) {
+    if (!texts[ti].contains("greedy")) continue;
+    const auto& g = texts[ti]["greedy"];
+    const auto prompt = g["prompt_ids"].get<std::vector<int32_t>>();
+    const auto want = g["generated_ids"].get<std::vector<int32_t>>();
+    KvCache cache(m, int64_t(prompt.size() + want.size()) + 1);
+    std::vector<int32_t> next = prompt;
+    for (size_t i = 0; i < want.size(); ++i) {
+      Batch b;
+      b.add(&cache, next);
+      forward(m, cpu_ops(), b);
+      const int32_t mine = argmax(b.seqs[0].logits.data(), V);
+      ++steps;
+      if (mine == want[i]) {
+        ++same;
+        next = {mine};
+        continue;
+      }
+      const auto& top = g["steps"][i]["top5"];
+      const double gap = top[0][1].get<double>() - top[1][1].get<double>();
+      EXPECT_LT(gap, max_gap) << name << " text " << ti << ": greedy continuation differs at step " << i
+                              << " (samq " << mine << ", llama.cpp " << want[i] << ")";
+      std::printf("%s text %zu: greedy parts at step %zu after a near-tie (llama.cpp top-2 gap %.4f)\n",
+                  name.c_str(), ti, i, gap);
+      break;
+    }
+  }
+  std::printf("%-40s greedy: %d of %d steps identical before any parting\n", name.c_str(), same, steps);
+}
+
+struct Bounds {
+  double min_same_top;  // fraction of positions with llama.cpp's top-1
+  double max_lp;        // max |Δ log p| over llama.cpp's top-5 at any position
+  double max_greedy_gap;
+};
+
+void check_teacher(const std::string& name, const std::string& path, const Bounds& prefill,
+                 const Bounds& decode) {
+  const auto& fx = fixture();
+  if (!fx["models"].contains(name)) GTEST_SKIP() << "teacher fixture has no " << name;
+  const auto& texts = fx["models"][name]["texts"];
+  auto m = Model::load(path);
+
+  Agreement p = prefill_agreement(*m, texts, "prefill");
+  p.print(name + " prefill vs prefill");
+  EXPECT_GE(p.same_frac(), prefill.min_same_top) << name << " prefill";
+  EXPECT_LT(p.max_lp, prefill.max_lp) << name << " prefill";
+
+  if (texts[0].contains("decode")) {
+    Agreement d = decode_agreement(*m, texts, "decode");
+    d.print(name + " decode vs decode");
+    EXPECT_GE(d.same_frac(), decode.min_same_top) << name << " decode";
+    EXPECT_LT(d.max_lp, decode.max_lp) << name << " decode";
+  }
+  check_greedy(*m, texts, name, prefill.max_greedy_gap);
+}
+
+}  // namespace teacher
+
+TEST(LlamaCppTeacher, Settings) {
+  // What the bounds below were measured against.
+  const auto& s = teacher::fixture()["llama_cpp"]["settings"];
+  std::printf("fixture settings: %s\n", s.dump().c_str());
+  EXPECT_EQ(s["kv_cache_type_k"], "F16");
+  EXPECT_EQ(s["kv_cache_type_v"], "F16");
+}
+
+TEST(LlamaCppTeacher, Bf16Model) {
+  // The HF directory holds exactly the tensors of the BF16 GGUF.
+  teacher::check_teacher("refcode-32m-bf16", test::shared_path("models/refcode-32m"), {0.99, 1.0, 1e-2}, {0.99, 1.0, 1e-2});
+}
+
+TEST(LlamaCppTeacher, Q4KMAnchor) {
+  teacher::check_teacher("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"),
+              {0.97, 1.0, 2e-2}, {0.97, 1.0, 2e-2});
 }
