@@ -245,3 +245,44 @@ TEST(QuantDot, ErrorsNameTheProblem) {
     EXPECT_NE(std::string(e.what()).find("q4_K"), std::string::npos) << e.what();
   }
 }
+
+namespace {
+// Random rows plus edge cases: exact rounding ties (x * scale = k + 0.5), a block whose largest
+// magnitude occurs as both -m and +m (the first one sets the sign of d), an all-zero block.
+std::vector<float> activation_cases(int64_t n) {
+  std::mt19937 g(11);
+  auto x = randn(n, g, 3.0f);
+  for (int64_t i = 0; i < 256; ++i) x[i] = i == 7 ? 127.0f : float(int(i % 200) - 100) + 0.5f;
+  x[256 + 3] = -50.0f;
+  x[256 + 40] = 50.0f;
+  for (int64_t i = 512; i < 768; ++i) x[i] = 0.0f;
+  return x;
+}
+}  // namespace
+
+TEST(ActQuant, SimdBitIdenticalToScalar) {
+  const int64_t n = 4096;
+  const auto x = activation_cases(n);
+  std::vector<block_q8_K> k1(n / QK_K), k2(n / QK_K);
+  quantize_row_q8_K(x.data(), k1.data(), n);
+  quantize_row_q8_K_ref(x.data(), k2.data(), n);
+  EXPECT_EQ(std::memcmp(k1.data(), k2.data(), sizeof(block_q8_K) * k1.size()), 0);
+  // Block 1: largest magnitude first seen as -50, so d = -max/127 = +50/127 and x = -50 -> +127.
+  EXPECT_FLOAT_EQ(k1[1].d, 50.0f / 127.0f);
+  EXPECT_EQ(k1[1].qs[3], -127);
+  std::vector<block_q8_0> a1(n / QK8_0), a2(n / QK8_0);
+  quantize_row_q8_0(x.data(), a1.data(), n);
+  cpu::quantize_row_q8_0_ref(x.data(), a2.data(), n);
+  EXPECT_EQ(std::memcmp(a1.data(), a2.data(), sizeof(block_q8_0) * a1.size()), 0);
+  std::vector<block_q8_1> b1(n / QK8_0), b2(n / QK8_0);
+  quantize_row_q8_1(x.data(), b1.data(), n);
+  quantize_row_q8_1_ref(x.data(), b2.data(), n);
+  EXPECT_EQ(std::memcmp(b1.data(), b2.data(), sizeof(block_q8_1) * b1.size()), 0);
+  // Ties: block 0 of Q8_0 has d = 127/127 = 1, codes RNE(k + 0.5).
+  EXPECT_EQ(a1[0].qs[0], -100);  // -99.5 -> -100 (even)
+  EXPECT_EQ(a1[0].qs[1], -98);   // -98.5 -> -98
+  // Q8_1 s = d * sum(qs).
+  int s = 0;
+  for (int i = 0; i < QK8_0; ++i) s += b1[5].qs[i];
+  EXPECT_NEAR(fp16_to_f32(b1[5].s), fp16_to_f32(b1[5].d) * s, 1e-3 * std::fabs(fp16_to_f32(b1[5].d) * s) + 1e-6);
+}

@@ -30,6 +30,11 @@ void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n);
 void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n);
 // Q8_0's d and qs, s = fp16(d * sum(qs)) with the f32 d.
 void quantize_row_q8_1(const float* x, block_q8_1* y, int64_t n);
+// The functions above use an AVX2 path where the CPU has one (bit-identical, tested in
+// tests/backend/test_quant_dot.cpp); these are the scalar versions it is tested against.
+void quantize_row_q8_K_ref(const float* x, block_q8_K* y, int64_t n);
+void quantize_row_q8_0_ref(const float* x, block_q8_0* y, int64_t n);
+void quantize_row_q8_1_ref(const float* x, block_q8_1* y, int64_t n);
 
 // x (n values, n a multiple of the block) replaced by what the dot product sees: the
 // dequantized act-type values.
