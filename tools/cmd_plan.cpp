@@ -5,10 +5,10 @@
 
 #include <filesystem>
 
+#include "budget_options.h"
 #include "command.h"
 #include "export/skeleton.h"
 #include "core/error.h"
-#include "plan/budget.h"
 #include "plan/plan.h"
 
 namespace samq::cli {
@@ -16,14 +16,13 @@ namespace {
 
 struct PlanArgs {
   std::string sensitivity, output;
-  std::string target_size, fit_memory;
-  double target_bpw = 0, max_kld = 0;
+  BudgetOptions budget;
   int64_t ctx = 4096;
   std::string kv_type = "f16";
   int parallel = 1;
   std::string policy = "optimal";
   double top = 0.1;
-  std::string types;
+  std::string types, signal;
   std::vector<std::string> keep;
 };
 
@@ -53,13 +52,7 @@ std::function<int()> setup(CLI::App& sub) {
       ->required()
       ->check(CLI::ExistingPath);
   sub.add_option("-o,--output", a->output, "plan.json to write (plan.tensor-types.txt is written beside it)")->required();
-  auto* ts = sub.add_option("--target-size", a->target_size, "Budget: file size, e.g. 20542368, 18MB, 40GB, 2GiB");
-  auto* tb = sub.add_option("--target-bpw", a->target_bpw, "Budget: bits per weight over all tensors (llama.cpp's BPW)");
-  auto* fm = sub.add_option("--fit-memory", a->fit_memory, "Budget: weights + KV cache + compute buffers fit in this memory");
-  auto* mk = sub.add_option("--max-kld", a->max_kld, "Budget: smallest file whose predicted KLD (nats) stays under this");
-  ts->excludes(tb)->excludes(fm)->excludes(mk);
-  tb->excludes(fm)->excludes(mk);
-  fm->excludes(mk);
+  a->budget.declare(sub, "Budget: weights + KV cache + compute buffers fit in this memory");
   sub.add_option("--ctx", a->ctx, "--fit-memory: context tokens per sequence")->capture_default_str();
   sub.add_option("--kv-type", a->kv_type, "--fit-memory: KV cache type (f16, q8_0, ...)")->capture_default_str();
   sub.add_option("--parallel", a->parallel, "--fit-memory: parallel sequences")->capture_default_str();
@@ -68,18 +61,18 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--top", a->top, "threshold policy: fraction of tensors (by gradient norm) at q8_0")->capture_default_str();
   sub.add_option("--types", a->types, "Comma-separated candidate types allowed, e.g. q4_K,q5_K,q6_K,q8_0");
   sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable, first match wins)");
+  sub.add_option("--signal", a->signal,
+                 "Cost per candidate: dloss (the report's choice) or one of its candidates' signals, e.g. fisher_emp_full");
   return [a]() {
     plan::PlanOptions o;
     o.samq_version = SAMQ_VERSION;
     o.policy = a->policy;
+    o.signal = a->signal;
     o.threshold_top = a->top;
     o.ctx = a->ctx;
     o.kv_type = a->kv_type;
     o.parallel = a->parallel;
-    if (!a->target_size.empty()) o.budget_kind = "target-size", o.budget_value = double(plan::parse_size(a->target_size, "--target-size"));
-    else if (a->target_bpw > 0) o.budget_kind = "target-bpw", o.budget_value = a->target_bpw;
-    else if (!a->fit_memory.empty()) o.budget_kind = "fit-memory", o.budget_value = double(plan::parse_size(a->fit_memory, "--fit-memory"));
-    else if (a->max_kld > 0) o.budget_kind = "max-kld", o.budget_value = a->max_kld;
+    a->budget.apply(o);
     std::stringstream ss(a->types);
     for (std::string item; std::getline(ss, item, ',');) {
       if (item.empty()) continue;

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "budget_options.h"
 #include "command.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -34,8 +35,7 @@ using nlohmann::json;
 
 struct RunArgs {
   std::string model, calib, eval_text, dir, imatrix, sensitivity;
-  std::string target_size, fit_memory;
-  double target_bpw = 0, max_kld = 0;
+  BudgetOptions budget;
   std::vector<std::string> keep;
   std::string types, policy = "optimal";
   int64_t calib_tokens = 65536, ctx = 512, eval_bytes = -1, eval_chunks = -1;
@@ -116,21 +116,7 @@ class StageState {
   json j_;
 };
 
-std::string budget_desc(const RunArgs& a) {
-  if (!a.target_size.empty()) return "--target-size " + a.target_size;
-  if (a.target_bpw > 0) return fmt::format("--target-bpw {}", a.target_bpw);
-  if (!a.fit_memory.empty()) return "--fit-memory " + a.fit_memory;
-  if (a.max_kld > 0) return fmt::format("--max-kld {}", a.max_kld);
-  return "";
-}
-
-std::vector<std::string> budget_args(const RunArgs& a) {
-  if (!a.target_size.empty()) return {"--target-size", a.target_size};
-  if (a.target_bpw > 0) return {"--target-bpw", fmt::format("{}", a.target_bpw)};
-  if (!a.fit_memory.empty()) return {"--fit-memory", a.fit_memory, "--ctx", std::to_string(a.ctx)};
-  if (a.max_kld > 0) return {"--max-kld", fmt::format("{}", a.max_kld)};
-  return {};
-}
+std::string budget_desc(const RunArgs& a) { return a.budget.describe(); }
 
 std::string lower(std::string s) {
   for (auto& c : s) c = char(std::tolower((unsigned char)c));
@@ -176,7 +162,7 @@ int run_pipeline(const RunArgs& a) {
   for (auto& o : plan_opts) plan_key += "\n" + o;
   st.stage("plan", {plan_key}, {"plan.json", "plan.tensor-types.txt"}, [&] {
     std::vector<std::string> args = {"plan", D + "/sensitivity.json"};
-    for (auto& b : budget_args(a)) args.push_back(b);
+    for (auto& b : a.budget.plan_args(a.ctx)) args.push_back(b);
     for (auto& o : plan_opts) args.push_back(o);
     args.insert(args.end(), {"-o", D + "/plan.json"});
     run_samq(args);
@@ -334,13 +320,7 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--calib", a->calib, "Calibration text for samq analyze")->check(CLI::ExistingFile);
   sub.add_option("--eval", a->eval_text, "Evaluation text (KLD against the unquantized model)")->check(CLI::ExistingFile);
   sub.add_option("-o,--output", a->dir, "Output directory (re-running reuses its finished stages)")->required();
-  auto* ts = sub.add_option("--target-size", a->target_size, "Budget: file size (20542368, 18MB, 2GiB)");
-  auto* tb = sub.add_option("--target-bpw", a->target_bpw, "Budget: bits per weight");
-  auto* fm = sub.add_option("--fit-memory", a->fit_memory, "Budget: memory for weights + KV cache (at --ctx) + buffers");
-  auto* mk = sub.add_option("--max-kld", a->max_kld, "Budget: predicted KLD bound (nats)");
-  ts->excludes(tb)->excludes(fm)->excludes(mk);
-  tb->excludes(fm)->excludes(mk);
-  fm->excludes(mk);
+  a->budget.declare(sub, "Budget: memory for weights + KV cache (at --ctx) + buffers");
   sub.add_option("--policy", a->policy, "Planner policy (optimal, threshold, preset:NAME)")->capture_default_str();
   sub.add_option("--types", a->types, "Candidate types allowed (comma-separated)");
   sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable)");

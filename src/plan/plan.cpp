@@ -82,7 +82,8 @@ KeepRule parse_keep(const std::string& text) {
   return k;
 }
 
-Plan make_plan(const Sensitivity& s, const PlanOptions& o) {
+Plan make_plan(const Sensitivity& s_in, const PlanOptions& o) {
+  const Sensitivity s = with_signal(s_in, o.signal);
   Plan p;
   p.samq_version = o.samq_version;
   p.sensitivity_path = s.path;
@@ -94,6 +95,7 @@ Plan make_plan(const Sensitivity& s, const PlanOptions& o) {
   p.budget.value = o.budget_value;
   p.options = {{"policy", o.policy}};
   if (o.policy == "threshold") p.options["top"] = o.threshold_top;
+  if (!o.signal.empty() && o.signal != "dloss") p.options["signal"] = o.signal;
   if (!o.types.empty()) {
     json ts = json::array();
     for (auto t : o.types) ts.push_back(std::string(ggml_type_name(t)));

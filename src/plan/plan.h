@@ -76,6 +76,9 @@ struct PlanOptions {
   std::string kv_type = "f16";
   int parallel = 1;
   std::string samq_version = "0.1.0";
+  // Which per-candidate estimate is the cost: "" or "dloss" = the report's dloss; otherwise the
+  // name of one of its candidates' `signals` (fisher_model_full, fisher_emp_full, ...).
+  std::string signal;
 };
 
 Plan make_plan(const Sensitivity& s, const PlanOptions& o);

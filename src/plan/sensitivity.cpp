@@ -161,4 +161,30 @@ Sensitivity read_sensitivity(const std::string& path) {
   return s;
 }
 
+Sensitivity with_signal(const Sensitivity& s, const std::string& signal) {
+  if (signal.empty() || signal == "dloss") return s;
+  Sensitivity r = s;
+  const json* ts = r.raw.is_object() && r.raw.contains("tensors") ? &r.raw.at("tensors") : nullptr;
+  for (size_t i = 0; i < r.tensors.size(); ++i) {
+    auto& t = r.tensors[i];
+    const json* cands = ts && i < ts->size() && (*ts)[i].contains("candidates") ? &(*ts)[i].at("candidates") : nullptr;
+    for (auto& c : t.candidates) {
+      const std::string tn(ggml_type_name(c.type));
+      const json* sig = cands && cands->contains(tn) && cands->at(tn).contains("signals")
+                            ? &cands->at(tn).at("signals") : nullptr;
+      if (sig && sig->contains(signal) && sig->at(signal).is_number()) {
+        c.dloss = sig->at(signal).get<double>();
+        continue;
+      }
+      if (!t.quantizable) continue;  // kept as is (f32 norms: dloss 0)
+      std::string have;
+      if (sig)
+        for (auto it = sig->begin(); it != sig->end(); ++it) have += (have.empty() ? "" : ", ") + it.key();
+      fail("{}: tensor {}: candidates.{}.signals has no \"{}\" (--signal; it has: {})", s.path.empty() ? "sensitivity" : s.path,
+           t.name, tn, signal, have.empty() ? "no signals" : have);
+    }
+  }
+  return r;
+}
+
 }  // namespace samq::plan

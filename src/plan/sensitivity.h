@@ -60,6 +60,11 @@ struct Sensitivity {
 Sensitivity parse_sensitivity(const nlohmann::json& j, const std::string& path_for_errors);
 Sensitivity read_sensitivity(const std::string& path);
 
+// The same report with every candidate's dloss replaced by its signals[signal] (from s.raw);
+// "" or "dloss" returns s unchanged. Throws naming the tensor and type when a quantizable
+// tensor's candidate lacks that signal, and lists the signals the report has.
+Sensitivity with_signal(const Sensitivity& s, const std::string& signal);
+
 // Layer index from a GGUF name ("blk.12.ffn_up.weight" -> 12), -1 otherwise; and its kind
 // ("ffn_up"; "token_embd", "output", "output_norm" for the others).
 int layer_of(const std::string& name);
