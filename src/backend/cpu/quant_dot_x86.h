@@ -36,6 +36,14 @@ inline __m256i dot_s8s8(__m256i w, __m256i x) { return dot_u8s8(_mm256_abs_epi8(
 inline __m256i dot_u8s8_scaled(__m256i u, __m256i s, __m256i sc16) {
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), sc16);
 }
+// acc + the above (VNNI: vpdpwssd fuses the scale multiply and the add).
+inline __m256i acc_u8s8_scaled(__m256i acc, __m256i u, __m256i s, __m256i sc16) {
+#if SAMQ_QDOT_VNNI
+  return _mm256_dpwssd_epi32(acc, _mm256_maddubs_epi16(u, s), sc16);
+#else
+  return _mm256_add_epi32(acc, dot_u8s8_scaled(u, s, sc16));
+#endif
+}
 
 // Shuffle masks broadcasting int16 element j of each 128-bit lane to the whole lane ...
 inline __m256i bcast16(int j) { return _mm256_set1_epi16(int16_t((2 * j) | ((2 * j + 1) << 8))); }
@@ -89,8 +97,8 @@ struct KQ4K {
       const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
       const __m256i slo = _mm256_shuffle_epi8(sc, bcast16(2 * c)), shi = _mm256_shuffle_epi8(sc, bcast16(2 * c + 1));
       for (int t = 0; t < NT; ++t)
-        is[t] = _mm256_add_epi32(is[t], _mm256_add_epi32(dot_u8s8_scaled(lo, load(x[t]->qs + 64 * c), slo),
-                                                         dot_u8s8_scaled(hi, load(x[t]->qs + 64 * c + 32), shi)));
+        is[t] = acc_u8s8_scaled(acc_u8s8_scaled(is[t], lo, load(x[t]->qs + 64 * c), slo), hi,
+                                load(x[t]->qs + 64 * c + 32), shi);
     }
     const float d = h2f(w.d), dm = h2f(w.dmin);
     for (int t = 0; t < NT; ++t) {
@@ -121,8 +129,8 @@ struct KQ5K {
       hb = _mm256_srli_epi16(hb, 2);
       const __m256i slo = _mm256_shuffle_epi8(sc, bcast16(2 * c)), shi = _mm256_shuffle_epi8(sc, bcast16(2 * c + 1));
       for (int t = 0; t < NT; ++t)
-        is[t] = _mm256_add_epi32(is[t], _mm256_add_epi32(dot_u8s8_scaled(lo, load(x[t]->qs + 64 * c), slo),
-                                                         dot_u8s8_scaled(hi, load(x[t]->qs + 64 * c + 32), shi)));
+        is[t] = acc_u8s8_scaled(acc_u8s8_scaled(is[t], lo, load(x[t]->qs + 64 * c), slo), hi,
+                                load(x[t]->qs + 64 * c + 32), shi);
     }
     const float d = h2f(w.d), dm = h2f(w.dmin);
     for (int t = 0; t < NT; ++t) {
@@ -155,7 +163,7 @@ struct KQ6K {
       for (int i = 0; i < 4; ++i) {
         const __m256i s = _mm256_shuffle_epi8(sc, bcast16_2(2 * i, 2 * i + 1));
         for (int t = 0; t < NT; ++t)
-          is[t] = _mm256_add_epi32(is[t], dot_u8s8_scaled(v[i], load(x[t]->qs + 128 * h + 32 * i), s));
+          is[t] = acc_u8s8_scaled(is[t], v[i], load(x[t]->qs + 128 * h + 32 * i), s);
       }
     }
     const float d = h2f(w.d);
@@ -186,7 +194,7 @@ struct KQ2K {
         const __m256i v = _mm256_and_si256(_mm256_srli_epi16(Q, 2 * g), m3);
         const __m256i s = _mm256_shuffle_epi8(sc, bcast16_2(2 * g, 2 * g + 1));
         for (int t = 0; t < NT; ++t)
-          is[t] = _mm256_add_epi32(is[t], dot_u8s8_scaled(v, load(x[t]->qs + 128 * h + 32 * g), s));
+          is[t] = acc_u8s8_scaled(is[t], v, load(x[t]->qs + 128 * h + 32 * g), s);
       }
     }
     const float d = h2f(w.d), dm = h2f(w.dmin);
@@ -232,7 +240,7 @@ struct KQ3K {
         const __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 2 * g), m3), _mm256_slli_epi16(hbit, 2));
         const __m256i s = _mm256_shuffle_epi8(sc, bcast16_2(2 * g, 2 * g + 1));
         for (int t = 0; t < NT; ++t)
-          is[t] = _mm256_add_epi32(is[t], dot_u8s8_scaled(v, load(x[t]->qs + 128 * h + 32 * g), s));
+          is[t] = acc_u8s8_scaled(is[t], v, load(x[t]->qs + 128 * h + 32 * g), s);
       }
     }
     const float d = h2f(w.d);
@@ -252,10 +260,16 @@ struct KIQ4XS {
   static inline void block(const W& w, const X* const* x, __m256* acc, float*) {
     const __m256i tbl = _mm256_broadcastsi128_si256(load128(kvalues_iq4nl));
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    alignas(16) int16_t ls[8];
-    for (int ib = 0; ib < 8; ++ib)
-      ls[ib] = int16_t((((w.scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) | (((w.scales_h >> 2 * ib) & 3) << 4)) - 32);
-    const __m256i sc = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(ls)));
+    // Scale ib = (nibble ib of scales_l | bits 2ib..2ib+1 of scales_h << 4) - 32, in int32 lanes.
+    uint32_t sl;
+    std::memcpy(&sl, w.scales_l, 4);
+    const __m256i lo4 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(sl)), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                                         _mm256_set1_epi32(0xF));
+    const __m256i hi2 = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(w.scales_h), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                         _mm256_set1_epi32(3));
+    const __m256i ls32 = _mm256_sub_epi32(_mm256_or_si256(lo4, _mm256_slli_epi32(hi2, 4)), _mm256_set1_epi32(32));
+    const __m128i ls16 = _mm_packs_epi32(_mm256_castsi256_si128(ls32), _mm256_extracti128_si256(ls32, 1));
+    const __m256i sc = _mm256_broadcastsi128_si256(ls16);
     __m256i is[NT];
     for (int t = 0; t < NT; ++t) is[t] = _mm256_setzero_si256();
     for (int p = 0; p < 4; ++p) {
@@ -268,7 +282,7 @@ struct KIQ4XS {
       for (int t = 0; t < NT; ++t) {
         const __m256i xa = _mm256_sign_epi8(load(x[t]->qs + 64 * p), A);
         const __m256i xb = _mm256_sign_epi8(load(x[t]->qs + 64 * p + 32), B);
-        is[t] = _mm256_add_epi32(is[t], _mm256_add_epi32(dot_u8s8_scaled(aA, xa, sA), dot_u8s8_scaled(aB, xb, sB)));
+        is[t] = acc_u8s8_scaled(acc_u8s8_scaled(is[t], aA, xa, sA), aB, xb, sB);
       }
     }
     const float d = h2f(w.d);
