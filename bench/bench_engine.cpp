@@ -3,9 +3,13 @@
 // best of 3, and the ratio samq / llama.cpp (goals: >= 1.0x generation, >= 0.8x prompt).
 // llama.cpp runs through node-llama-cpp (bench/llamacpp_bench.mjs, tests/node/node_modules).
 //
-// usage: bench_engine [--threads N] [--reps R] [MODEL.gguf ...]
+// usage: bench_engine [--threads N] [--reps R] [--no-llama] [--only pp|tg] [MODEL.gguf ...]
+//   --no-llama   samq only (for profiling: perf record -g bench_engine --no-llama --only tg)
+//   --only X     run one phase (pp or tg) only
+// Also prints the cost of one empty parallel_for over the thread pool (per-op overhead).
 // Default models: the Q4_K_M imatrix anchor, and a Q8_0 file made with
 // `samq convert ../shared/models/refcode-32m --type q8_0` (next to this binary's samq).
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -39,12 +43,12 @@ struct Speed {
   double pp = 0, tg = 0;
 };
 
-Speed bench_samq(const std::string& path, int pp, int tg, int reps) {
+Speed bench_samq(const std::string& path, int pp, int tg, int reps, const std::string& only) {
   auto m = Model::load(path);
   const auto ids = prompt_ids(m->hparams.bos_id, pp);
   Speed best;
   for (int r = 0; r < reps; ++r) {
-    {
+    if (only != "tg") {
       KvCache c(*m, pp + 1);
       Batch b;
       b.add(&c, ids);
@@ -52,6 +56,7 @@ Speed bench_samq(const std::string& path, int pp, int tg, int reps) {
       forward(*m, cpu_ops(), b);
       best.pp = std::max(best.pp, pp / std::chrono::duration<double>(clk::now() - t0).count());
     }
+    if (only == "pp") continue;
     KvCache c(*m, tg + 2);
     Batch b;
     b.add(&c, {ids[0]});
@@ -84,16 +89,31 @@ bool bench_llamacpp(const std::string& path, int threads, int pp, int tg, int re
   return true;
 }
 
+// Microseconds per empty parallel_for with one chunk per thread (fork + join of the pool).
+double pool_overhead_us(int threads) {
+  std::atomic<int64_t> sink{0};
+  const auto fn = [&](int64_t b, int64_t e) { sink.fetch_add(e - b, std::memory_order_relaxed); };
+  for (int i = 0; i < 1000; ++i) parallel_for(threads, 1, fn);
+  const int n = 20000;
+  const auto t0 = clk::now();
+  for (int i = 0; i < n; ++i) parallel_for(threads, 1, fn);
+  return std::chrono::duration<double, std::micro>(clk::now() - t0).count() / n;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 3;
   const int pp = 512, tg = 128;
+  bool llama = true;
+  std::string only;
   std::vector<std::string> models;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--no-llama") llama = false;
     else models.push_back(a);
   }
   set_num_threads(threads);
@@ -110,12 +130,13 @@ int main(int argc, char** argv) {
   }
   std::printf("bench_engine: %d threads, simd %s, prompt %d tokens, generation %d tokens, best of %d\n", threads,
               cpu::simd_level(), pp, tg, reps);
+  std::printf("empty parallel_for over %d threads: %.2f us\n", threads, pool_overhead_us(threads));
   std::printf("%-40s %12s %12s %8s %12s %12s %8s\n", "model", "samq pp t/s", "llama pp", "ratio", "samq tg t/s",
               "llama tg", "ratio");
   for (const auto& m : models) {
-    const Speed s = bench_samq(m, pp, tg, reps);
+    const Speed s = bench_samq(m, pp, tg, reps, only);
     Speed l;
-    const bool ok = bench_llamacpp(m, threads, pp, tg, reps, &l);
+    const bool ok = llama && bench_llamacpp(m, threads, pp, tg, reps, &l);
     const std::string name = fs::path(m).filename().string();
     if (ok)
       std::printf("%-40s %12.1f %12.1f %7.2fx %12.1f %12.1f %7.2fx\n", name.c_str(), s.pp, l.pp, s.pp / l.pp, s.tg,

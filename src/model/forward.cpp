@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <immintrin.h>
 
 #include "core/error.h"
 #include "core/fp16.h"
@@ -37,8 +38,40 @@ WeightView wv(const Model& m, const Tensor& t) {
 
 const float* opt_f32(const Tensor& t) { return t.present() ? t.f32() : nullptr; }
 
-void round_f16(float* x, int64_t n) {
+void round_f16_scalar(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = fp16_to_f32(f32_to_fp16(x[i]));
+}
+// Hardware conversion rounds to nearest even exactly as f32_to_fp16 does (NaNs stay NaNs).
+__attribute__((target("avx512f"))) void round_f16_avx512(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+  round_f16_scalar(x + i, n - i);
+}
+void round_f16(float* x, int64_t n) {
+  static const bool avx512 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+  }();
+  if (avx512)
+    round_f16_avx512(x, n);
+  else
+    round_f16_scalar(x, n);
+}
+
+// Activation buffers of forward(), per thread, grown and never shrunk: a decode step
+// allocates nothing, and prefill buffers are not faulted in afresh on every call.
+struct Workspace {
+  std::vector<float> x, cur, q, k, v, kq, tmp, gate, up, sel, logits;
+  std::vector<int32_t> ids, pos;
+  std::vector<int64_t> first, rows;
+};
+
+// A view of the first n elements of a workspace buffer, grown as needed. Hooks see
+// (data, rows, cols) only, so a longer buffer is fine.
+std::vector<float>& buf(std::vector<float>& v, int64_t n) {
+  if (int64_t(v.size()) < n) v.resize(size_t(n));
+  return v;
 }
 
 }  // namespace
@@ -50,8 +83,13 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   const int64_t Wq = h.n_embd_q(), Wkv = h.n_embd_kv(), F = h.n_ff, V = h.n_vocab;
 
   // Token rows of all sequences, concatenated; each with its position.
-  std::vector<int32_t> ids, pos;
-  std::vector<int64_t> first;  // first row of each sequence
+  static thread_local Workspace ws;
+  std::vector<int32_t>& ids = ws.ids;
+  std::vector<int32_t>& pos = ws.pos;
+  std::vector<int64_t>& first = ws.first;  // first row of each sequence
+  ids.clear();
+  pos.clear();
+  first.clear();
   for (auto& s : batch.seqs) {
     if (!s.cache) fail("forward: sequence without a KV cache");
     if (s.tokens.empty()) fail("forward: empty sequence in batch");
@@ -66,8 +104,9 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   }
   const int64_t T = int64_t(ids.size());
 
-  std::vector<float> x(T * E), cur(T * E), q(T * Wq), k(T * Wkv), v(T * Wkv), kq(T * Wq),
-      tmp(T * E), gate(T * F), up(T * F);
+  std::vector<float>&x = buf(ws.x, T * E), &cur = buf(ws.cur, T * E), &q = buf(ws.q, T * Wq),
+                     &k = buf(ws.k, T * Wkv), &v = buf(ws.v, T * Wkv), &kq = buf(ws.kq, T * Wq),
+                     &tmp = buf(ws.tmp, T * E), &gate = buf(ws.gate, T * F), &up = buf(ws.up, T * F);
   if (opt.start_layer > 0) {
     if (!opt.start_input) fail("forward: start_layer {} needs start_input", opt.start_layer);
     std::memcpy(x.data(), opt.start_input, sizeof(float) * T * E);
@@ -144,7 +183,8 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   if (opt.skip_logits) return;
 
   // Rows that need logits: all of a sequence's, or its last.
-  std::vector<int64_t> rows;
+  std::vector<int64_t>& rows = ws.rows;
+  rows.clear();
   for (size_t si = 0; si < batch.seqs.size(); ++si) {
     const int64_t n = int64_t(batch.seqs[si].tokens.size());
     if (batch.seqs[si].all_logits)
@@ -154,11 +194,11 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
       rows.push_back(first[si] + n - 1);
   }
   const int64_t R = int64_t(rows.size());
-  std::vector<float> sel(R * E);
+  std::vector<float>& sel = buf(ws.sel, R * E);
   for (int64_t i = 0; i < R; ++i) std::memcpy(&sel[i * E], &x[rows[i] * E], sizeof(float) * E);
   ops.rms_norm(sel.data(), R, E, w.output_norm.f32(), h.rms_eps, sel.data(), nullptr);
   emit(opt, "result_norm", -1, sel, R, E);
-  std::vector<float> logits(R * V);
+  std::vector<float>& logits = buf(ws.logits, R * V);
   // (R, E) x (V, E)^T -> (R, V)
   ops.matmul(sel.data(), R, wv(m, w.lm_head()), nullptr, logits.data());
   emit(opt, "logits", -1, logits, R, V);

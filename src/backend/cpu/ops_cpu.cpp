@@ -1,15 +1,24 @@
 // Fast CPU implementation of the op table (backend/ops.h).
-// - matmul, many tokens (prefill, evaluation): weight rows are dequantized tile by tile into
-//   f32 (64 rows at a time, in parallel over tiles) and multiplied with OpenBLAS sgemm; the
-//   dequantization is amortized over all tokens, and sgemm runs near the machine's peak.
-// - matmul, few tokens (decode): rows in parallel, each dequantized once and dotted with every
-//   token by the AVX-512/AVX2 kernel of simd.h.
+// - matmul, types with a fused integer dot (quant_dot.h) and few tokens (decode): activations
+//   quantized once to the weight type's ggml activation type, then weight rows in parallel
+//   (chunks of kDecodeRows) against every token by dot_rows; no f32 weight row exists.
+// - matmul, many tokens (prefill, evaluation): per weight type, either the same fused integer
+//   dot over blocks of kTokBlock tokens (quantized activations stay in L1/L2), or weight rows
+//   dequantized tile by tile into f32 (kTileRows rows, parallel over tiles) and multiplied with
+//   OpenBLAS sgemm (single-threaded inside our own parallel loop). prefill_path() picks.
+// - matmul without a fused kernel (or with exact f32 activations on a quantized weight): rows
+//   dequantized to f32 and dotted by the AVX-512/AVX2 kernel of simd.h.
+// - rope: cos/sin per (position, frequency) from a per-thread table, computed once per RoPE
+//   configuration and position (same float values as computing them per call).
 // - attention: parallel over (token, head); scores by SIMD dot products, values by axpy.
+// Tile and chunk boundaries never depend on the thread count, so results do not either.
 // Every op is tested against reference_ops() in tests/backend/.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "backend/cpu/act_quant.h"
@@ -23,13 +32,80 @@ namespace samq {
 namespace {
 
 constexpr int64_t kSgemmMinTokens = 8;  // below this, row-wise dot products win
-constexpr int64_t kTileRows = 64;
+constexpr int64_t kTileRows = 64;       // sgemm path: rows dequantized per tile
+constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
+constexpr int64_t kTokBlock = 64;       // fused path, many tokens: tokens per dot_rows call
 
 // Thread-local scratch that only grows.
-float* scratch(std::vector<float>& v, int64_t n) {
+template <class T>
+T* scratch(std::vector<T>& v, int64_t n) {
   if (int64_t(v.size()) < n) v.resize(n);
   return v.data();
 }
+
+// OpenBLAS (pthreads build) would start its own threads inside each of our parallel chunks.
+const bool g_blas_single = [] {
+  openblas_set_num_threads(1);
+  return true;
+}();
+
+// Many-token matmul: fused integer dot or dequantize + sgemm, per weight type (measured with
+// bench/bench_engine --prefill-path on refcode-32m; SAMQ_PREFILL_PATH=sgemm|fused overrides).
+enum class PrefillPath { Sgemm, Fused };
+PrefillPath prefill_path(GgmlType t) {
+  static const char* env = std::getenv("SAMQ_PREFILL_PATH");
+  if (env && !std::strcmp(env, "sgemm")) return PrefillPath::Sgemm;
+  if (env && !std::strcmp(env, "fused")) return PrefillPath::Fused;
+  switch (t) {
+    case GgmlType::F32:
+    case GgmlType::F16:
+    case GgmlType::BF16: return PrefillPath::Sgemm;
+    default: return PrefillPath::Fused;
+  }
+}
+
+// RoPE cos/sin for positions 0..n_pos-1 of one configuration, per thread.
+struct RopeTable {
+  int64_t n_rot = -1;
+  float theta = 0, freq_scale = 0;
+  GgmlType inv_type = GgmlType::F32;
+  std::vector<float> factors;  // copy of p.freq_factors (empty: none)
+  std::vector<float> inv;
+  int64_t n_pos = 0;
+  std::vector<float> cs, sn;  // (n_pos, n_rot/2)
+
+  bool same(const RopeParams& p) const {
+    if (p.n_rot != n_rot || p.theta != theta || p.freq_scale != freq_scale || p.inv_freq_type != inv_type)
+      return false;
+    if (!p.freq_factors) return factors.empty();
+    return !factors.empty() && std::memcmp(factors.data(), p.freq_factors, sizeof(float) * factors.size()) == 0;
+  }
+  void reset(const RopeParams& p) {
+    n_rot = p.n_rot;
+    theta = p.theta;
+    freq_scale = p.freq_scale;
+    inv_type = p.inv_freq_type;
+    factors.assign(p.freq_factors ? p.freq_factors : nullptr, p.freq_factors ? p.freq_factors + p.n_rot / 2 : nullptr);
+    inv = rope_inv_freq(p);
+    n_pos = 0;
+    cs.clear();
+    sn.clear();
+  }
+  void grow(int64_t need) {
+    if (need <= n_pos) return;
+    const int64_t half = n_rot / 2;
+    const int64_t np = std::max<int64_t>(need, std::max<int64_t>(2 * n_pos, 256));
+    cs.resize(np * half);
+    sn.resize(np * half);
+    for (int64_t t = n_pos; t < np; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        const double th = double(t) * double(inv[i]);  // as the reference computes it
+        cs[t * half + i] = float(std::cos(th));
+        sn[t * half + i] = float(std::sin(th));
+      }
+    n_pos = np;
+  }
+};
 
 class CpuOps final : public Ops {
  public:
@@ -38,76 +114,85 @@ class CpuOps final : public Ops {
   // (n, cols) x (rows, cols)^T -> (n, rows)
   void matmul(const float* x_in, int64_t n, const WeightView& w, const float* bias,
               float* y) const override {
-    const int64_t cols = w.cols;
     const cpu::ActType at = (w.ggml_act_rounding ? cpu::act_type_for(w.type) : cpu::ActType::F32);
+    // The fused kernels round activations to act_type_for(w.type): usable when that is the
+    // rounding asked for.
+    const bool fused = at == cpu::act_type_for(w.type) && cpu::has_fused_dot(w.type) &&
+                       w.cols % ggml_type_info(w.type).block_size == 0;
+    if (fused && (n < kSgemmMinTokens || prefill_path(w.type) == PrefillPath::Fused))
+      matmul_fused(x_in, n, w, bias, y);
+    else if (n >= kSgemmMinTokens)
+      matmul_sgemm(x_in, n, w, at, bias, y);
+    else
+      matmul_rows(x_in, n, w, at, bias, y);
+  }
+
+  // Quantized activations x fused integer dots, rows in parallel.
+  static void matmul_fused(const float* x, int64_t n, const WeightView& w, const float* bias, float* y) {
+    static thread_local std::vector<uint8_t> xq_buf;
+    const int64_t cols = w.cols, rb = cpu::act_row_bytes(w.type, cols);
+    uint8_t* xq = scratch(xq_buf, n * rb);
+    if (n >= 32)
+      parallel_for(n, 16, [&](int64_t t0, int64_t t1) {
+        cpu::quantize_activations(w.type, x + t0 * cols, t1 - t0, cols, xq + t0 * rb);
+      });
+    else
+      cpu::quantize_activations(w.type, x, n, cols, xq);
+    const int64_t chunk = n < kSgemmMinTokens ? kDecodeRows : 2 * kDecodeRows;
+    parallel_for(w.rows, chunk, [&](int64_t r0, int64_t r1) {
+      for (int64_t t0 = 0; t0 < n; t0 += kTokBlock)
+        cpu::dot_rows(w.type, w.data, w.row_bytes, r0, r1, xq + t0 * rb, std::min(kTokBlock, n - t0), cols,
+                      y + t0 * w.rows, w.rows);
+      if (bias)
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = r0; r < r1; ++r) y[t * w.rows + r] += bias[r];
+    });
+  }
+
+  // Activations rounded as ggml does (into a per-thread buffer); nullptr-free pointer to use.
+  static const float* rounded(const float* x_in, int64_t n, int64_t cols, cpu::ActType at) {
+    if (at == cpu::ActType::F32) return x_in;
     static thread_local std::vector<float> xbuf;
-    const float* x = x_in;
-    if (at != cpu::ActType::F32) {
-      float* xr = scratch(xbuf, n * cols);
-      parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) cpu::round_activations(at, x_in + t * cols, xr + t * cols, cols);
-      });
-      x = xr;
-    }
-    if (n >= kSgemmMinTokens) {
-      // Tiles of kTileRows rows whatever the thread count, so results do not depend on it.
-      parallel_for(w.rows, kTileRows, [&](int64_t b0, int64_t b1) {
-        static thread_local std::vector<float> buf;
-        for (int64_t r0 = b0; r0 < b1; r0 += kTileRows) {
-          const int64_t r1 = std::min(b1, r0 + kTileRows);
-          const float* tile;
-          if (w.type == GgmlType::F32) {
-            tile = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes);
-          } else {
-            float* t = scratch(buf, (r1 - r0) * cols);
-            for (int64_t r = r0; r < r1; ++r) dequantize_weight_row(w, r, t + (r - r0) * cols);
-            tile = t;
-          }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f,
-                      x, int(cols), tile, int(cols), 0.0f, y + r0, int(w.rows));
-          if (bias)
-            for (int64_t t = 0; t < n; ++t)
-              for (int64_t r = r0; r < r1; ++r) y[t * w.rows + r] += bias[r];
+    float* xr = scratch(xbuf, n * cols);
+    parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) cpu::round_activations(at, x_in + t * cols, xr + t * cols, cols);
+    });
+    return xr;
+  }
+
+  // Tiles of kTileRows weight rows dequantized to f32, OpenBLAS sgemm per tile.
+  static void matmul_sgemm(const float* x_in, int64_t n, const WeightView& w, cpu::ActType at, const float* bias,
+                           float* y) {
+    const int64_t cols = w.cols;
+    const float* x = rounded(x_in, n, cols, at);
+    // Tiles of kTileRows rows whatever the thread count, so results do not depend on it.
+    parallel_for(w.rows, kTileRows, [&](int64_t b0, int64_t b1) {
+      static thread_local std::vector<float> buf;
+      for (int64_t r0 = b0; r0 < b1; r0 += kTileRows) {
+        const int64_t r1 = std::min(b1, r0 + kTileRows);
+        const float* tile;
+        if (w.type == GgmlType::F32) {
+          tile = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes);
+        } else {
+          float* t = scratch(buf, (r1 - r0) * cols);
+          for (int64_t r = r0; r < r1; ++r) dequantize_weight_row(w, r, t + (r - r0) * cols);
+          tile = t;
         }
-      });
-      return;
-    }
-    if ((w.type == GgmlType::Q4_K || w.type == GgmlType::Q6_K) && at == cpu::ActType::Q8_K) {
-      // Decode: fused integer dot with Q8_K activations (no f32 weight row).
-      static thread_local std::vector<block_q8_K> xq;
-      const int64_t nb = cols / QK_K;
-      if (int64_t(xq.size()) < n * nb) xq.resize(n * nb);
-      for (int64_t t = 0; t < n; ++t) cpu::quantize_row_q8_K(x_in + t * cols, xq.data() + t * nb, cols);
-      const block_q8_K* xb = xq.data();
-      const bool q4 = w.type == GgmlType::Q4_K;
-      parallel_for(w.rows, 16, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const uint8_t* wr = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f, x, int(cols),
+                    tile, int(cols), 0.0f, y + r0, int(w.rows));
+        if (bias)
           for (int64_t t = 0; t < n; ++t)
-            y[t * w.rows + r] =
-                (q4 ? cpu::dot_q4_K_q8_K(reinterpret_cast<const block_q4_K*>(wr), xb + t * nb, cols)
-                    : cpu::dot_q6_K_q8_K(reinterpret_cast<const block_q6_K*>(wr), xb + t * nb, cols)) +
-                (bias ? bias[r] : 0.0f);
-        }
-      });
-      return;
-    }
-    if (w.type == GgmlType::Q8_0 && at == cpu::ActType::Q8_0) {
-      static thread_local std::vector<block_q8_0> xq;
-      const int64_t nb = cols / QK8_0;
-      if (int64_t(xq.size()) < n * nb) xq.resize(n * nb);
-      for (int64_t t = 0; t < n; ++t) cpu::quantize_row_q8_0(x_in + t * cols, xq.data() + t * nb, cols);
-      const block_q8_0* xb = xq.data();
-      parallel_for(w.rows, 16, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const auto* wr = reinterpret_cast<const block_q8_0*>(static_cast<const uint8_t*>(w.data) + r * w.row_bytes);
-          for (int64_t t = 0; t < n; ++t)
-            y[t * w.rows + r] = cpu::dot_q8_0_q8_0(wr, xb + t * nb, cols) + (bias ? bias[r] : 0.0f);
-        }
-      });
-      return;
-    }
-    parallel_for(w.rows, 16, [&](int64_t r0, int64_t r1) {
+            for (int64_t r = r0; r < r1; ++r) y[t * w.rows + r] += bias[r];
+      }
+    });
+  }
+
+  // Few tokens, no fused kernel: each weight row dequantized once, dotted with every token.
+  static void matmul_rows(const float* x_in, int64_t n, const WeightView& w, cpu::ActType at, const float* bias,
+                          float* y) {
+    const int64_t cols = w.cols;
+    const float* x = rounded(x_in, n, cols, at);
+    parallel_for(w.rows, kDecodeRows, [&](int64_t r0, int64_t r1) {
       static thread_local std::vector<float> buf;
       float* row = scratch(buf, cols);
       for (int64_t r = r0; r < r1; ++r) {
@@ -118,8 +203,7 @@ class CpuOps final : public Ops {
           dequantize_weight_row(w, r, row);
           wr = row;
         }
-        for (int64_t t = 0; t < n; ++t)
-          y[t * w.rows + r] = cpu::dot_f32(x + t * cols, wr, cols) + (bias ? bias[r] : 0.0f);
+        for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] = cpu::dot_f32(x + t * cols, wr, cols) + (bias ? bias[r] : 0.0f);
       }
     });
   }
@@ -135,42 +219,60 @@ class CpuOps final : public Ops {
 
   void rms_norm(const float* x, int64_t n, int64_t d, const float* weight, float eps, float* y,
                 float* rstd_out) const override {
-    for (int64_t t = 0; t < n; ++t) {
-      const float* xt = x + t * d;
-      float* yt = y + t * d;
-      const float ss = cpu::dot_f32(xt, xt, d);
-      const float rstd = 1.0f / std::sqrt(ss / float(d) + eps);
-      if (rstd_out) rstd_out[t] = rstd;
-      if (weight)
-        for (int64_t i = 0; i < d; ++i) yt[i] = xt[i] * rstd * weight[i];
-      else
-        for (int64_t i = 0; i < d; ++i) yt[i] = xt[i] * rstd;
-    }
+    auto rows = [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* xt = x + t * d;
+        const float ss = cpu::dot_f32(xt, xt, d);
+        const float rstd = 1.0f / std::sqrt(ss / float(d) + eps);
+        if (rstd_out) rstd_out[t] = rstd;
+        cpu::scale_mul(xt, rstd, weight, y + t * d, d);
+      }
+    };
+    if (n * d >= (1 << 15))
+      parallel_for(n, 16, rows);
+    else
+      rows(0, n);
   }
 
   void rope(float* x, int64_t n, int64_t n_head, int64_t head_dim, const int32_t* pos,
             const RopeParams& p) const override {
     const int64_t half = p.n_rot / 2;
-    const std::vector<float> inv = rope_inv_freq(p);
-    parallel_for(n, 16, [&](int64_t t0, int64_t t1) {
-      std::vector<float> cs(half), sn(half);
+    static thread_local RopeTable tab;
+    if (!tab.same(p)) tab.reset(p);
+    int64_t maxpos = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      if (pos[t] < 0) fail("rope: negative position {}", pos[t]);
+      maxpos = std::max<int64_t>(maxpos, pos[t]);
+    }
+    tab.grow(maxpos + 1);
+    const float* cs_all = tab.cs.data();
+    const float* sn_all = tab.sn.data();
+    auto rows = [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        for (int64_t i = 0; i < half; ++i) {
-          const double th = double(pos[t]) * double(inv[i]);
-          cs[i] = float(std::cos(th));
-          sn[i] = float(std::sin(th));
-        }
+        const float* cs = cs_all + pos[t] * half;
+        const float* sn = sn_all + pos[t] * half;
         for (int64_t h = 0; h < n_head; ++h) {
           float* v = x + (t * n_head + h) * head_dim;
-          for (int64_t i = 0; i < half; ++i) {
-            const int64_t a = p.neox ? i : 2 * i, b = p.neox ? i + half : 2 * i + 1;
-            const float x0 = v[a], x1 = v[b];
-            v[a] = x0 * cs[i] - x1 * sn[i];
-            v[b] = x0 * sn[i] + x1 * cs[i];
+          if (p.neox) {
+            for (int64_t i = 0; i < half; ++i) {
+              const float x0 = v[i], x1 = v[i + half];
+              v[i] = x0 * cs[i] - x1 * sn[i];
+              v[i + half] = x0 * sn[i] + x1 * cs[i];
+            }
+          } else {
+            for (int64_t i = 0; i < half; ++i) {
+              const float x0 = v[2 * i], x1 = v[2 * i + 1];
+              v[2 * i] = x0 * cs[i] - x1 * sn[i];
+              v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+            }
           }
         }
       }
-    });
+    };
+    if (n >= 32)
+      parallel_for(n, 16, rows);
+    else
+      rows(0, n);
   }
 
   void attention(const AttentionArgs& a) const override {
@@ -225,7 +327,10 @@ class CpuOps final : public Ops {
   }
 
   void add(const float* a, const float* b, int64_t n, float* y) const override {
-    for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+    if (n >= (1 << 16))
+      parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) { cpu::add_f32(a + i0, b + i0, y + i0, i1 - i0); });
+    else
+      cpu::add_f32(a, b, y, n);
   }
 };
 

@@ -9,6 +9,10 @@ namespace samq::cpu {
 float dot_f32(const float* a, const float* b, int64_t n);
 // y[i] += a * x[i]
 void axpy_f32(float a, const float* x, float* y, int64_t n);
+// y[i] = (x[i] * s) * w[i] (w null: x[i] * s); same rounding as the scalar expression. y may alias x.
+void scale_mul(const float* x, float s, const float* w, float* y, int64_t n);
+// y[i] = a[i] + b[i]; y may alias a or b.
+void add_f32(const float* a, const float* b, float* y, int64_t n);
 // Which path dot_f32 takes on this machine: "avx512", "avx2" or "scalar".
 const char* simd_level();
 // For tests: force a level ("avx512", "avx2", "scalar"); returns false if unsupported here.
