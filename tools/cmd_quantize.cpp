@@ -11,7 +11,8 @@ namespace samq::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, plan, output, imatrix;
+  std::string model, plan, output, imatrix, hessian;
+  double damp = 0.01;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -21,6 +22,10 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("-o,--output", a->output, "GGUF file to write")->required();
   sub.add_option("--imatrix", a->imatrix, "Importance matrix (llama.cpp GGUF imatrix) for weighted quantization")
       ->check(CLI::ExistingFile);
+  sub.add_option("--hessian", a->hessian,
+                 "Input Hessians (samq hessian): GPTQ for every weight that has one (the rest as without)")
+      ->check(CLI::ExistingFile);
+  sub.add_option("--gptq-damp", a->damp, "GPTQ dampening: lambda = damp * mean(diag H)")->capture_default_str();
   return [a]() {
     const plan::Plan p = plan::read_plan(a->plan);
     auto src = open_source_model(a->model);
@@ -29,11 +34,16 @@ std::function<int()> setup(CLI::App& sub) {
                    p.model_sha256.c_str(), src->identity_sha256().c_str());
     QuantizeOptions o;
     o.imatrix_path = a->imatrix;
+    o.hessian_path = a->hessian;
+    o.gptq_damp = a->damp;
     const QuantizeResult r = quantize_model(*src, p, a->output, o);
-    std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s\n", a->output.c_str(),
+    std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s%s\n", a->output.c_str(),
                  (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,
-                 a->imatrix.empty() ? "" : fmt::format(", imatrix on {} tensors", r.n_with_imatrix).c_str());
-    if (r.file_bytes != r.predicted_bytes)
+                 a->imatrix.empty() ? "" : fmt::format(", imatrix on {} tensors", r.n_with_imatrix).c_str(),
+                 a->hessian.empty() ? "" : fmt::format(", GPTQ on {} tensors", r.n_with_hessian).c_str());
+    if (!a->hessian.empty() && r.file_bytes == r.predicted_bytes + 96)
+      std::fprintf(stderr, "note: the samq.hessian key adds 96 bytes to the plan's prediction\n");
+    else if (r.file_bytes != r.predicted_bytes)
       std::fprintf(stderr,
                    "warning: the plan predicted %lld bytes (%+lld): its sensitivity report's gguf_overhead_bytes was "
                    "not computed for this model's metadata (expected %lld)\n",

@@ -8,6 +8,7 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "format/gguf.h"
+#include "quant/gptq.h"
 #include "quant/quantize.h"
 
 namespace samq {
@@ -49,6 +50,62 @@ ImportanceMatrix load_importance_matrix(const std::string& path) {
   }
   if (im.values.empty()) fail("{}: no *.in_sum2 tensors", path);
   return im;
+}
+
+HessianFile::HessianFile(HessianFile&&) noexcept = default;
+HessianFile& HessianFile::operator=(HessianFile&&) noexcept = default;
+HessianFile::~HessianFile() = default;
+
+HessianFile HessianFile::open(const std::string& path) {
+  HessianFile h;
+  h.path_ = path;
+  h.file_ = std::make_unique<GgufFile>(GgufFile::open(path));
+  const GgufFile& f = *h.file_;
+  if (f.get_str("general.type", "") != "samq.hessian")
+    fail("{}: general.type is not \"samq.hessian\" (write one with samq hessian)", path);
+  h.sha256_ = sha256_file_hex(path);
+  const std::string suf = ".hessian";
+  for (const auto& t : f.tensors()) {
+    if (t.type != GgmlType::F32) fail("{}: tensor {} is not F32", path, t.name);
+    if (t.name.size() > suf.size() && t.name.compare(t.name.size() - suf.size(), suf.size(), suf) == 0) {
+      const std::string base = t.name.substr(0, t.name.size() - suf.size());
+      if (t.ne[0] != t.ne[1] || t.n_dims != 2) fail("{}: tensor {} is not square: {}", path, t.name, t.shape_string());
+      const GgufTensorInfo* c = f.find_tensor(base + ".counts");
+      if (!c || c->n_elements() != 1) fail("{}: tensor {} has no {}.counts of one value", path, t.name, base);
+      h.entry_of_[base] = base;
+    }
+  }
+  for (const auto& a : f.get_arr_str("samq.hessian.aliases", {})) {
+    const auto eq = a.find('=');
+    if (eq == std::string::npos) fail("{}: samq.hessian.aliases entry '{}' is not weight=entry", path, a);
+    const std::string target = a.substr(eq + 1);
+    if (!h.entry_of_.count(target)) fail("{}: alias '{}' names a missing entry {}", path, a, target);
+    h.entry_of_[a.substr(0, eq)] = target;
+  }
+  if (h.entry_of_.empty()) fail("{}: no *.hessian tensors", path);
+  return h;
+}
+
+int64_t HessianFile::cols(const std::string& weight) const {
+  auto it = entry_of_.find(weight);
+  if (it == entry_of_.end()) return 0;
+  return file_->find_tensor(it->second + ".hessian")->ne[0];
+}
+
+std::vector<float> HessianFile::mean(const std::string& weight) const {
+  auto it = entry_of_.find(weight);
+  if (it == entry_of_.end()) return {};
+  const GgufTensorInfo* t = file_->find_tensor(it->second + ".hessian");
+  const GgufTensorInfo* c = file_->find_tensor(it->second + ".counts");
+  const float cnt = *reinterpret_cast<const float*>(c->data);
+  if (!(cnt > 0)) fail("{}: {}.counts is {}", path_, it->second, cnt);
+  const float* d = reinterpret_cast<const float*>(t->data);
+  std::vector<float> v(size_t(t->n_elements()));
+  for (size_t i = 0; i < v.size(); ++i) {
+    v[i] = d[i] / cnt;
+    if (!std::isfinite(v[i])) fail("{}: tensor {}.hessian has a non-finite value at {}", path_, it->second, i);
+  }
+  return v;
 }
 
 namespace {
@@ -95,6 +152,8 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
   }
   ImportanceMatrix im;
   if (!opt.imatrix_path.empty()) im = load_importance_matrix(opt.imatrix_path);
+  std::optional<HessianFile> hf;
+  if (!opt.hessian_path.empty()) hf.emplace(HessianFile::open(opt.hessian_path));
 
   GgufWriter w(out_path);
   add_source_metadata(w, src);
@@ -107,6 +166,8 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
     if (kv.is_string) w.set_str(kv.key, kv.str);
     else w.set_u32(kv.key, kv.u32);
   }
+  // Not in the plan's metadata block: +96 bytes over the plan's prediction when present.
+  if (hf) w.set_str("samq.hessian", hf->sha256());
   add_tensor_infos(w, src, types);
   QuantizeResult r;
   r.header_bytes = int64_t(w.header_bytes());
@@ -141,7 +202,19 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
         if (imp) ++r.n_with_imatrix;
       }
       q.resize(bytes);
-      const size_t n = quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), imp ? imp->data() : nullptr);
+      size_t n = 0;
+      if (hf && gptq_supported(types[i]) && hf->has(t.name)) {
+        if (hf->cols(t.name) != t.cols())
+          fail("{}: Hessian of {} is {}x{}, the tensor has {} columns", hf->path(), t.name, hf->cols(t.name),
+               hf->cols(t.name), t.cols());
+        const std::vector<float> H = hf->mean(t.name);
+        GptqOptions go;
+        go.damp = opt.gptq_damp;
+        n = gptq_quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), H.data(), go);
+        ++r.n_with_hessian;
+      } else {
+        n = quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), imp ? imp->data() : nullptr);
+      }
       if (n != bytes) fail("tensor {}: quantizer wrote {} bytes, expected {}", t.name, n, bytes);
       w.write_tensor_data(i, q.data(), bytes);
     }

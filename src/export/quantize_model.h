@@ -10,6 +10,8 @@
 // this source (gguf_overhead_bytes() below); a mismatch is reported in the result.
 #pragma once
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -27,6 +29,31 @@ struct ImportanceMatrix {
   const std::vector<float>* find(const std::string& name) const;
 };
 ImportanceMatrix load_importance_matrix(const std::string& path);
+
+// Input Hessians written by `samq hessian` (format: analyze/hessian.h, docs/artifacts.md).
+class GgufFile;
+// Maps weight names to entries without copying the matrices (the file stays mapped).
+class HessianFile {
+ public:
+  static HessianFile open(const std::string& path);  // errors name the file and tensor
+  HessianFile(HessianFile&&) noexcept;
+  HessianFile& operator=(HessianFile&&) noexcept;
+  ~HessianFile();
+  const std::string& path() const { return path_; }
+  const std::string& sha256() const { return sha256_; }
+  bool has(const std::string& weight) const { return entry_of_.count(weight) != 0; }
+  // The mean Hessian H / count (n x n, f32) for `weight`; empty if none.
+  std::vector<float> mean(const std::string& weight) const;
+  int64_t cols(const std::string& weight) const;
+  size_t size() const { return entry_of_.size(); }
+
+ private:
+  HessianFile() = default;
+  std::string path_, sha256_;
+  std::unique_ptr<GgufFile> file_;
+  std::map<std::string, std::string> entry_of_;  // weight -> entry name
+};
+
 
 // Bytes before the tensor data of the file samq quantize writes for `src`, without the plan's
 // metadata block (which is always a multiple of 32 bytes): sensitivity.json's

@@ -1,0 +1,117 @@
+// Input-Hessian collection and its GGUF file (analyze/hessian.h).
+#include "analyze/hessian.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "format/gguf.h"
+#include "model/forward.h"
+
+namespace samq {
+
+Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
+                          bool progress) {
+  // activation name -> weights that read it (first one names the entry)
+  const std::map<std::string, std::vector<std::string>> readers = {
+      {"attn_norm", {"attn_q", "attn_k", "attn_v"}},
+      {"kq_out", {"attn_output"}},
+      {"ffn_norm", {"ffn_gate", "ffn_up"}},
+      {"ffn_act", {"ffn_down"}}};
+  std::map<std::string, HessianEntry> acc;
+  std::vector<double> xd, tmp;
+  auto add = [&](const std::vector<std::string>& weights, const float* x, int64_t rows, int64_t cols) {
+    std::vector<std::string> present;
+    for (const auto& w : weights)
+      if (m.find(w)) present.push_back(w);
+    if (present.empty()) return;
+    HessianEntry& e = acc[present[0]];
+    if (e.sum.empty()) {
+      e.name = present[0];
+      e.serves = present;
+      e.n = cols;
+      e.sum.assign(size_t(cols * cols), 0.0);
+    }
+    if (e.n != cols) fail("hessian: {} input has {} columns, earlier {}", e.name, cols, e.n);
+    // Double precision so that diag(H) matches the imatrix's double sums.
+    xd.assign(x, x + rows * cols);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(cols), int(rows), 1.0, xd.data(), int(cols), 1.0,
+                e.sum.data(), int(cols));
+    e.count += double(rows);
+  };
+  ForwardHooks hooks;
+  hooks.on_activation = [&](std::string_view name, int layer, const float* x, int64_t rows, int64_t cols) {
+    if (layer < 0) {
+      if (name == "result_norm") add({"output.weight"}, x, rows, cols);
+      return;
+    }
+    auto it = readers.find(std::string(name));
+    if (it == readers.end()) return;
+    std::vector<std::string> ws;
+    for (const auto& kind : it->second) ws.push_back("blk." + std::to_string(layer) + "." + kind + ".weight");
+    add(ws, x, rows, cols);
+  };
+  ForwardOptions opt;
+  opt.hooks = &hooks;
+  // The output matrix's input ("result_norm") is only computed with the logits, for every position
+  // when all_logits is set.
+  const bool want_output = m.find("output.weight") != nullptr;
+  opt.skip_logits = !want_output;
+  std::optional<Progress> bar;
+  if (progress)
+    bar.emplace("hessian", int64_t(chunks.size()) * (chunks.empty() ? 0 : int64_t(chunks[0].size())), "tok");
+  for (const auto& c : chunks) {
+    KvCache cache(m, int64_t(c.size()));
+    Batch b;
+    b.add(&cache, c, want_output);
+    forward(m, ops, b, opt);
+    if (bar) bar->add(int64_t(c.size()));
+  }
+  if (bar) bar->finish();
+  Hessians h;
+  for (auto& [k, e] : acc) {
+    for (int64_t i = 0; i < e.n; ++i)
+      for (int64_t j = 0; j < i; ++j) e.sum[size_t(i * e.n + j)] = e.sum[size_t(j * e.n + i)];
+    h.entries.push_back(std::move(e));
+  }
+  h.chunk_count = uint32_t(chunks.size());
+  h.chunk_size = chunks.empty() ? 0 : uint32_t(chunks[0].size());
+  return h;
+}
+
+void write_hessian_gguf(const std::string& path, const Hessians& h) {
+  GgufWriter w(path);
+  w.set_str("general.type", "samq.hessian");
+  w.set_u32("samq.hessian.chunk_count", h.chunk_count);
+  w.set_u32("samq.hessian.chunk_size", h.chunk_size);
+  w.set_str("samq.hessian.calib_sha256", h.calib_sha256.empty() ? "unknown" : h.calib_sha256);
+  std::vector<const HessianEntry*> sorted;
+  for (const auto& e : h.entries) sorted.push_back(&e);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->name < b->name; });
+  std::vector<std::string> aliases;
+  for (const auto* e : sorted)
+    for (size_t i = 1; i < e->serves.size(); ++i) aliases.push_back(e->serves[i] + "=" + e->name);
+  w.set_arr_str("samq.hessian.aliases", aliases);
+  for (const auto* e : sorted) {
+    if (e->name.size() + 8 > kGgufMaxNameLen) fail("hessian: tensor name '{}' too long for GGUF", e->name);
+    w.add_tensor_info(e->name + ".hessian", GgmlType::F32, {e->n, e->n});
+    w.add_tensor_info(e->name + ".counts", GgmlType::F32, {1});
+  }
+  w.write_header();
+  size_t i = 0;
+  for (const auto* e : sorted) {
+    std::vector<float> s(e->sum.begin(), e->sum.end());
+    w.write_tensor_data(i++, s.data(), s.size() * sizeof(float));
+    const float c = float(e->count);
+    w.write_tensor_data(i++, &c, sizeof(float));
+  }
+  w.finish();
+}
+
+}  // namespace samq

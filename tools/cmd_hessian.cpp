@@ -1,0 +1,55 @@
+// samq hessian MODEL --calib F -o H.gguf: input Hessians (sum of x x^T over calibration tokens) of
+// every linear layer, for `samq quantize --hessian` (GPTQ, quant/gptq.h). Forward only.
+#include <cstdio>
+#include <memory>
+
+#include "analyze/calibration.h"
+#include "analyze/hessian.h"
+#include "backend/ops.h"
+#include "command.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+
+namespace samq::cli {
+namespace {
+
+struct HessianArgs {
+  std::string model, calib, out;
+  int64_t ctx = 512;
+  int64_t tokens = 65536;
+};
+
+int run_hessian(const HessianArgs& a) {
+  auto m = Model::load(a.model);
+  const Tokenizer tok = m->gguf ? Tokenizer::from_gguf(*m->gguf) : Tokenizer::from_hf_dir(a.model, m->hparams.n_vocab);
+  const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
+  std::fprintf(stderr, "samq hessian: %s, %zu chunks of %lld tokens from %s, %d threads\n", a.model.c_str(),
+               calib.chunks.size(), (long long)a.ctx, a.calib.c_str(), num_threads());
+  Hessians h = collect_hessians(*m, cpu_ops(), calib.chunks);
+  h.calib_sha256 = calib.sha256;
+  write_hessian_gguf(a.out, h);
+  size_t weights = 0;
+  for (const auto& e : h.entries) weights += e.serves.size();
+  std::fprintf(stderr, "samq hessian: wrote %s (%zu inputs serving %zu weights, %lld tokens)\n", a.out.c_str(),
+               h.entries.size(), weights, (long long)calib.n_tokens());
+  return 0;
+}
+
+std::function<int()> setup(CLI::App& sub) {
+  auto a = std::make_shared<HessianArgs>();
+  sub.add_option("model", a->model, "Model: HF directory or GGUF (F32/F16/BF16)")->required();
+  sub.add_option("--calib", a->calib, "Calibration text (UTF-8)")->required();
+  sub.add_option("-o,--output", a->out, "Output Hessian file (GGUF, general.type samq.hessian)")->required();
+  sub.add_option("--ctx", a->ctx, "Tokens per calibration chunk")->capture_default_str();
+  sub.add_option("--tokens", a->tokens, "Calibration tokens to use (whole chunks; <= 0: the whole file)")
+      ->capture_default_str();
+  return [a] { return run_hessian(*a); };
+}
+
+}  // namespace
+
+SAMQ_COMMAND(hessian, 32, "Collect each linear layer's input Hessian (sum x x^T) for GPTQ: MODEL --calib F -o H.gguf", setup);
+
+}  // namespace samq::cli
