@@ -3,6 +3,8 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 #include "backend/cpu/act_quant.h"
 #include "backend/cpu/quant_dot_kernels.h"

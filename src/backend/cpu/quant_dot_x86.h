@@ -80,11 +80,24 @@ inline __m128i k4_min_term(const int16_t* bsums, __m128i mins16) {
   return _mm_madd_epi16(mins16, p16);
 }
 
+// Per activation block, computed once per call: the 8 sums of 32 codes (bsums pairs).
+struct K4Aux {
+  __m128i p16;
+};
+inline void k4_prep(const block_q8_K* x, int64_t nb, K4Aux* a) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i pairs = _mm256_madd_epi16(load(x[b].bsums), _mm256_set1_epi16(1));
+    a[b].p16 = _mm_packs_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256(pairs, 1));
+  }
+}
+
 struct KQ4K {
   using W = block_q4_K;
   using X = block_q8_K;
+  using A = K4Aux;
+  static void prep(const X* x, int64_t nb, A* a) { k4_prep(x, nb, a); }
   template <int NT>
-  static inline void block(const W& w, const X* const* x, __m256* acc, float*) {
+  static inline void block(const W& w, const X* const* x, const A* const* aux, __m256* acc, float*) {
     uint64_t sc8, mn8;
     k4_scales(w.scales, sc8, mn8);
     const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(sc8))));
@@ -103,7 +116,7 @@ struct KQ4K {
     const float d = h2f(w.d), dm = h2f(w.dmin);
     for (int t = 0; t < NT; ++t) {
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), cvt(is[t]), acc[t]);
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dm * x[t]->d), cvt128(k4_min_term(x[t]->bsums, mn)), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dm * x[t]->d), cvt128(_mm_madd_epi16(mn, aux[t]->p16)), acc[t]);
     }
   }
 };
@@ -111,8 +124,10 @@ struct KQ4K {
 struct KQ5K {
   using W = block_q5_K;
   using X = block_q8_K;
+  using A = K4Aux;
+  static void prep(const X* x, int64_t nb, A* a) { k4_prep(x, nb, a); }
   template <int NT>
-  static inline void block(const W& w, const X* const* x, __m256* acc, float*) {
+  static inline void block(const W& w, const X* const* x, const A* const* aux, __m256* acc, float*) {
     uint64_t sc8, mn8;
     k4_scales(w.scales, sc8, mn8);
     const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(sc8))));
@@ -135,7 +150,7 @@ struct KQ5K {
     const float d = h2f(w.d), dm = h2f(w.dmin);
     for (int t = 0; t < NT; ++t) {
       acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[t]->d), cvt(is[t]), acc[t]);
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dm * x[t]->d), cvt128(k4_min_term(x[t]->bsums, mn)), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(-dm * x[t]->d), cvt128(_mm_madd_epi16(mn, aux[t]->p16)), acc[t]);
     }
   }
 };
@@ -311,14 +326,18 @@ template <class Unpack, class Wt>
 struct KSym32 {  // w = d * signed int8 codes; activations Q8_0
   using W = Wt;
   using X = block_q8_0;
+  using A = float;  // activation scale as f32, converted once per call
+  static void prep(const X* x, int64_t nb, A* a) {
+    for (int64_t b = 0; b < nb; ++b) a[b] = h2f(x[b].d);
+  }
   template <int NT>
-  static inline void block(const W& w, const X* const* x, __m256* acc, float*) {
+  static inline void block(const W& w, const X* const* x, const A* const* aux, __m256* acc, float*) {
     const __m256i ws = Unpack::get(w);
     const __m256i aw = _mm256_abs_epi8(ws);
     const float d = h2f(w.d);
     for (int t = 0; t < NT; ++t) {
       const __m256i p = dot_u8s8(aw, _mm256_sign_epi8(load(x[t]->qs), ws));
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * h2f(x[t]->d)), cvt(p), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * *aux[t]), cvt(p), acc[t]);
     }
   }
 };
@@ -343,13 +362,19 @@ template <class Unpack, class Wt>
 struct KAff32 {  // w = d * unsigned code + m; activations Q8_1 (s = d * sum q)
   using W = Wt;
   using X = block_q8_1;
+  struct A {
+    float d, s;
+  };
+  static void prep(const X* x, int64_t nb, A* a) {
+    for (int64_t b = 0; b < nb; ++b) a[b] = {h2f(x[b].d), h2f(x[b].s)};
+  }
   template <int NT>
-  static inline void block(const W& w, const X* const* x, __m256* acc, float* extra) {
+  static inline void block(const W& w, const X* const* x, const A* const* aux, __m256* acc, float* extra) {
     const __m256i wu = Unpack::get(w);
     const float d = h2f(w.d), m = h2f(w.m);
     for (int t = 0; t < NT; ++t) {
-      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * h2f(x[t]->d)), cvt(dot_u8s8(wu, load(x[t]->qs))), acc[t]);
-      extra[t] += m * h2f(x[t]->s);
+      acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * aux[t]->d), cvt(dot_u8s8(wu, load(x[t]->qs))), acc[t]);
+      extra[t] += m * aux[t]->s;
     }
   }
 };
@@ -361,21 +386,43 @@ struct UQ5_1 {
 };
 
 // ---- drivers ----
-template <class K, int NT>
-inline void pass(const typename K::W* w, const uint8_t* x0, int64_t x_bytes, int64_t nb, float* y, int64_t ys) {
+// Kernels with a per-activation-block precomputation (K::A, K::prep) get it once per call.
+template <class K>
+concept HasAux = requires { typename K::A; };
+struct NoAux {};
+template <class K>
+struct AuxOf {
+  using type = NoAux;
+};
+template <HasAux K>
+struct AuxOf<K> {
+  using type = typename K::A;
+};
+
+template <class K, int NT, class A>
+inline void pass(const typename K::W* w, const uint8_t* x0, int64_t x_bytes, const A* a0, int64_t nb, float* y,
+                 int64_t ys) {
   using X = typename K::X;
   __m256 acc[NT];
   float extra[NT];
   const X* xr[NT];
+  const A* ar[NT];
   for (int t = 0; t < NT; ++t) {
     acc[t] = _mm256_setzero_ps();
     extra[t] = 0;
     xr[t] = reinterpret_cast<const X*>(x0 + t * x_bytes);
+    ar[t] = a0 + t * nb;
   }
   for (int64_t b = 0; b < nb; ++b) {
     const X* xb[NT];
     for (int t = 0; t < NT; ++t) xb[t] = xr[t] + b;
-    K::template block<NT>(w[b], xb, acc, extra);
+    if constexpr (HasAux<K>) {
+      const A* ab[NT];
+      for (int t = 0; t < NT; ++t) ab[t] = ar[t] + b;
+      K::template block<NT>(w[b], xb, ab, acc, extra);
+    } else {
+      K::template block<NT>(w[b], xb, acc, extra);
+    }
   }
   for (int t = 0; t < NT; ++t) y[t * ys] = hsum(acc[t]) + extra[t];
 }
@@ -383,15 +430,27 @@ inline void pass(const typename K::W* w, const uint8_t* x0, int64_t x_bytes, int
 template <class K>
 void rows(const Args& a) {
   using W = typename K::W;
+  using X = typename K::X;
+  using A = typename AuxOf<K>::type;
+  static thread_local std::vector<A> aux_buf;
+  const A* aux = nullptr;
+  if constexpr (HasAux<K>) {
+    if (int64_t(aux_buf.size()) < a.n_tok * a.nb) aux_buf.resize(a.n_tok * a.nb);
+    for (int64_t t = 0; t < a.n_tok; ++t)
+      K::prep(reinterpret_cast<const X*>(a.x + t * a.x_bytes), a.nb, aux_buf.data() + t * a.nb);
+    aux = aux_buf.data();
+  }
   for (int64_t r = 0; r < a.nrows; ++r) {
     const W* w = reinterpret_cast<const W*>(a.w + r * a.row_bytes);
     float* y = a.y + r;
     int64_t t = 0;
-    for (; t + 4 <= a.n_tok; t += 4) pass<K, 4>(w, a.x + t * a.x_bytes, a.x_bytes, a.nb, y + t * a.y_stride, a.y_stride);
+    auto at = [&](int64_t tt) { return HasAux<K> ? aux + tt * a.nb : aux; };
+    for (; t + 4 <= a.n_tok; t += 4)
+      pass<K, 4>(w, a.x + t * a.x_bytes, a.x_bytes, at(t), a.nb, y + t * a.y_stride, a.y_stride);
     switch (a.n_tok - t) {
-      case 3: pass<K, 3>(w, a.x + t * a.x_bytes, a.x_bytes, a.nb, y + t * a.y_stride, a.y_stride); break;
-      case 2: pass<K, 2>(w, a.x + t * a.x_bytes, a.x_bytes, a.nb, y + t * a.y_stride, a.y_stride); break;
-      case 1: pass<K, 1>(w, a.x + t * a.x_bytes, a.x_bytes, a.nb, y + t * a.y_stride, a.y_stride); break;
+      case 3: pass<K, 3>(w, a.x + t * a.x_bytes, a.x_bytes, at(t), a.nb, y + t * a.y_stride, a.y_stride); break;
+      case 2: pass<K, 2>(w, a.x + t * a.x_bytes, a.x_bytes, at(t), a.nb, y + t * a.y_stride, a.y_stride); break;
+      case 1: pass<K, 1>(w, a.x + t * a.x_bytes, a.x_bytes, at(t), a.nb, y + t * a.y_stride, a.y_stride); break;
       default: break;
     }
   }
