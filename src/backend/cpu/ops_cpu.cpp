@@ -4,13 +4,14 @@
 //   (chunks of kDecodeRows) against every token by dot_rows; no f32 weight row exists.
 // - matmul, many tokens (prefill, evaluation): per weight type, either the same fused integer
 //   dot over blocks of kTokBlock tokens (quantized activations stay in L1/L2), or weight rows
-//   dequantized tile by tile into f32 (kTileRows rows, parallel over tiles) and multiplied with
+//   dequantized tile by tile into f32 (sgemm_tile_rows, parallel over tiles) and multiplied with
 //   OpenBLAS sgemm (single-threaded inside our own parallel loop). prefill_path() picks.
 // - matmul without a fused kernel (or with exact f32 activations on a quantized weight): rows
 //   dequantized to f32 and dotted by the AVX-512/AVX2 kernel of simd.h.
 // - rope: cos/sin per (position, frequency) from a per-thread table, computed once per RoPE
 //   configuration and position (same float values as computing them per call).
-// - attention: parallel over (token, head); scores by SIMD dot products, values by axpy.
+// - attention, few queries (decode): parallel over (token, head); scores by SIMD dot products,
+//   values by axpy. Many queries (prefill): per (head, block of queries) by two sgemm calls.
 // Tile and chunk boundaries never depend on the thread count, so results do not either.
 // Every op is tested against reference_ops() in tests/backend/.
 #include <cblas.h>
@@ -32,9 +33,17 @@ namespace samq {
 namespace {
 
 constexpr int64_t kSgemmMinTokens = 8;  // below this, row-wise dot products win
-constexpr int64_t kTileRows = 64;       // sgemm path: rows dequantized per tile
 constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
 constexpr int64_t kTokBlock = 64;       // fused path, many tokens: tokens per dot_rows call
+constexpr int64_t kAttnBlockMinTokens = 16;  // attention by sgemm blocks from this many queries
+constexpr int64_t kAttnBlock = 32;           // queries per attention block
+
+// sgemm path: rows of W dequantized per tile. A quarter of the rows (multiple of 16, 64..256),
+// from the shape only: OpenBLAS repacks the activations for every tile, so tiles are large,
+// but a matrix still splits into a few tiles for the threads.
+int64_t sgemm_tile_rows(int64_t rows) {
+  return std::clamp<int64_t>((rows / 4 + 15) / 16 * 16, 64, 256);
+}
 
 // Thread-local scratch that only grows.
 template <class T>
@@ -49,19 +58,16 @@ const bool g_blas_single = [] {
   return true;
 }();
 
-// Many-token matmul: fused integer dot or dequantize + sgemm, per weight type (measured with
-// bench/bench_engine --prefill-path on refcode-32m; SAMQ_PREFILL_PATH=sgemm|fused overrides).
+// Many-token matmul: fused integer dot or dequantize + sgemm. Measured on refcode-32m, 512-token
+// prefill, 1 thread (bench_engine --no-llama --only pp, SAMQ_PREFILL_PATH=fused|sgemm):
+// Q4_K_M file 511 vs 572 tokens/s, Q8_0 file 386 vs 579: sgemm for every type for now (the
+// fused kernels take 1 weight row x 4 tokens per pass; a register-blocked int8 tile would be
+// needed to win). SAMQ_PREFILL_PATH=sgemm|fused overrides.
 enum class PrefillPath { Sgemm, Fused };
-PrefillPath prefill_path(GgmlType t) {
-  static const char* env = std::getenv("SAMQ_PREFILL_PATH");
-  if (env && !std::strcmp(env, "sgemm")) return PrefillPath::Sgemm;
+PrefillPath prefill_path(GgmlType) {
+  const char* env = std::getenv("SAMQ_PREFILL_PATH");  // read per call (tests switch it)
   if (env && !std::strcmp(env, "fused")) return PrefillPath::Fused;
-  switch (t) {
-    case GgmlType::F32:
-    case GgmlType::F16:
-    case GgmlType::BF16: return PrefillPath::Sgemm;
-    default: return PrefillPath::Fused;
-  }
+  return PrefillPath::Sgemm;
 }
 
 // RoPE cos/sin for positions 0..n_pos-1 of one configuration, per thread.
@@ -160,16 +166,17 @@ class CpuOps final : public Ops {
     return xr;
   }
 
-  // Tiles of kTileRows weight rows dequantized to f32, OpenBLAS sgemm per tile.
+  // Tiles of sgemm_tile_rows(rows) weight rows dequantized to f32, OpenBLAS sgemm per tile.
   static void matmul_sgemm(const float* x_in, int64_t n, const WeightView& w, cpu::ActType at, const float* bias,
                            float* y) {
     const int64_t cols = w.cols;
     const float* x = rounded(x_in, n, cols, at);
-    // Tiles of kTileRows rows whatever the thread count, so results do not depend on it.
-    parallel_for(w.rows, kTileRows, [&](int64_t b0, int64_t b1) {
+    // Tiles fixed by the shape whatever the thread count, so results do not depend on it.
+    const int64_t tile_rows = sgemm_tile_rows(w.rows);
+    parallel_for(w.rows, tile_rows, [&](int64_t b0, int64_t b1) {
       static thread_local std::vector<float> buf;
-      for (int64_t r0 = b0; r0 < b1; r0 += kTileRows) {
-        const int64_t r1 = std::min(b1, r0 + kTileRows);
+      for (int64_t r0 = b0; r0 < b1; r0 += tile_rows) {
+        const int64_t r1 = std::min(b1, r0 + tile_rows);
         const float* tile;
         if (w.type == GgmlType::F32) {
           tile = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes);
@@ -276,6 +283,7 @@ class CpuOps final : public Ops {
   }
 
   void attention(const AttentionArgs& a) const override {
+    if (a.n_tokens >= kAttnBlockMinTokens && !a.probs) return attention_blocked(a);
     const int64_t hd = a.head_dim, group = a.n_head / a.n_head_kv;
     const int64_t qw = a.n_head * hd, kw = a.n_head_kv * hd;
     parallel_for(a.n_tokens * a.n_head, 4, [&](int64_t i0, int64_t i1) {
@@ -290,9 +298,7 @@ class CpuOps final : public Ops {
           sc[j] = cpu::dot_f32(q, a.k + j * kw + hk * hd, hd) * a.scale;
           mx = std::max(mx, sc[j]);
         }
-        float sum = 0;
-        for (int64_t j = 0; j <= last; ++j) sum += (sc[j] = std::exp(sc[j] - mx));
-        const float inv = 1.0f / sum;
+        const float inv = 1.0f / cpu::exp_sub_sum(sc, last + 1, mx);
         float* o = a.out + t * qw + h * hd;
         std::fill(o, o + hd, 0.0f);
         for (int64_t j = 0; j <= last; ++j) cpu::axpy_f32(sc[j] * inv, a.v + j * kw + hk * hd, o, hd);
@@ -304,24 +310,50 @@ class CpuOps final : public Ops {
     });
   }
 
-  void swiglu(const float* gate, const float* up, int64_t n, float* y) const override {
-    parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const float g = gate[i];
-        y[i] = g / (1.0f + std::exp(-g)) * up[i];
+  // Many queries (prefill): per (head, block of kAttnBlock queries), scores S = scale * Q K^T
+  // over the keys the block can see and O = softmax(S) V, both by sgemm; rows past a query's
+  // position are masked. Blocks are fixed by the token count, not the thread count.
+  static void attention_blocked(const AttentionArgs& a) {
+    const int64_t hd = a.head_dim, group = a.n_head / a.n_head_kv;
+    const int64_t qw = a.n_head * hd, kw = a.n_head_kv * hd;
+    const int64_t nqb = (a.n_tokens + kAttnBlock - 1) / kAttnBlock;
+    parallel_for(a.n_head * nqb, 1, [&](int64_t i0, int64_t i1) {
+      static thread_local std::vector<float> buf;
+      for (int64_t it = i0; it < i1; ++it) {
+        const int64_t h = it / nqb, hk = h / group;
+        const int64_t t0 = (it % nqb) * kAttnBlock, t1 = std::min(a.n_tokens, t0 + kAttnBlock), bq = t1 - t0;
+        int64_t n_keys = 0;
+        for (int64_t t = t0; t < t1; ++t) n_keys = std::max<int64_t>(n_keys, std::min<int64_t>(a.pos[t], a.n_kv - 1) + 1);
+        float* S = scratch(buf, bq * n_keys);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(bq), int(n_keys), int(hd), a.scale,
+                    a.q + t0 * qw + h * hd, int(qw), a.k + hk * hd, int(kw), 0.0f, S, int(n_keys));
+        for (int64_t i = 0; i < bq; ++i) {
+          float* sc = S + i * n_keys;
+          const int64_t last = std::min<int64_t>(a.pos[t0 + i], a.n_kv - 1);
+          const float mx = cpu::max_f32(sc, last + 1);
+          const float inv = 1.0f / cpu::exp_sub_sum(sc, last + 1, mx);
+          cpu::scale_mul(sc, inv, nullptr, sc, last + 1);
+          std::fill(sc + last + 1, sc + n_keys, 0.0f);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(bq), int(hd), int(n_keys), 1.0f, S, int(n_keys),
+                    a.v + hk * hd, int(kw), 0.0f, a.out + t0 * qw + h * hd, int(qw));
       }
     });
+  }
+
+  void swiglu(const float* gate, const float* up, int64_t n, float* y) const override {
+    if (n >= (1 << 15))
+      parallel_for(n, 1 << 14, [&](int64_t i0, int64_t i1) { cpu::silu_mul(gate + i0, up + i0, y + i0, i1 - i0); });
+    else
+      cpu::silu_mul(gate, up, y, n);
   }
 
   void softmax(float* x, int64_t n, int64_t d) const override {
     parallel_for(n, 4, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         float* r = x + t * d;
-        const float mx = *std::max_element(r, r + d);
-        float sum = 0;
-        for (int64_t i = 0; i < d; ++i) sum += (r[i] = std::exp(r[i] - mx));
-        const float inv = 1.0f / sum;
-        for (int64_t i = 0; i < d; ++i) r[i] *= inv;
+        const float inv = 1.0f / cpu::exp_sub_sum(r, d, cpu::max_f32(r, d));
+        cpu::scale_mul(r, inv, nullptr, r, d);
       }
     });
   }

@@ -1,5 +1,7 @@
 #include "backend/cpu/simd.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <immintrin.h>
 
@@ -23,6 +25,20 @@ void scale_mul_scalar(const float* x, float s, const float* w, float* y, int64_t
 }
 void add_scalar(const float* a, const float* b, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = a[i] + b[i];
+}
+
+float exp_sub_sum_scalar(float* x, int64_t n, float m) {
+  float s = 0;
+  for (int64_t i = 0; i < n; ++i) s += (x[i] = std::exp(x[i] - m));
+  return s;
+}
+float max_scalar(const float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+void silu_mul_scalar(const float* g, const float* u, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
 }
 
 __attribute__((target("avx2,fma"))) void scale_mul_avx2(const float* x, float s, const float* w, float* y, int64_t n) {
@@ -109,17 +125,77 @@ __attribute__((target("avx512f"))) void add_avx512(const float* a, const float* 
   add_scalar(a + i, b + i, y + i, n - i);
 }
 
+// exp(x) for 16 floats: x = n ln2 + r, |r| <= ln2/2 (Cody-Waite, two-part ln2), e^r by the
+// Cephes expf polynomial, times 2^n by scalef (exact, underflows to 0, overflows to inf).
+__attribute__((target("avx512f"))) inline __m512 exp512(__m512 x) {
+  // min/max return their second operand when one is NaN: NaN passes through.
+  x = _mm512_max_ps(_mm512_set1_ps(-110.0f), _mm512_min_ps(_mm512_set1_ps(100.0f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+__attribute__((target("avx512f"))) float exp_sub_sum_avx512(float* x, int64_t n, float m) {
+  const __m512 vm = _mm512_set1_ps(m);
+  __m512 s = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+    _mm512_storeu_ps(x + i, e);
+    s = _mm512_add_ps(s, e);
+  }
+  if (i < n) {
+    const __mmask16 k = __mmask16((1u << (n - i)) - 1);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm));
+    _mm512_mask_storeu_ps(x + i, k, e);
+    s = _mm512_add_ps(s, _mm512_maskz_mov_ps(k, e));
+  }
+  return _mm512_reduce_add_ps(s);
+}
+__attribute__((target("avx512f"))) float max_avx512(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+  if (i < n) m = _mm512_mask_max_ps(m, __mmask16((1u << (n - i)) - 1), m, _mm512_maskz_loadu_ps(__mmask16((1u << (n - i)) - 1), x + i));
+  return _mm512_reduce_max_ps(m);
+}
+__attribute__((target("avx512f"))) void silu_mul_avx512(const float* g, const float* u, float* y, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 vg = _mm512_loadu_ps(g + i);
+    const __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), vg));
+    _mm512_storeu_ps(y + i, _mm512_mul_ps(_mm512_div_ps(vg, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+  }
+  silu_mul_scalar(g + i, u + i, y + i, n - i);
+}
+
 struct Table {
   float (*dot)(const float*, const float*, int64_t);
   void (*axpy)(float, const float*, float*, int64_t);
   void (*scale_mul)(const float*, float, const float*, float*, int64_t);
   void (*add)(const float*, const float*, float*, int64_t);
+  float (*exp_sub_sum)(float*, int64_t, float);
+  float (*max)(const float*, int64_t);
+  void (*silu_mul)(const float*, const float*, float*, int64_t);
   const char* name;
 };
 
-constexpr Table kScalar{dot_scalar, axpy_scalar, scale_mul_scalar, add_scalar, "scalar"};
-constexpr Table kAvx2{dot_avx2, axpy_avx2, scale_mul_avx2, add_avx2, "avx2"};
-constexpr Table kAvx512{dot_avx512, axpy_avx512, scale_mul_avx512, add_avx512, "avx512"};
+constexpr Table kScalar{dot_scalar,         axpy_scalar, scale_mul_scalar, add_scalar, exp_sub_sum_scalar,
+                        max_scalar,         silu_mul_scalar, "scalar"};
+constexpr Table kAvx2{dot_avx2,           axpy_avx2,  scale_mul_avx2,  add_avx2, exp_sub_sum_scalar,
+                      max_scalar,         silu_mul_scalar, "avx2"};
+constexpr Table kAvx512{dot_avx512,         axpy_avx512, scale_mul_avx512, add_avx512, exp_sub_sum_avx512,
+                        max_avx512,         silu_mul_avx512, "avx512"};
 
 Table detect() {
   __builtin_cpu_init();
@@ -139,6 +215,9 @@ float dot_f32(const float* a, const float* b, int64_t n) { return table().dot(a,
 void axpy_f32(float a, const float* x, float* y, int64_t n) { table().axpy(a, x, y, n); }
 void scale_mul(const float* x, float s, const float* w, float* y, int64_t n) { table().scale_mul(x, s, w, y, n); }
 void add_f32(const float* a, const float* b, float* y, int64_t n) { table().add(a, b, y, n); }
+float exp_sub_sum(float* x, int64_t n, float m) { return table().exp_sub_sum(x, n, m); }
+float max_f32(const float* x, int64_t n) { return table().max(x, n); }
+void silu_mul(const float* g, const float* u, float* y, int64_t n) { table().silu_mul(g, u, y, n); }
 const char* simd_level() { return table().name; }
 
 bool force_simd_level(const char* level) {

@@ -13,6 +13,14 @@ void axpy_f32(float a, const float* x, float* y, int64_t n);
 void scale_mul(const float* x, float s, const float* w, float* y, int64_t n);
 // y[i] = a[i] + b[i]; y may alias a or b.
 void add_f32(const float* a, const float* b, float* y, int64_t n);
+// x[i] = exp(x[i] - m) in place; returns the sum of the new x[i]. The AVX-512 exp is a
+// degree-6 polynomial after range reduction (max relative error ~2 ulp against std::exp,
+// tested), with correct underflow to 0 and overflow to inf.
+float exp_sub_sum(float* x, int64_t n, float m);
+// max of x[0..n) (n >= 1)
+float max_f32(const float* x, int64_t n);
+// y[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u; y may alias g or u.
+void silu_mul(const float* g, const float* u, float* y, int64_t n);
 // Which path dot_f32 takes on this machine: "avx512", "avx2" or "scalar".
 const char* simd_level();
 // For tests: force a level ("avx512", "avx2", "scalar"); returns false if unsupported here.

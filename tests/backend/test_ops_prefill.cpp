@@ -1,0 +1,105 @@
+// The many-token paths of cpu_ops() against reference_ops(): blocked attention (sgemm over
+// blocks of queries, causal mask, GQA, a KV cache with earlier tokens), matmul tiles of large
+// matrices on both prefill paths, and independence of the thread count.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "backend/ops.h"
+#include "core/fp16.h"
+#include "core/parallel.h"
+#include "quant/quantize.h"
+
+using namespace samq;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  float m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace
+
+TEST(OpsPrefill, BlockedAttentionMatchesReference) {
+  // 16+ queries take the blocked path; 75 = two full blocks of 32 and a partial one.
+  for (int64_t n : {16, 75}) {
+    for (int64_t past : {0, 9}) {
+      const int64_t H = 6, Hkv = 2, hd = 24, nkv = past + n;
+      const auto q = randn(n * H * hd, 1), k = randn(nkv * Hkv * hd, 2), v = randn(nkv * Hkv * hd, 3);
+      std::vector<int32_t> pos(n);
+      for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(past + i);
+      std::vector<float> oa(n * H * hd), ob(n * H * hd, 7.0f);
+      AttentionArgs a{n, nkv, H, Hkv, hd, q.data(), k.data(), v.data(), pos.data(), 0.2f, oa.data(), nullptr};
+      reference_ops().attention(a);
+      a.out = ob.data();
+      cpu_ops().attention(a);
+      EXPECT_LT(max_abs_diff(oa, ob), 1e-5) << "n=" << n << " past=" << past;
+      // thread count does not change the result
+      std::vector<float> oc(n * H * hd);
+      a.out = oc.data();
+      set_num_threads(1);
+      cpu_ops().attention(a);
+      set_num_threads(2);
+      EXPECT_EQ(ob, oc);
+      set_num_threads(0);
+    }
+  }
+}
+
+TEST(OpsPrefill, BlockedAttentionFirstQuerySeesOnlyFirstKey) {
+  // Query at position 0 must return value row 0 exactly (one visible key, weight 1).
+  const int64_t n = 40, H = 2, Hkv = 1, hd = 8;
+  const auto q = randn(n * H * hd, 4), k = randn(n * Hkv * hd, 5, 10.0f), v = randn(n * Hkv * hd, 6);
+  std::vector<int32_t> pos(n);
+  for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(i);
+  std::vector<float> o(n * H * hd);
+  AttentionArgs a{n, n, H, Hkv, hd, q.data(), k.data(), v.data(), pos.data(), 1.0f, o.data(), nullptr};
+  cpu_ops().attention(a);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t i = 0; i < hd; ++i) EXPECT_FLOAT_EQ(o[h * hd + i], v[i]);
+}
+
+TEST(OpsPrefill, LargeMatmulBothPathsMatchReferenceAndThreadCount) {
+  // 600 rows: sgemm tiles of 160 rows (last one partial); 40 tokens.
+  const int64_t rows = 600, cols = 512, n = 40;
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::F16}) {
+    const auto src = randn(rows * cols, 11, 0.5f);
+    const int64_t rb = ggml_row_size(t, cols);
+    std::vector<uint8_t> bytes(rows * rb);
+    if (t == GgmlType::F16)
+      for (int64_t i = 0; i < rows * cols; ++i) reinterpret_cast<uint16_t*>(bytes.data())[i] = f32_to_fp16(src[i]);
+    else
+      for (int64_t r = 0; r < rows; ++r) quantize_row(t, &src[r * cols], &bytes[r * rb], cols, nullptr);
+    const WeightView w{t, rows, cols, bytes.data(), rb};
+    const auto x = randn(n * cols, 12);
+    const auto bias = randn(rows, 13);
+    std::vector<float> yr(n * rows);
+    reference_ops().matmul(x.data(), n, w, bias.data(), yr.data());
+    for (const char* path : {"sgemm", "fused", ""}) {
+      setenv("SAMQ_PREFILL_PATH", path, 1);  // "": the per-type default
+      std::vector<float> y1(n * rows), y2(n * rows);
+      set_num_threads(1);
+      cpu_ops().matmul(x.data(), n, w, bias.data(), y1.data());
+      set_num_threads(2);
+      cpu_ops().matmul(x.data(), n, w, bias.data(), y2.data());
+      set_num_threads(0);
+      EXPECT_LT(max_abs_diff(yr, y1), 2e-4 * std::sqrt(double(cols))) << ggml_type_name(t);
+      EXPECT_EQ(y1, y2) << ggml_type_name(t);
+    }
+    unsetenv("SAMQ_PREFILL_PATH");
+  }
+}
