@@ -82,8 +82,26 @@ KeepRule parse_keep(const std::string& text) {
   return k;
 }
 
+static bool has_signal(const Sensitivity& s, const std::string& name) {
+  if (!s.raw.is_object() || !s.raw.contains("tensors")) return false;
+  const json& ts = s.raw.at("tensors");
+  for (size_t i = 0; i < s.tensors.size() && i < ts.size(); ++i) {
+    if (!s.tensors[i].quantizable || !ts[i].contains("candidates")) continue;
+    for (const auto& c : ts[i].at("candidates"))
+      if (!c.contains("signals") || !c.at("signals").contains(name)) return false;
+  }
+  return true;
+}
+
+std::string resolve_signal(const Sensitivity& s, const PlanOptions& o) {
+  if (!o.signal.empty()) return o.signal;
+  if (o.budget_kind == "max-kld" && has_signal(s, "fisher_emp_full")) return "fisher_emp_full";
+  return "dloss";
+}
+
 Plan make_plan(const Sensitivity& s_in, const PlanOptions& o) {
-  const Sensitivity s = with_signal(s_in, o.signal);
+  const std::string signal = resolve_signal(s_in, o);
+  const Sensitivity s = with_signal(s_in, signal);
   Plan p;
   p.samq_version = o.samq_version;
   p.sensitivity_path = s.path;
@@ -95,7 +113,7 @@ Plan make_plan(const Sensitivity& s_in, const PlanOptions& o) {
   p.budget.value = o.budget_value;
   p.options = {{"policy", o.policy}};
   if (o.policy == "threshold") p.options["top"] = o.threshold_top;
-  if (!o.signal.empty() && o.signal != "dloss") p.options["signal"] = o.signal;
+  if (signal != "dloss") p.options["signal"] = signal;
   if (!o.types.empty()) {
     json ts = json::array();
     for (auto t : o.types) ts.push_back(std::string(ggml_type_name(t)));

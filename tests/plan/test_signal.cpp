@@ -87,3 +87,36 @@ TEST(PlanSignal, MissingSignalNamesTensorAndAlternatives) {
   o.signal = "alt";
   EXPECT_THROW(make_plan(bare, o), std::exception);
 }
+
+// The default signal: the report's dloss for size budgets, the empirical Fisher (when the report
+// has it) for --max-kld, whose bound then holds on that signal's sum.
+TEST(PlanSignal, DefaultIsEmpiricalFisherForMaxKldOnly) {
+  auto j = with_alt(4);
+  for (auto& t : j["tensors"])
+    for (auto it = t["candidates"].begin(); it != t["candidates"].end(); ++it)
+      it.value()["signals"]["fisher_emp_full"] = it.value()["signals"]["alt"];
+  const Sensitivity s = parse_sensitivity(j, "emp.json");
+  const Sensitivity oracle = parse_sensitivity(dloss_from(j, "alt"), "oracle.json");
+  PlanOptions o;
+  o.budget_kind = "target-size";
+  o.budget_value = 20542368;
+  EXPECT_EQ(resolve_signal(s, o), "dloss");
+  o.budget_kind = "max-kld";
+  o.budget_value = 0.5 * make_plan(s, [] {
+                     PlanOptions q;
+                     q.budget_kind = "target-size";
+                     q.budget_value = 20542368;
+                     q.signal = "alt";
+                     return q;
+                   }()).dloss;
+  EXPECT_EQ(resolve_signal(s, o), "fisher_emp_full");
+  const Plan got = make_plan(s, o);
+  const Plan want = make_plan(oracle, o);
+  EXPECT_EQ(types_of(got), types_of(want));
+  EXPECT_LE(got.dloss, o.budget_value);
+  EXPECT_EQ(got.options.value("signal", ""), "fisher_emp_full");
+  o.signal = "dloss";  // explicit choice wins
+  EXPECT_EQ(resolve_signal(s, o), "dloss");
+  // Without the signal in the report, --max-kld falls back to dloss.
+  EXPECT_EQ(resolve_signal(parse_sensitivity(test::synthetic_sensitivity(4), "bare.json"), PlanOptions{.budget_kind = "max-kld"}), "dloss");
+}
