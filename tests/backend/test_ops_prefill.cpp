@@ -35,8 +35,8 @@ float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 TEST(OpsPrefill, BlockedAttentionMatchesReference) {
-  // 16+ queries take the blocked path; 75 = two full blocks of 32 and a partial one.
-  for (int64_t n : {16, 75}) {
+  // 32+ queries take the blocked path; 75 = two full blocks of 32 and a partial one.
+  for (int64_t n : {32, 75}) {
     for (int64_t past : {0, 9}) {
       const int64_t H = 6, Hkv = 2, hd = 24, nkv = past + n;
       const auto q = randn(n * H * hd, 1), k = randn(nkv * Hkv * hd, 2), v = randn(nkv * Hkv * hd, 3);
