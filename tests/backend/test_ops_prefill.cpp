@@ -103,3 +103,20 @@ TEST(OpsPrefill, LargeMatmulBothPathsMatchReferenceAndThreadCount) {
     unsetenv("SAMQ_PREFILL_PATH");
   }
 }
+
+TEST(OpsPrefill, RopeTableMatchesReferenceIncludingNegativeAndLargePositions) {
+  // cos/sin come from a per-thread table for positions >= 0 (grown on demand), and are
+  // computed per call when a position is negative (the backward pass rotates by -pos).
+  const int64_t H = 2, hd = 8;
+  for (bool neox : {false, true}) {
+    RopeParams p{hd, 10000.0f, 1.0f, neox, nullptr};
+    for (const std::vector<int32_t>& pos : {std::vector<int32_t>{0, 3, 5000, 17}, std::vector<int32_t>{-1, 2, -300, 0},
+                                            std::vector<int32_t>{40, 41, 42, 43}}) {
+      const int64_t n = int64_t(pos.size());
+      auto a = randn(n * H * hd, 21), b = a;
+      reference_ops().rope(a.data(), n, H, hd, pos.data(), p);
+      cpu_ops().rope(b.data(), n, H, hd, pos.data(), p);
+      EXPECT_EQ(a, b) << "neox=" << neox << " first pos " << pos[0];
+    }
+  }
+}

@@ -260,17 +260,32 @@ class CpuOps final : public Ops {
     static thread_local RopeTable tab;
     if (!tab.same(p)) tab.reset(p);
     int64_t maxpos = 0;
+    bool negative = false;  // the backward pass rotates by -pos: computed per call
     for (int64_t t = 0; t < n; ++t) {
-      if (pos[t] < 0) fail("rope: negative position {}", pos[t]);
+      negative |= pos[t] < 0;
       maxpos = std::max<int64_t>(maxpos, pos[t]);
     }
-    tab.grow(maxpos + 1);
+    if (!negative) tab.grow(maxpos + 1);
     const float* cs_all = tab.cs.data();
     const float* sn_all = tab.sn.data();
     auto rows = [&](int64_t t0, int64_t t1) {
+      std::vector<float> own;
+      if (negative) own.resize(2 * half);
       for (int64_t t = t0; t < t1; ++t) {
-        const float* cs = cs_all + pos[t] * half;
-        const float* sn = sn_all + pos[t] * half;
+        const float* cs;
+        const float* sn;
+        if (negative) {
+          for (int64_t i = 0; i < half; ++i) {
+            const double th = double(pos[t]) * double(tab.inv[i]);
+            own[i] = float(std::cos(th));
+            own[half + i] = float(std::sin(th));
+          }
+          cs = own.data();
+          sn = own.data() + half;
+        } else {
+          cs = cs_all + pos[t] * half;
+          sn = sn_all + pos[t] * half;
+        }
         for (int64_t h = 0; h < n_head; ++h) {
           float* v = x + (t * n_head + h) * head_dim;
           if (p.neox) {
