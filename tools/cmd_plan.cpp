@@ -62,7 +62,8 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--types", a->types, "Comma-separated candidate types allowed, e.g. q4_K,q5_K,q6_K,q8_0");
   sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable, first match wins)");
   sub.add_option("--signal", a->signal,
-                 "Cost per candidate: dloss (the report's choice) or one of its candidates' signals, e.g. fisher_emp_full");
+                 "Cost per candidate: dloss (the report's choice) or one of its candidates' signals, e.g. fisher_emp_full "
+                 "(default: dloss for size budgets, fisher_emp_full for --max-kld when the report has it)");
   return [a]() {
     plan::PlanOptions o;
     o.samq_version = SAMQ_VERSION;
