@@ -89,11 +89,28 @@ TEST(LlamaCppFixture, Q4KMAnchor) {
 }
 
 // ---- teacher-forced fixture ----------------------------------------------------------------
-// samq's forward against llama.cpp, teacher-forced at every position of a few hundred-token
-// texts (tests/data/llamacpp/teacher-fixture.json, recorded by tests/node/record_llamacpp_fixture.mjs
-// with the llama.cpp settings written in the fixture), for the BF16 model and the Q4_K_M anchor,
-// in both of samq's modes: prefill (the whole text in one forward) and decode (one token per
-// forward, the KV cache growing). Plus the fixture's greedy continuations.
+// samq's forward against llama.cpp, teacher-forced at every position of 4 texts x 256 tokens of
+// calib.txt (tests/data/llamacpp/teacher-fixture.json, recorded by tests/node/record_llamacpp_fixture.mjs
+// with node-llama-cpp 3.22.1 on this machine's CPU: flash attention off, F16 K/V, 2 threads,
+// batch 512; prefill_alt = the same with flash attention on), for the BF16 model and the Q4_K_M
+// anchor, in both of samq's modes: prefill (the whole text in one forward) and decode (one token
+// per forward, the KV cache growing), plus the fixture's greedy continuations.
+//
+// What limits the agreement (measured, helper M, session 2): not a formula difference but
+// llama.cpp's own rounding noise, amplified by the model. llama.cpp disagrees with itself as much
+// as samq disagrees with it: Q4_K_M, llama.cpp prefill vs its own token-by-token decode: same
+// top-1 98.6 %, mean |Δ log p| 0.026, max 0.38; flash attention on vs off: 98.1 %, mean 0.040,
+// max 0.33 (samq vs llama.cpp: ~98 %, mean 0.040, max ~0.3; samq prefill vs samq decode: 98.6 %,
+// mean 0.038). Moving half of the residual-stream values entering layer 1 by one float ulp
+// changes samq's own top-1 at 1.2 % of the positions of the Q4_K_M model (0.4 % for BF16): every
+// matmul input is rounded to Q8_K (K-quant weights) or bf16, and q/k/v/probabilities to f16, so
+// a one-ulp difference flips roundings that the next layers amplify. llama.cpp's CPU backend on
+// this machine runs Q4_K/Q6_K matmuls through its AMX kernels (per super-block fma of the integer
+// sums) and attention as f16 GEMMs with f16-rounded probabilities; an emulation of the latter
+// (16-lane fma order, f16 probabilities) makes samq's logits of a one-layer cut of the Q4_K_M file
+// equal to llama.cpp's to 2e-6 at 60 of 64 positions (vs 5e-2 today), but it is not in the engine
+// yet. Hence the Q4_K_M bounds below stay under the 99 % and the greedy check treats a
+// top-2 gap below 0.1 as a near-tie (llama.cpp's own FA on/off continuations part at a gap of 0.044).
 // Set SAMQ_FIXTURE_VERBOSE=1 to print the positions that differ most.
 
 namespace teacher {
@@ -230,31 +247,59 @@ void check_greedy(const Model& m, const nlohmann::json& texts, const std::string
   std::printf("%-40s greedy: %d of %d steps identical before any parting\n", name.c_str(), same, steps);
 }
 
+// llama.cpp against itself, from the fixture alone: rows `a` against rows `b` of every text
+// (|Δ log p| over the ids in both top-5 lists).
+Agreement llama_self_agreement(const nlohmann::json& texts, const char* a, const char* b) {
+  Agreement r;
+  for (const auto& t : texts) {
+    for (size_t i = 0; i < t[a].size(); ++i) {
+      const auto &x = t[a][i], &y = t[b][i];
+      ++r.positions;
+      r.same_top += x[0][0] == y[0][0];
+      for (const auto& e : x)
+        for (const auto& f : y)
+          if (e[0] == f[0]) {
+            const double d = std::fabs(e[1].get<double>() - f[1].get<double>());
+            r.max_lp = std::max(r.max_lp, d);
+            r.sum_lp += d;
+            ++r.n_lp;
+          }
+    }
+  }
+  return r;
+}
+
 struct Bounds {
-  double min_same_top;  // fraction of positions with llama.cpp's top-1
-  double max_lp;        // max |Δ log p| over llama.cpp's top-5 at any position
-  double max_greedy_gap;
+  double min_same_top;    // fraction of positions with llama.cpp's top-1
+  double max_mean_lp;     // mean |Δ log p| over llama.cpp's top-5 at all positions
+  double max_lp;          // max |Δ log p| at any position
+  double max_greedy_gap;  // a greedy parting is allowed only after llama.cpp's top-2 gap < this
 };
 
-void check_teacher(const std::string& name, const std::string& path, const Bounds& prefill,
-                 const Bounds& decode) {
+void check_teacher(const std::string& name, const std::string& path, const Bounds& bound) {
   const auto& fx = fixture();
   if (!fx["models"].contains(name)) GTEST_SKIP() << "teacher fixture has no " << name;
   const auto& texts = fx["models"][name]["texts"];
   auto m = Model::load(path);
 
-  Agreement p = prefill_agreement(*m, texts, "prefill");
-  p.print(name + " prefill vs prefill");
-  EXPECT_GE(p.same_frac(), prefill.min_same_top) << name << " prefill";
-  EXPECT_LT(p.max_lp, prefill.max_lp) << name << " prefill";
+  // The noise floor: how much llama.cpp differs from itself (information).
+  if (texts[0].contains("decode")) llama_self_agreement(texts, "prefill", "decode").print(name + " llama.cpp prefill vs its decode");
+  if (texts[0].contains("prefill_alt"))
+    llama_self_agreement(texts, "prefill", "prefill_alt").print(name + " llama.cpp prefill vs prefill_alt");
 
+  auto check = [&](Agreement& a, const std::string& what) {
+    a.print(name + " " + what);
+    EXPECT_GE(a.same_frac(), bound.min_same_top) << name << " " << what;
+    EXPECT_LT(a.sum_lp / double(std::max<int64_t>(a.n_lp, 1)), bound.max_mean_lp) << name << " " << what;
+    EXPECT_LT(a.max_lp, bound.max_lp) << name << " " << what;
+  };
+  Agreement p = prefill_agreement(*m, texts, "prefill");
+  check(p, "samq prefill vs llama.cpp prefill");
   if (texts[0].contains("decode")) {
     Agreement d = decode_agreement(*m, texts, "decode");
-    d.print(name + " decode vs decode");
-    EXPECT_GE(d.same_frac(), decode.min_same_top) << name << " decode";
-    EXPECT_LT(d.max_lp, decode.max_lp) << name << " decode";
+    check(d, "samq decode vs llama.cpp decode");
   }
-  check_greedy(*m, texts, name, prefill.max_greedy_gap);
+  check_greedy(*m, texts, name, bound.max_greedy_gap);
 }
 
 }  // namespace teacher
@@ -269,10 +314,10 @@ TEST(LlamaCppTeacher, Settings) {
 
 TEST(LlamaCppTeacher, Bf16Model) {
   // The HF directory holds exactly the tensors of the BF16 GGUF.
-  teacher::check_teacher("refcode-32m-bf16", test::shared_path("models/refcode-32m"), {0.99, 1.0, 1e-2}, {0.99, 1.0, 1e-2});
+  teacher::check_teacher("refcode-32m-bf16", test::shared_path("models/refcode-32m"), {0.99, 0.01, 0.1, 0.02});
 }
 
 TEST(LlamaCppTeacher, Q4KMAnchor) {
   teacher::check_teacher("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"),
-              {0.97, 1.0, 2e-2}, {0.97, 1.0, 2e-2});
+                         {0.97, 0.05, 0.45, 0.1});
 }

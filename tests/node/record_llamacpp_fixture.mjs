@@ -4,6 +4,7 @@
 //
 //   cd tests/node && node record_llamacpp_fixture.mjs [--out FILE] [--flash on|off|auto]
 //        [--threads N] [--batch N] [--texts N] [--len N] [--no-decode] [--no-greedy]
+//        [--alt-flash on|off] [--kv F16|F32|...] [--model NAME] [--bf16 FILE]
 //
 // For each model (the BF16 file from `samq convert ../shared/models/refcode-32m --type bf16`, and
 // ../shared/golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf) and each text (slices of
@@ -12,7 +13,9 @@
 //   prefill: the whole text evaluated in one llama_decode (batch size >= len), next-token
 //            top-5 log-probs at every position (from the raw logits and their total weight);
 //   decode:  the same text fed one token per llama_decode (what generation does);
-//   greedy:  from BOS + the first 32 tokens, 32 greedy steps (temperature 0) with top-5.
+//   greedy:  from BOS + the first 32 tokens, 32 greedy steps (temperature 0) with top-5;
+//   prefill_alt (with --alt-flash on|off): prefill again in a second context whose only change is
+//            flash attention, to measure how much llama.cpp disagrees with itself.
 // Every setting that changes llama.cpp's numerics is passed explicitly and written into the
 // fixture: flash attention, K/V cache types, threads, batch size, context size.
 //
@@ -46,6 +49,8 @@ const kvType = opt("--kv", "F16");
 const TOP_K = 5;
 const GREEDY_PROMPT = 32, GREEDY_STEPS = 32;
 const onlyModel = opt("--model", null);
+const altFlashArg = opt("--alt-flash", null);
+const altFlash = altFlashArg === null ? null : altFlashArg === "auto" ? "auto" : altFlashArg === "on";
 
 if (!fs.existsSync(path.join(here, "node_modules/node-llama-cpp"))) {
   console.log("SKIP: tests/node/node_modules/node-llama-cpp missing (run scripts/setup.sh)");
@@ -97,6 +102,8 @@ for (const [key, m] of Object.entries(models)) {
                    experimentalKvCacheKeyType: kvType, experimentalKvCacheValueType: kvType};
   const ctx = await model.createContext(ctxOpts);
   const seq = ctx.getSequence();
+  const altCtx = altFlash === null ? null : await model.createContext({...ctxOpts, flashAttention: altFlash});
+  const altSeq = altCtx?.getSequence();
   const texts = [];
   for (const off of OFFSETS) {
     const s = slice(off, 8 * LEN);
@@ -106,6 +113,12 @@ for (const [key, m] of Object.entries(models)) {
     await seq.clearHistory();
     const res = await seq.controlledEvaluate(ids.map((t) => [t, want]));
     const prefill = ids.map((_, i) => topOf(res[i].next));
+    let prefillAlt;
+    if (altSeq) {
+      await altSeq.clearHistory();
+      const r = await altSeq.controlledEvaluate(ids.map((t) => [t, want]));
+      prefillAlt = ids.map((_, i) => topOf(r[i].next));
+    }
     let decode;
     if (!flag("--no-decode")) {
       await seq.clearHistory();
@@ -130,9 +143,11 @@ for (const [key, m] of Object.entries(models)) {
       greedy = {prompt_ids: prompt, generated_ids: steps.map((s) => s.token), steps};
     }
     texts.push({source: `calib.txt[${s.start}:${s.end}] (first ${LEN} tokens with BOS)`, ids, prefill,
+                ...(prefillAlt ? {prefill_alt: prefillAlt} : {}),
                 ...(decode ? {decode} : {}), ...(greedy ? {greedy} : {})});
   }
   await ctx.dispose();
+  if (altCtx) await altCtx.dispose();
   await model.dispose();
   recorded[key] = {made_by: m.made_by, sha256: createHash("sha256").update(fs.readFileSync(m.file)).digest("hex"), texts};
   console.log(`recorded ${key}: ${texts.length} texts x ${LEN} positions in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -144,11 +159,13 @@ const fixture = {
     "models.<name>: {made_by, sha256 of the GGUF, texts[]}. Each text: ids (BOS + llama.cpp's tokenization, no " +
     "special-token parsing), prefill[i] / decode[i] = top-5 [[id, natural-log probability], ...] (highest first) " +
     "of the distribution at position i (predicting ids[i+1]); prefill: all ids in one llama_decode; decode: one " +
-    "token per llama_decode. greedy: from prompt_ids, temperature-0 steps {token, top5}. Log-probs are " +
+    "token per llama_decode; prefill_alt (optional): as prefill, in a context that differs only by " +
+    "llama_cpp.prefill_alt_settings. greedy: from prompt_ids, temperature-0 steps {token, top5}. Log-probs are " +
     "logit - max - log(sum exp(logit - max)) from llama.cpp's raw logits, rounded to 1e-6.",
   llama_cpp: {binding: "node-llama-cpp", version: nlcVersion, gpu: false, cpu: os.cpus()[0]?.model ?? "?",
               settings: {flashAttention, kv_cache_type_k: kvType, kv_cache_type_v: kvType, threads, batchSize,
-                         contextSize, sequences: 1}},
+                         contextSize, sequences: 1},
+              ...(altFlash === null ? {} : {prefill_alt_settings: {flashAttention: altFlash}})},
   len: LEN,
   top_k: TOP_K,
   models: recorded,
