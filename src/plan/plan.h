@@ -96,6 +96,9 @@ struct PlanOptions {
 //    Q2_K size and 0.007819 vs 0.007774 at the Q4_K_M size: differences under 1% of opposite
 //    sign, no evidence to depart from the report's choice. (Quantizing the Q4_K_M-size plan with
 //    llama.cpp's 299-chunk imatrix instead of the analysis's 32-chunk one: 0.007763, also <1%.)
+//    The model-Fisher sum under-predicts more at the Q2_K size than at Q4_K_M (ratios above) but
+//    charging q2_K candidates 1.5x their dloss made the Q2_K-size plan worse on that text
+//    (0.07578 vs 0.07444), so no per-type correction is applied.
 std::string resolve_signal(const Sensitivity& s, const PlanOptions& o);
 
 Plan make_plan(const Sensitivity& s, const PlanOptions& o);
