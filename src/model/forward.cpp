@@ -83,7 +83,16 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   const int64_t Wq = h.n_embd_q(), Wkv = h.n_embd_kv(), F = h.n_ff, V = h.n_vocab;
 
   // Token rows of all sequences, concatenated; each with its position.
-  static thread_local Workspace ws;
+  // The per-thread workspace; a forward() re-entered from a hook gets its own buffers.
+  static thread_local Workspace tls_ws;
+  static thread_local int depth = 0;
+  struct Depth {
+    int& d;
+    explicit Depth(int& x) : d(x) { ++d; }
+    ~Depth() { --d; }
+  } depth_guard(depth);
+  Workspace nested;
+  Workspace& ws = depth == 1 ? tls_ws : nested;
   std::vector<int32_t>& ids = ws.ids;
   std::vector<int32_t>& pos = ws.pos;
   std::vector<int64_t>& first = ws.first;  // first row of each sequence

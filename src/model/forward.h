@@ -83,6 +83,9 @@ struct ForwardOptions {
 };
 
 // Runs the batch; appends the tokens to each cache and fills each seq's logits.
+// Activation buffers live in a per-thread workspace that only grows (a decode step allocates
+// nothing); hooks see them only during the call. Results do not depend on the thread count
+// (backend/cpu tiles by shape, never by thread).
 void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions& opt = {});
 
 // Convenience: logits (n_tokens, n_vocab) of one fresh sequence.
