@@ -2,7 +2,8 @@
 // preset:Q4_K_M plan quantized with the imatrix alone and with --hessian, judged by KLD against
 // the BF16 model on a later, held-out part of calib.txt (eval.txt is never used here).
 // The GPTQ file must be the plan's size plus the 96-byte samq.hessian key, load and evaluate,
-// and reach a lower KLD than the plain importance-weighted file.
+// and reach a lower KLD than the plain importance-weighted file (measured: 0.0126 -> 0.0100, 0.80x;
+// with 2048 Hessian tokens only 0.94x, so keep 4096). About 90 s on the loaded 2-core machine.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -42,7 +43,7 @@ TEST(Gptq, HessianQuantizationLowersKldOfQ4KM) {
     const GgufFile f = GgufFile::open(dir + "/gptq.gguf");
     EXPECT_EQ(f.get_str("samq.hessian", "").size(), 64u);
   }
-  const std::string ev = " --text " + dir + "/val.txt --ctx 512 --chunks 6";
+  const std::string ev = " --text " + dir + "/val.txt --ctx 512 --chunks 4";
   run_ok(bin + "eval " + sh(model) + ev + " --save-logits " + dir + "/base.logits");
   run_ok(bin + "eval " + dir + "/plain.gguf" + ev + " --base-logits " + dir + "/base.logits --json " + dir + "/plain.json");
   run_ok(bin + "eval " + dir + "/gptq.gguf" + ev + " --base-logits " + dir + "/base.logits --json " + dir + "/gptq.json");
