@@ -18,9 +18,8 @@
 //    nearest grid value, and its error e = (w - q) / U[j][j] is propagated:
 //    W[:, k] -= e * U[j][k] for the later columns k (within the batch at once, beyond the batch
 //    in one update per batch). The chosen levels are packed back into the block.
-//  - refit (optional, default on): after a block's levels are fixed, the block's f32 scale d (and
-//    dmin) is re-fitted by weighted least squares on the block's values and kept only when it
-//    lowers the weighted error of that block. (Off by default for now: see gptq.cpp.)
+//  - refit: NOT IMPLEMENTED yet (GptqOptions::refit is ignored). The idea: after a block's levels
+//    are fixed, re-fit its scales by least squares and keep them when that lowers the error.
 //
 // Supported types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, IQ4_XS, IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1.
 //
@@ -39,7 +38,7 @@ namespace samq {
 
 struct GptqOptions {
   double damp = 0.01;  // lambda = damp * mean(diag H)
-  bool refit = false;  // least-squares refit of the block scales after rounding
+  bool refit = false;  // reserved: least-squares refit of block scales (not implemented, ignored)
 };
 
 bool gptq_supported(GgmlType t);
