@@ -41,9 +41,7 @@ std::function<int()> setup(CLI::App& sub) {
                  (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,
                  a->imatrix.empty() ? "" : fmt::format(", imatrix on {} tensors", r.n_with_imatrix).c_str(),
                  a->hessian.empty() ? "" : fmt::format(", GPTQ on {} tensors", r.n_with_hessian).c_str());
-    if (!a->hessian.empty() && r.file_bytes == r.predicted_bytes + 96)
-      std::fprintf(stderr, "note: the samq.hessian key adds 96 bytes to the plan's prediction\n");
-    else if (r.file_bytes != r.predicted_bytes)
+    if (r.file_bytes != r.predicted_bytes)
       std::fprintf(stderr,
                    "warning: the plan predicted %lld bytes (%+lld): its sensitivity report's gguf_overhead_bytes was "
                    "not computed for this model's metadata (expected %lld)\n",

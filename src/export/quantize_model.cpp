@@ -162,12 +162,10 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
     w.set_u32("general.file_type", uint32_t(plan.ftype));
   if (const GgufValue* v = w.find("general.quantization_version"); v && v->type() == GgufType::UINT32)
     w.set_u32("general.quantization_version", 2);
-  for (const auto& kv : plan::plan_metadata(plan, im.sha256)) {
+  for (const auto& kv : plan::plan_metadata(plan, im.sha256, hf ? hf->sha256() : std::string())) {
     if (kv.is_string) w.set_str(kv.key, kv.str);
     else w.set_u32(kv.key, kv.u32);
   }
-  // Not in the plan's metadata block: +96 bytes over the plan's prediction when present.
-  if (hf) w.set_str("samq.hessian", hf->sha256());
   add_tensor_infos(w, src, types);
   QuantizeResult r;
   r.header_bytes = int64_t(w.header_bytes());

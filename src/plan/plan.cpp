@@ -254,12 +254,17 @@ Plan make_plan(const Sensitivity& s_in, const PlanOptions& o) {
   return p;
 }
 
-std::vector<MetaValue> plan_metadata(const Plan& p, const std::string& imatrix_sha256) {
+std::vector<MetaValue> plan_metadata(const Plan& p, const std::string& imatrix_sha256,
+                                     const std::string& hessian_sha256) {
   std::vector<MetaValue> kv;
   kv.push_back({"samq.version", true, 0, p.samq_version});
-  std::string im = imatrix_sha256.empty() ? "none" : imatrix_sha256;
-  im.resize(64, ' ');
-  kv.push_back({"samq.imatrix", true, 0, im});
+  const auto sha_or_none = [](const std::string& sha) {
+    std::string s = sha.empty() ? "none" : sha;
+    s.resize(64, ' ');
+    return s;
+  };
+  kv.push_back({"samq.imatrix", true, 0, sha_or_none(imatrix_sha256)});
+  kv.push_back({"samq.hessian", true, 0, sha_or_none(hessian_sha256)});
   json id = {{"schema", "samq.plan/1"},
              {"samq_version", p.samq_version},
              {"policy", p.policy},

@@ -115,7 +115,8 @@ std::string tensor_types_path(const std::string& plan_path);
 std::string tensor_type_file(const Plan& p);
 
 // The GGUF metadata samq quantize appends after the source model's keys: samq.version (str),
-// samq.imatrix (str: sha256 of the imatrix file, or "none" padded to 64 chars), samq.plan
+// samq.imatrix and samq.hessian (str: sha256 of the imatrix / input-Hessian file, or "none"
+// padded to 64 chars), samq.plan
 // (compact JSON of the plan's identity, padded with spaces so the block's encoded size is a
 // multiple of 32). Its size never depends on the solve or on the imatrix. (The source's
 // general.file_type and general.quantization_version, when present, are updated in place:
@@ -126,7 +127,8 @@ struct MetaValue {
   uint32_t u32;
   std::string str;
 };
-std::vector<MetaValue> plan_metadata(const Plan& p, const std::string& imatrix_sha256 = "");
+std::vector<MetaValue> plan_metadata(const Plan& p, const std::string& imatrix_sha256 = "",
+                                     const std::string& hessian_sha256 = "");
 int64_t encoded_size(const std::vector<MetaValue>& kvs);  // GGUF bytes of these records
 // Keys from the source that the writer drops because the block above supersedes them (samq.*).
 bool is_replaced_key(const std::string& key);
