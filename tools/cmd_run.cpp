@@ -1,5 +1,5 @@
 // samq run: the whole pipeline on one model, in one directory, resumable.
-//   analyze -> plan -> quantize -> eval, then the same eval of llama.cpp's preset mixtures of
+//   analyze (+ hessian) -> plan -> quantize (GPTQ) -> eval, then the same eval of llama.cpp's preset mixtures of
 //   equal or larger size (and samq plans at those presets' exact sizes), and DIR/report.md
 //   with SVG plots (size vs KLD; the plan's per-layer type map).
 // Each stage runs the same `samq` subcommand a user would type (so its options, checks and
@@ -34,13 +34,13 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 struct RunArgs {
-  std::string model, calib, eval_text, dir, imatrix, sensitivity;
+  std::string model, calib, eval_text, dir, imatrix, sensitivity, hessian;
   BudgetOptions budget;
   std::vector<std::string> keep;
   std::string types, policy = "optimal";
   int64_t calib_tokens = 65536, ctx = 512, eval_bytes = -1, eval_chunks = -1;
   std::string compare = "auto";
-  bool no_eval = false;
+  bool no_eval = false, no_gptq = false;
 };
 
 std::string self_exe() {
@@ -118,11 +118,6 @@ class StageState {
 
 std::string budget_desc(const RunArgs& a) { return a.budget.describe(); }
 
-std::string lower(std::string s) {
-  for (auto& c : s) c = char(std::tolower((unsigned char)c));
-  return s;
-}
-
 json read_json(const std::string& p) { return json::parse(read_file(p)); }
 
 int run_pipeline(const RunArgs& a) {
@@ -154,6 +149,18 @@ int run_pipeline(const RunArgs& a) {
   const std::string imatrix_sha = imatrix.empty() ? "none" : sha256_file_hex(imatrix);
   const std::string sens_sha = st.out_sha("analyze", "sensitivity.json");
 
+  // 1b. input Hessians for GPTQ rounding of samq's files (forward passes only, same calibration).
+  std::string hessian = a.no_gptq ? "" : a.hessian;
+  if (!a.no_gptq && hessian.empty() && !a.calib.empty()) {
+    st.stage("hessian", {"hessian/1", model_sha, calib_sha, std::to_string(a.calib_tokens), std::to_string(a.ctx)},
+             {"hessian.gguf"}, [&] {
+               run_samq({"hessian", a.model, "--calib", a.calib, "--tokens", std::to_string(a.calib_tokens), "--ctx",
+                         std::to_string(a.ctx), "-o", D + "/hessian.gguf"});
+             });
+    hessian = D + "/hessian.gguf";
+  }
+  const std::string hessian_sha = hessian.empty() ? "none" : sha256_file_hex(hessian);
+
   // 2. plan
   std::vector<std::string> plan_opts = {"--policy", a.policy};
   for (auto& k : a.keep) plan_opts.insert(plan_opts.end(), {"--keep", k});
@@ -170,15 +177,19 @@ int run_pipeline(const RunArgs& a) {
   const plan::Plan main_plan = plan::read_plan(D + "/plan.json");
 
   // 3. quantize
-  auto quantize = [&](const std::string& name, const std::string& plan_rel, const std::string& out_rel) {
-    st.stage(name, {"quantize/1", model_sha, sha256_file_hex(D + "/" + plan_rel), imatrix_sha},
+  // samq's own files use GPTQ when Hessians exist; the llama.cpp presets are quantized as
+  // llama-quantize does (importance-weighted rounding only), so they stay faithful baselines.
+  auto quantize = [&](const std::string& name, const std::string& plan_rel, const std::string& out_rel, bool gptq) {
+    const bool use_h = gptq && !hessian.empty();
+    st.stage(name, {"quantize/2", model_sha, sha256_file_hex(D + "/" + plan_rel), imatrix_sha, use_h ? hessian_sha : "none"},
              {out_rel}, [&] {
                std::vector<std::string> args = {"quantize", a.model, D + "/" + plan_rel, "-o", D + "/" + out_rel};
                if (!imatrix.empty()) args.insert(args.end(), {"--imatrix", imatrix});
+               if (use_h) args.insert(args.end(), {"--hessian", hessian});
                run_samq(args);
              });
   };
-  quantize("quantize", "plan.json", "model.gguf");
+  quantize("quantize", "plan.json", "model.gguf", true);
 
   // Comparison set: llama.cpp presets (same imatrix), and samq plans at each preset's size.
   std::vector<std::string> presets;
@@ -215,7 +226,7 @@ int run_pipeline(const RunArgs& a) {
     st.stage("plan-" + p, {"plan/1", sens_sha, p}, {base + ".plan.json"}, [&] {
       run_samq({"plan", D + "/sensitivity.json", "--policy", "preset:" + p, "-o", D + "/" + base + ".plan.json"});
     });
-    quantize("quantize-" + p, base + ".plan.json", base + ".gguf");
+    quantize("quantize-" + p, base + ".plan.json", base + ".gguf", false);
     entries.push_back({p + " (llama.cpp rules)", "preset", base + ".plan.json", base + ".gguf", base + ".eval.json"});
     const int64_t size = plan::read_plan(D + "/" + base + ".plan.json").file_bytes;
     const std::string sb = "compare/samq-at-" + p;
@@ -225,7 +236,7 @@ int run_pipeline(const RunArgs& a) {
       args.insert(args.end(), {"-o", D + "/" + sb + ".plan.json"});
       run_samq(args);
     });
-    quantize("quantize-samq-at-" + p, sb + ".plan.json", sb + ".gguf");
+    quantize("quantize-samq-at-" + p, sb + ".plan.json", sb + ".gguf", true);
     entries.push_back({"samq @ " + p + " size", "samq", sb + ".plan.json", sb + ".gguf", sb + ".eval.json"});
   }
 
@@ -282,6 +293,9 @@ int run_pipeline(const RunArgs& a) {
     md += fmt::format("- sensitivity report given: `{}`\n", a.sensitivity);
   md += fmt::format("- importance matrix: `{}`\n- budget: `{}`, policy `{}`\n", imatrix.empty() ? "none" : imatrix,
                     budget_desc(a), a.policy);
+  md += hessian.empty() ? std::string("- rounding: importance-weighted (no input Hessians)\n")
+                        : fmt::format("- rounding of samq's files: GPTQ with the input Hessians `{}` (presets: "
+                                      "importance-weighted, as llama-quantize)\n", hessian);
   if (!a.no_eval)
     md += fmt::format("- evaluation: `{}`{}, ctx {}, KLD against the unquantized model\n", a.eval_text,
                       a.eval_bytes >= 0 ? fmt::format(" (first {} bytes)", a.eval_bytes) : "", a.ctx);
@@ -337,6 +351,9 @@ std::function<int()> setup(CLI::App& sub) {
                  "llama.cpp presets to compare (comma-separated, 'auto': the nearest at least as large and the next "
                  "smaller, 'none')")
       ->capture_default_str();
+  sub.add_option("--hessian", a->hessian, "Input Hessians (samq hessian) for GPTQ instead of computing them from --calib")
+      ->check(CLI::ExistingFile);
+  sub.add_flag("--no-gptq", a->no_gptq, "Round with the importance matrix only (no input Hessians, no GPTQ)");
   sub.add_flag("--no-eval", a->no_eval, "Stop after quantizing (no evaluation)");
   return [a] { return run_pipeline(*a); };
 }
