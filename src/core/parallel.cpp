@@ -20,6 +20,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -31,7 +33,15 @@ namespace {
 
 // How long an idle thread spins before it sleeps. Measured in pause instructions between
 // clock reads, so it means the same time on CPUs whose pause takes 10 or 140 cycles.
-constexpr auto kSpinTime = std::chrono::microseconds(200);
+// SAMQ_SPIN_US overrides it; OMP_WAIT_POLICY=passive (what scripts/test.sh sets while ctest runs
+// two multithreaded tests on two cores) turns spinning off: spinning threads of one process
+// then steal the cores the other process needs.
+const std::chrono::microseconds kSpinTime = [] {
+  if (const char* e = std::getenv("SAMQ_SPIN_US")) return std::chrono::microseconds(std::max(0L, std::atol(e)));
+  if (const char* e = std::getenv("OMP_WAIT_POLICY"); e && (!std::strcmp(e, "passive") || !std::strcmp(e, "PASSIVE")))
+    return std::chrono::microseconds(0);
+  return std::chrono::microseconds(200);
+}();
 
 // Spins (pause) until the deadline; call with ++s each time; true while still spinning.
 struct Spinner {
