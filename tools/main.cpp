@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   bool quiet = false;
-  app.add_option("-t,--threads", threads, "Worker threads (default: all cores)")->capture_default_str();
+  app.add_option("-t,--threads", threads, "Worker threads (default: $SAMQ_THREADS, else all cores)")->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "No progress bars");
   app.fallthrough();
 

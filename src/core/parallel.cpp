@@ -168,7 +168,11 @@ void serial_chunks(int64_t n, int64_t chunk, const std::function<void(int64_t, i
 }  // namespace
 
 void set_num_threads(int n) {
-  g_threads = n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
+  // Default: SAMQ_THREADS when set (scripts/test.sh sets 1 while ctest runs one test per core),
+  // else one thread per hardware thread.
+  const char* env = std::getenv("SAMQ_THREADS");
+  const int from_env = env ? std::atoi(env) : 0;
+  g_threads = n > 0 ? n : from_env > 0 ? from_env : int(std::max(1u, std::thread::hardware_concurrency()));
   omp_set_num_threads(g_threads);  // for code that still uses OpenMP directly
 }
 
