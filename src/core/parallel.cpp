@@ -70,6 +70,26 @@ struct Job {
 
 thread_local bool t_in_parallel = false;
 
+// OpenBLAS (Debian's OpenMP build) sizes each call from the calling thread's OpenMP thread
+// count, a per-thread setting whose default is every core. Chunks of a parallel_for must run
+// their sgemm calls on one thread: two cores each starting an OpenMP team inside every chunk
+// made 2-thread runs 2x slower than 1-thread runs (exec_blas at 42 % of cycles). Workers set it
+// once; the calling thread sets it for the duration of the loop.
+class OmpSingle {
+ public:
+  OmpSingle() : prev_(omp_get_max_threads()) {
+    if (prev_ != 1) omp_set_num_threads(1);
+  }
+  ~OmpSingle() {
+    if (prev_ != 1) omp_set_num_threads(prev_);
+  }
+  OmpSingle(const OmpSingle&) = delete;
+  OmpSingle& operator=(const OmpSingle&) = delete;
+
+ private:
+  int prev_;
+};
+
 void run_chunks(Job& j) {
   for (;;) {
     const int64_t c = j.next.fetch_add(1, std::memory_order_relaxed);
@@ -125,6 +145,7 @@ class Pool {
   // worker that wakes late never touches a job it was not given.
   void worker(int idx) {
     t_in_parallel = true;
+    omp_set_num_threads(1);
     Spinner sp;
     for (;;) {
       const uint32_t g = gen_.load(std::memory_order_acquire);
@@ -173,7 +194,7 @@ void set_num_threads(int n) {
   const char* env = std::getenv("SAMQ_THREADS");
   const int from_env = env ? std::atoi(env) : 0;
   g_threads = n > 0 ? n : from_env > 0 ? from_env : int(std::max(1u, std::thread::hardware_concurrency()));
-  omp_set_num_threads(g_threads);  // for code that still uses OpenMP directly
+  omp_set_num_threads(g_threads);  // BLAS calls made outside parallel_for (e.g. hessian's dsyrk)
 }
 
 int num_threads() {
@@ -183,6 +204,7 @@ int num_threads() {
 
 void parallel_for(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
+  const OmpSingle blas_single;
   chunk = std::max<int64_t>(1, chunk);
   const int64_t n_chunks = (n + chunk - 1) / chunk;
   const int threads = num_threads();

@@ -55,12 +55,6 @@ T* scratch(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
-// OpenBLAS (pthreads build) would start its own threads inside each of our parallel chunks.
-const bool g_blas_single = [] {
-  openblas_set_num_threads(1);
-  return true;
-}();
-
 // Many-token matmul: fused integer dot or dequantize + sgemm. Measured on refcode-32m, 512-token
 // prefill, 1 thread (bench_engine --no-llama --only pp, SAMQ_PREFILL_PATH=fused|sgemm):
 // Q4_K_M file 511 vs 572 tokens/s, Q8_0 file 386 vs 579: sgemm for every type for now (the
