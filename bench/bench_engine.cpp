@@ -6,6 +6,8 @@
 // usage: bench_engine [--threads N] [--reps R] [--no-llama] [--only pp|tg] [MODEL.gguf ...]
 //   --no-llama   samq only (for profiling: perf record -g bench_engine --no-llama --only tg)
 //   --only X     run one phase (pp or tg) only
+//   --batch B    also time decode of B independent sequences per step (what `samq serve` runs under
+//                load): aggregate tokens/s and the gain over one sequence (samq only)
 // Also prints the cost of one empty parallel_for over the thread pool (per-op overhead).
 // Default models: the Q4_K_M imatrix anchor, and a Q8_0 file made with
 // `samq convert ../shared/models/refcode-32m --type q8_0` (next to this binary's samq).
@@ -13,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -72,6 +75,30 @@ Speed bench_samq(const std::string& path, int pp, int tg, int reps, const std::s
   return best;
 }
 
+// Aggregate tokens/s of greedy decode with `n_seq` sequences stepped together (each with its own
+// KV cache, distinct prompts), best of `reps`.
+double bench_batched(const std::string& path, int n_seq, int tg, int reps) {
+  auto m = Model::load(path);
+  const auto ids = prompt_ids(m->hparams.bos_id, 8 * n_seq + 1);
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    std::vector<std::unique_ptr<KvCache>> caches;
+    Batch b;
+    for (int s = 0; s < n_seq; ++s) {
+      caches.push_back(std::make_unique<KvCache>(*m, tg + 10));
+      b.add(caches.back().get(), std::vector<int32_t>(ids.begin() + 8 * s, ids.begin() + 8 * s + 8));
+    }
+    forward(*m, cpu_ops(), b);
+    const auto t0 = clk::now();
+    for (int i = 0; i < tg; ++i) {
+      for (auto& q : b.seqs) q.tokens = {argmax(q.logits.data(), m->hparams.n_vocab)};
+      forward(*m, cpu_ops(), b);
+    }
+    best = std::max(best, double(tg) * n_seq / std::chrono::duration<double>(clk::now() - t0).count());
+  }
+  return best;
+}
+
 bool bench_llamacpp(const std::string& path, int threads, int pp, int tg, int reps, Speed* out) {
   const fs::path script = fs::path(__FILE__).parent_path() / "llamacpp_bench.mjs";
   const std::string cmd = "node '" + script.string() + "' '" + path + "' " + std::to_string(threads) + " " +
@@ -103,7 +130,7 @@ double pool_overhead_us(int threads) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int threads = 2, reps = 3;
+  int threads = 2, reps = 3, batch = 0;
   const int pp = 512, tg = 128;
   bool llama = true;
   std::string only;
@@ -114,6 +141,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--no-llama") llama = false;
+    else if (a == "--batch" && i + 1 < argc) batch = std::atoi(argv[++i]);
     else models.push_back(a);
   }
   set_num_threads(threads);
@@ -143,6 +171,11 @@ int main(int argc, char** argv) {
                   l.tg, s.tg / l.tg);
     else
       std::printf("%-40s %12.1f %12s %8s %12.1f %12s %8s\n", name.c_str(), s.pp, "n/a", "", s.tg, "n/a", "");
+    if (batch > 1) {
+      const double one = bench_batched(m, 1, tg, reps), many = bench_batched(m, batch, tg, reps);
+      std::printf("  decode of %d sequences per step: %.1f tok/s aggregate, %.2fx one sequence (%.1f tok/s)\n", batch,
+                  many, many / one, one);
+    }
   }
   return 0;
 }

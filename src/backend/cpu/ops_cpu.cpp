@@ -33,6 +33,9 @@ namespace samq {
 namespace {
 
 constexpr int64_t kSgemmMinTokens = 8;  // below this, row-wise dot products win
+// Float weights: dot_tile_f32 (2 rows x 4 tokens in registers) beats dequantize + sgemm, whose
+// packing of each weight tile dominated 8-sequence decode of the BF16 model (serve load test).
+constexpr int64_t kSgemmMinTokensFloat = 32;
 constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
 constexpr int64_t kTokBlock = 64;       // fused path, many tokens: tokens per dot_rows call
 // Attention by sgemm blocks from this many queries (below, per-(token, head) dot products; the
@@ -46,6 +49,14 @@ constexpr int64_t kAttnBlock = 32;           // queries per attention block
 // but a matrix still splits into a few tiles for the threads.
 int64_t sgemm_tile_rows(int64_t rows) {
   return std::clamp<int64_t>((rows / 4 + 15) / 16 * 16, 64, 256);
+}
+
+// dequantize_weight_row with SIMD widening for the float types (the reference loops are scalar).
+void dequant_row(const WeightView& w, int64_t r, float* out) {
+  const auto* p = reinterpret_cast<const uint16_t*>(static_cast<const uint8_t*>(w.data) + r * w.row_bytes);
+  if (w.type == GgmlType::BF16) return cpu::bf16_to_f32_row(p, out, w.cols);
+  if (w.type == GgmlType::F16) return cpu::f16_to_f32_row(p, out, w.cols);
+  dequantize_weight_row(w, r, out);
 }
 
 // Thread-local scratch that only grows.
@@ -129,7 +140,7 @@ class CpuOps final : public Ops {
                        w.cols % ggml_type_info(w.type).block_size == 0;
     if (fused && (n < kSgemmMinTokens || prefill_path(w.type) == PrefillPath::Fused))
       matmul_fused(x_in, n, w, bias, y);
-    else if (n >= kSgemmMinTokens)
+    else if (n >= (float_w ? kSgemmMinTokensFloat : kSgemmMinTokens))
       matmul_sgemm(x_in, n, w, at, bias, y);
     else
       matmul_rows(x_in, n, w, at, bias, y);
@@ -189,7 +200,7 @@ class CpuOps final : public Ops {
           tile = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r0 * w.row_bytes);
         } else {
           float* t = scratch(buf, (r1 - r0) * cols);
-          for (int64_t r = r0; r < r1; ++r) dequantize_weight_row(w, r, t + (r - r0) * cols);
+          for (int64_t r = r0; r < r1; ++r) dequant_row(w, r, t + (r - r0) * cols);
           tile = t;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(r1 - r0), int(cols), 1.0f, x, int(cols),
@@ -201,23 +212,31 @@ class CpuOps final : public Ops {
     });
   }
 
-  // Few tokens, no fused kernel: each weight row dequantized once, dotted with every token.
+  // Few tokens, no fused kernel: weight rows dequantized a few at a time into L1, each dotted with
+  // every token by dot_tile_f32 (bit-identical to one dot_f32 per output whatever n is).
   static void matmul_rows(const float* x_in, int64_t n, const WeightView& w, cpu::ActType at, const float* bias,
                           float* y) {
     const int64_t cols = w.cols;
     const float* x = rounded(x_in, n, cols, at);
+    constexpr int64_t kSub = 4;  // rows dequantized per dot_tile_f32 call
     parallel_for(w.rows, kDecodeRows, [&](int64_t r0, int64_t r1) {
       static thread_local std::vector<float> buf;
-      float* row = scratch(buf, cols);
-      for (int64_t r = r0; r < r1; ++r) {
+      float* rows = scratch(buf, kSub * cols);
+      for (int64_t s0 = r0; s0 < r1; s0 += kSub) {
+        const int64_t s1 = std::min(r1, s0 + kSub);
         const float* wr;
+        int64_t stride = cols;
         if (w.type == GgmlType::F32) {
-          wr = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + r * w.row_bytes);
+          wr = reinterpret_cast<const float*>(static_cast<const uint8_t*>(w.data) + s0 * w.row_bytes);
+          stride = w.row_bytes / int64_t(sizeof(float));
         } else {
-          dequantize_weight_row(w, r, row);
-          wr = row;
+          for (int64_t r = s0; r < s1; ++r) dequant_row(w, r, rows + (r - s0) * cols);
+          wr = rows;
         }
-        for (int64_t t = 0; t < n; ++t) y[t * w.rows + r] = cpu::dot_f32(x + t * cols, wr, cols) + (bias ? bias[r] : 0.0f);
+        cpu::dot_tile_f32(wr, stride, s1 - s0, x, cols, n, cols, y + s0, w.rows);
+        if (bias)
+          for (int64_t t = 0; t < n; ++t)
+            for (int64_t r = s0; r < s1; ++r) y[t * w.rows + r] += bias[r];
       }
     });
   }
@@ -227,7 +246,7 @@ class CpuOps final : public Ops {
       if (ids[t] < 0 || ids[t] >= w.rows)
         fail("token id {} out of range (vocabulary of {} rows)", ids[t], w.rows);
     parallel_for(n, 8, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) dequantize_weight_row(w, ids[t], out + t * w.cols);
+      for (int64_t t = t0; t < t1; ++t) dequant_row(w, ids[t], out + t * w.cols);
     });
   }
 

@@ -1,9 +1,16 @@
 #include "backend/cpu/simd.h"
 
+#include "core/fp16.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <immintrin.h>
+
+// GCC 12 reports _mm512_reduce_add_ps's internal _mm512_undefined_pd as uninitialized once
+// the reduction is inlined (GCC bug 105593); the warning is spurious.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace samq::cpu {
 namespace {
@@ -96,6 +103,87 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
+// dot_avx512's arithmetic for rows r0, r0+1 and tokens t0..t0+3 at once: per (row, token) the same
+// two accumulators, the same tail handling and the same final reduction.
+__attribute__((target("avx512f"))) void dot_tile_2x4_avx512(const float* w0, const float* w1, const float* const* xs,
+                                                            int64_t n, float* y0, float* y1) {
+  __m512 a[2][4][2];
+  for (auto& r : a)
+    for (auto& t : r) t[0] = t[1] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 wa0 = _mm512_loadu_ps(w0 + i), wa1 = _mm512_loadu_ps(w0 + i + 16);
+    const __m512 wb0 = _mm512_loadu_ps(w1 + i), wb1 = _mm512_loadu_ps(w1 + i + 16);
+    for (int t = 0; t < 4; ++t) {
+      const __m512 x0 = _mm512_loadu_ps(xs[t] + i), x1 = _mm512_loadu_ps(xs[t] + i + 16);
+      a[0][t][0] = _mm512_fmadd_ps(x0, wa0, a[0][t][0]);
+      a[0][t][1] = _mm512_fmadd_ps(x1, wa1, a[0][t][1]);
+      a[1][t][0] = _mm512_fmadd_ps(x0, wb0, a[1][t][0]);
+      a[1][t][1] = _mm512_fmadd_ps(x1, wb1, a[1][t][1]);
+    }
+  }
+  for (; i + 16 <= n; i += 16) {
+    const __m512 wa = _mm512_loadu_ps(w0 + i), wb = _mm512_loadu_ps(w1 + i);
+    for (int t = 0; t < 4; ++t) {
+      const __m512 x0 = _mm512_loadu_ps(xs[t] + i);
+      a[0][t][0] = _mm512_fmadd_ps(x0, wa, a[0][t][0]);
+      a[1][t][0] = _mm512_fmadd_ps(x0, wb, a[1][t][0]);
+    }
+  }
+  if (i < n) {
+    const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+    const __m512 wa = _mm512_maskz_loadu_ps(m, w0 + i), wb = _mm512_maskz_loadu_ps(m, w1 + i);
+    for (int t = 0; t < 4; ++t) {
+      const __m512 x0 = _mm512_maskz_loadu_ps(m, xs[t] + i);
+      a[0][t][1] = _mm512_fmadd_ps(x0, wa, a[0][t][1]);
+      a[1][t][1] = _mm512_fmadd_ps(x0, wb, a[1][t][1]);
+    }
+  }
+  for (int t = 0; t < 4; ++t) {
+    y0[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][t][0], a[0][t][1]));
+    y1[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[1][t][0], a[1][t][1]));
+  }
+}
+
+__attribute__((target("avx512f"))) void dot_tile_avx512(const float* w, int64_t ws, int64_t n_rows, const float* x,
+                                                        int64_t xs, int64_t n_tok, int64_t cols, float* y,
+                                                        int64_t ys) {
+  int64_t r = 0;
+  for (; r + 2 <= n_rows; r += 2) {
+    int64_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) {
+      const float* xp[4] = {x + t * xs, x + (t + 1) * xs, x + (t + 2) * xs, x + (t + 3) * xs};
+      float y0[4], y1[4];
+      dot_tile_2x4_avx512(w + r * ws, w + (r + 1) * ws, xp, cols, y0, y1);
+      for (int k = 0; k < 4; ++k) {
+        y[(t + k) * ys + r] = y0[k];
+        y[(t + k) * ys + r + 1] = y1[k];
+      }
+    }
+    for (; t < n_tok; ++t) {
+      y[t * ys + r] = dot_avx512(x + t * xs, w + r * ws, cols);
+      y[t * ys + r + 1] = dot_avx512(x + t * xs, w + (r + 1) * ws, cols);
+    }
+  }
+  for (; r < n_rows; ++r)
+    for (int64_t t = 0; t < n_tok; ++t) y[t * ys + r] = dot_avx512(x + t * xs, w + r * ws, cols);
+}
+
+__attribute__((target("avx512f"))) void bf16_row_avx512(const uint16_t* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)));
+    _mm512_storeu_ps(y + i, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
+  }
+  for (; i < n; ++i) y[i] = bf16_to_f32(x[i]);
+}
+__attribute__((target("avx512f"))) void f16_row_avx512(const uint16_t* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
+  for (; i < n; ++i) y[i] = fp16_to_f32(x[i]);
+}
+
 __attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a);
   int64_t i = 0;
@@ -212,6 +300,13 @@ Table& table() {
 }  // namespace
 
 float dot_f32(const float* a, const float* b, int64_t n) { return table().dot(a, b, n); }
+void dot_tile_f32(const float* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride, int64_t n_tok,
+                  int64_t cols, float* y, int64_t y_stride) {
+  const Table& tb = table();
+  if (tb.dot == dot_avx512) return dot_tile_avx512(w, w_stride, n_rows, x, x_stride, n_tok, cols, y, y_stride);
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t t = 0; t < n_tok; ++t) y[t * y_stride + r] = tb.dot(x + t * x_stride, w + r * w_stride, cols);
+}
 void axpy_f32(float a, const float* x, float* y, int64_t n) { table().axpy(a, x, y, n); }
 void scale_mul(const float* x, float s, const float* w, float* y, int64_t n) { table().scale_mul(x, s, w, y, n); }
 void add_f32(const float* a, const float* b, float* y, int64_t n) { table().add(a, b, y, n); }
@@ -219,6 +314,15 @@ float exp_sub_sum(float* x, int64_t n, float m) { return table().exp_sub_sum(x, 
 float max_f32(const float* x, int64_t n) { return table().max(x, n); }
 void silu_mul(const float* g, const float* u, float* y, int64_t n) { table().silu_mul(g, u, y, n); }
 const char* simd_level() { return table().name; }
+
+void bf16_to_f32_row(const uint16_t* x, float* y, int64_t n) {
+  if (table().dot == dot_avx512) return bf16_row_avx512(x, y, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(x[i]);
+}
+void f16_to_f32_row(const uint16_t* x, float* y, int64_t n) {
+  if (table().dot == dot_avx512) return f16_row_avx512(x, y, n);
+  for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_f32(x[i]);
+}
 
 bool force_simd_level(const char* level) {
   __builtin_cpu_init();

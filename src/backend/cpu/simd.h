@@ -7,6 +7,14 @@ namespace samq::cpu {
 
 // sum_i a[i] * b[i] (float accumulation in 16/8 lanes, then a tree sum).
 float dot_f32(const float* a, const float* b, int64_t n);
+// y[t * y_stride + r] = dot_f32(x + t * x_stride, w + r * w_stride, cols) for r < n_rows,
+// t < n_tok, bit-identical to those dot_f32 calls; the AVX-512 path register-blocks 2 rows x 4
+// tokens so each loaded vector serves several products (batched decode over float weights).
+void dot_tile_f32(const float* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride,
+                  int64_t n_tok, int64_t cols, float* y, int64_t y_stride);
+// Exact widening of a row of bf16 / IEEE half values to f32.
+void bf16_to_f32_row(const uint16_t* x, float* y, int64_t n);
+void f16_to_f32_row(const uint16_t* x, float* y, int64_t n);
 // y[i] += a * x[i]
 void axpy_f32(float a, const float* x, float* y, int64_t n);
 // y[i] = (x[i] * s) * w[i] (w null: x[i] * s); same rounding as the scalar expression. y may alias x.
