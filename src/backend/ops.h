@@ -22,11 +22,18 @@
 //   editing the forward code.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/ggml_type.h"
 
 namespace samq {
+
+// A backend's own form of a weight matrix (e.g. the CPU's repacked int8 tiles,
+// backend/cpu/packed_gemm.h), made once by Ops::prepare_weight and kept by the model.
+struct PreparedWeight {
+  virtual ~PreparedWeight() = default;
+};
 
 // A read-only matrix of any ggml type: (rows, cols), row r at data + r * row_bytes.
 struct WeightView {
@@ -37,6 +44,10 @@ struct WeightView {
   // matmul rounds activations as ggml does for this weight type (see Ops::matmul); false:
   // exact float32 activations (used to compare with HF transformers' float32 logits).
   bool ggml_act_rounding = true;
+  // Optional form of the same matrix made by the backend that runs the matmul
+  // (Ops::prepare_weight); nullptr: matmul reads `data`. Views made outside Model::load (round
+  // trips, tests) have none.
+  const PreparedWeight* prepared = nullptr;
 };
 
 // RoPE as ggml implements it (ggml-formats.md §1.8).
@@ -82,6 +93,9 @@ class Ops {
   // results track llama.cpp's.
   virtual void matmul(const float* x, int64_t n, const WeightView& w, const float* bias,
                       float* y) const = 0;
+  // A prepared form of w for this backend's matmul (same results up to float accumulation
+  // order), or nullptr when it has none for w. w.data must outlive the result.
+  virtual std::unique_ptr<PreparedWeight> prepare_weight(const WeightView&) const { return nullptr; }
   // out(n, w.cols) = rows ids[0..n) of W, converted to f32 (embedding lookup).
   virtual void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) const = 0;
   // y(n, d) = x * rstd * weight, rstd = 1/sqrt(mean(x^2) + eps) per row; weight may be null.

@@ -221,7 +221,19 @@ std::shared_ptr<Model> Model::load(const std::string& path) {
   else
     fail("{}: no such file or directory", path);
   check_weights(*m);
+  m->prepare_weights(cpu_ops());
   return m;
+}
+
+void Model::prepare_weights(const Ops& ops) {
+  auto prep = [&](Tensor& t) {
+    if (!t.present() || t.rows <= 1) return;
+    auto p = ops.prepare_weight(t.view());
+    t.prepared = std::shared_ptr<const PreparedWeight>(std::move(p));
+  };
+  for (LayerWeights& l : weights.layers)
+    for (Tensor* t : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) prep(*t);
+  prep(weights.output.present() ? weights.output : weights.token_embd);
 }
 
 Tensor* Model::find(std::string_view name) {

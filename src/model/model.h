@@ -32,12 +32,19 @@ struct Tensor {
   int64_t rows = 0, cols = 0;
   const uint8_t* data = nullptr;
   std::shared_ptr<std::vector<uint8_t>> owned;  // set when the bytes live on the heap
+  // The CPU backend's repacked form (Ops::prepare_weight), made by Model::load for matmul
+  // weights; view() hands it to the matmul. Dropped when the tensor is replaced.
+  std::shared_ptr<const PreparedWeight> prepared;
 
   bool present() const { return data != nullptr; }
   int64_t n_elements() const { return rows * cols; }
   int64_t row_bytes() const { return ggml_row_size(type, cols); }
   int64_t n_bytes() const { return rows * row_bytes(); }
-  WeightView view() const { return {type, rows, cols, data, present() ? row_bytes() : 0}; }
+  WeightView view() const {
+    WeightView v{type, rows, cols, data, present() ? row_bytes() : 0};
+    v.prepared = prepared.get();
+    return v;
+  }
   const float* f32() const;  // data as float*; throws unless type == F32
 };
 
@@ -70,7 +77,11 @@ void for_each_tensor(const ModelWeights& w, const std::function<void(const Tenso
 class Model {
  public:
   // path: a .gguf file or an HF directory (config.json + safetensors). Throws samq::Error.
+  // Matmul weights are also repacked for the CPU backend (cpu_ops().prepare_weight: int8 tiles
+  // for many-token matmuls, backend/cpu/packed_gemm.h) unless SAMQ_REPACK=0.
   static std::shared_ptr<Model> load(const std::string& path);
+  // Makes the prepared forms of the matmul weights for `ops` (Model::load does it for cpu_ops()).
+  void prepare_weights(const Ops& ops);
 
   // For HF input: compute RoPE as HF transformers does for an F16/BF16 checkpoint (inverse
   // frequencies rounded to the checkpoint dtype, see RopeParams::inv_freq_type). Off by

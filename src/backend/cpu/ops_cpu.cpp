@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "backend/cpu/act_quant.h"
+#include "backend/cpu/packed_gemm.h"
 #include "backend/cpu/quant_dot.h"
 #include "backend/cpu/simd.h"
 #include "backend/ops.h"
@@ -39,6 +40,11 @@ constexpr int64_t kSgemmMinTokens = 8;  // below this, row-wise dot products win
 // packing of each weight tile dominated 8-sequence decode of the BF16 model (serve load test).
 constexpr int64_t kSgemmMinTokensFloat = 32;
 constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
+// Repacked weights (packed_gemm.h): from this many tokens the int8 tiles beat the fused kernels.
+int64_t packed_min_tokens() {
+  const char* env = std::getenv("SAMQ_PACKED_MIN");  // measurement knob
+  return env ? std::max<int64_t>(1, std::atoll(env)) : 2;
+}
 constexpr int64_t kTokBlock = 64;       // fused path, many tokens: tokens per dot_rows call
 // Attention by sgemm blocks from this many queries (below, per-(token, head) dot products; the
 // greedy llama.cpp fixture's prompts of 7..23 tokens stay on that path, whose rounding its
@@ -140,12 +146,39 @@ class CpuOps final : public Ops {
     const bool float_w = w.type == GgmlType::F32 || w.type == GgmlType::F16 || w.type == GgmlType::BF16;
     const bool fused = !float_w && at == cpu::act_type_for(w.type) && cpu::has_fused_dot(w.type) &&
                        w.cols % ggml_type_info(w.type).block_size == 0;
+    if (w.prepared && at == cpu::act_type_for(w.type) && n >= packed_min_tokens())
+      if (const auto* p = dynamic_cast<const cpu::PackedWeight*>(w.prepared);
+          p && p->type == w.type && p->rows == w.rows && p->cols == w.cols)
+        return matmul_packed(x_in, n, *p, bias, y);
     if (fused && (n < kSgemmMinTokens || prefill_path(w.type) == PrefillPath::Fused))
       matmul_fused(x_in, n, w, bias, y);
     else if (n >= (float_w ? kSgemmMinTokensFloat : kSgemmMinTokens))
       matmul_sgemm(x_in, n, w, at, bias, y);
     else
       matmul_rows(x_in, n, w, at, bias, y);
+  }
+
+  std::unique_ptr<PreparedWeight> prepare_weight(const WeightView& w) const override {
+    if (!cpu::repack_enabled() || !cpu::packable(w.type)) return nullptr;
+    return cpu::pack_weight(w);
+  }
+
+  // Repacked int8 tiles (packed_gemm.h): activations quantized once, groups of 16 rows in
+  // parallel, tokens in tiles of 8 from token 0 (each output is one tile's result whatever the
+  // chunking, so chunks may follow the thread count).
+  static void matmul_packed(const float* x, int64_t n, const cpu::PackedWeight& p, const float* bias, float* y) {
+    static thread_local cpu::PackedActs acts;
+    cpu::pack_activations(p, x, n, acts);
+    const int64_t parts = 4 * int64_t(num_threads());
+    const int64_t chunk = std::max<int64_t>(1, (p.groups + parts - 1) / parts);
+    const cpu::PackedActs& a = acts;
+    parallel_for(p.groups, chunk, [&](int64_t g0, int64_t g1) {
+      for (int64_t t0 = 0; t0 < n; t0 += kTokBlock)
+        cpu::packed_gemm(p, a, g0, g1, t0, std::min(n, t0 + kTokBlock), y, p.rows);
+      if (bias)
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t r = g0 * cpu::kPackRows; r < std::min(p.rows, g1 * cpu::kPackRows); ++r) y[t * p.rows + r] += bias[r];
+    });
   }
 
   // Quantized activations x fused integer dots, rows in parallel.
