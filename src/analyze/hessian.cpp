@@ -1,15 +1,15 @@
 // Input-Hessian collection and its GGUF file (analyze/hessian.h).
 #include "analyze/hessian.h"
 
+#include "analyze/activation_pass.h"
+
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <optional>
 
 #include "core/error.h"
-#include "core/progress.h"
 #include "core/sha256.h"
 #include "format/gguf.h"
 #include "model/forward.h"
@@ -19,11 +19,7 @@ namespace samq {
 Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
                           bool progress) {
   // activation name -> weights that read it (first one names the entry)
-  const std::map<std::string, std::vector<std::string>> readers = {
-      {"attn_norm", {"attn_q", "attn_k", "attn_v"}},
-      {"kq_out", {"attn_output"}},
-      {"ffn_norm", {"ffn_gate", "ffn_up"}},
-      {"ffn_act", {"ffn_down"}}};
+  const auto& readers = activation_readers();
   std::map<std::string, HessianEntry> acc;
   std::vector<double> xd, tmp;
   auto add = [&](const std::vector<std::string>& weights, const float* x, int64_t rows, int64_t cols) {
@@ -53,9 +49,7 @@ Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std:
     }
     auto it = readers.find(std::string(name));
     if (it == readers.end()) return;
-    std::vector<std::string> ws;
-    for (const auto& kind : it->second) ws.push_back("blk." + std::to_string(layer) + "." + kind + ".weight");
-    add(ws, x, rows, cols);
+    add(layer_weight_names(layer, it->second), x, rows, cols);
   };
   ForwardOptions opt;
   opt.hooks = &hooks;
@@ -63,17 +57,7 @@ Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std:
   // when all_logits is set.
   const bool want_output = m.find("output.weight") != nullptr;
   opt.skip_logits = !want_output;
-  std::optional<Progress> bar;
-  if (progress)
-    bar.emplace("hessian", int64_t(chunks.size()) * (chunks.empty() ? 0 : int64_t(chunks[0].size())), "tok");
-  for (const auto& c : chunks) {
-    KvCache cache(m, int64_t(c.size()));
-    Batch b;
-    b.add(&cache, c, want_output);
-    forward(m, ops, b, opt);
-    if (bar) bar->add(int64_t(c.size()));
-  }
-  if (bar) bar->finish();
+  forward_chunks(m, ops, chunks, opt, want_output, "hessian", progress);
   Hessians h;
   for (auto& [k, e] : acc) {
     for (int64_t i = 0; i < e.n; ++i)
@@ -105,12 +89,7 @@ void write_hessian_gguf(const std::string& path, const Hessians& h) {
   }
   w.write_header();
   size_t i = 0;
-  for (const auto* e : sorted) {
-    std::vector<float> s(e->sum.begin(), e->sum.end());
-    w.write_tensor_data(i++, s.data(), s.size() * sizeof(float));
-    const float c = float(e->count);
-    w.write_tensor_data(i++, &c, sizeof(float));
-  }
+  for (const auto* e : sorted) write_sum_and_count(w, i, e->sum, e->count);
   w.finish();
 }
 

@@ -1,14 +1,14 @@
 // Importance matrix collection and its GGUF format (analyze/imatrix.h).
 #include "analyze/imatrix.h"
 
+#include "analyze/activation_pass.h"
+
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <optional>
 
 #include "core/error.h"
 #include "core/parallel.h"
-#include "core/progress.h"
 #include "format/gguf.h"
 #include "model/forward.h"
 #include "model/tensor_names.h"
@@ -39,11 +39,7 @@ bool imatrix_collects(const std::string& name) {
 Imatrix collect_imatrix(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
                         bool progress) {
   // activation name -> weights that read it
-  const std::map<std::string, std::vector<std::string>> readers = {
-      {"attn_norm", {"attn_q", "attn_k", "attn_v"}},
-      {"kq_out", {"attn_output"}},
-      {"ffn_norm", {"ffn_gate", "ffn_up"}},
-      {"ffn_act", {"ffn_down"}}};
+  const auto& readers = activation_readers();
   std::map<std::string, ImatrixEntry> acc;
   ForwardHooks hooks;
   hooks.on_activation = [&](std::string_view name, int layer, const float* x, int64_t rows, int64_t cols) {
@@ -57,8 +53,7 @@ Imatrix collect_imatrix(const Model& m, const Ops& ops, const std::vector<std::v
         s[j] = a;
       }
     });
-    for (const auto& kind : it->second) {
-      const std::string w = "blk." + std::to_string(layer) + "." + kind + ".weight";
+    for (const auto& w : layer_weight_names(layer, it->second)) {
       if (!m.find(w)) continue;
       ImatrixEntry& e = acc[w];
       if (e.sum2.empty()) {
@@ -72,16 +67,7 @@ Imatrix collect_imatrix(const Model& m, const Ops& ops, const std::vector<std::v
   ForwardOptions opt;
   opt.hooks = &hooks;
   opt.skip_logits = true;
-  std::optional<Progress> bar;
-  if (progress) bar.emplace("imatrix", int64_t(chunks.size()) * (chunks.empty() ? 0 : int64_t(chunks[0].size())), "tok");
-  for (const auto& c : chunks) {
-    KvCache cache(m, int64_t(c.size()));
-    Batch b;
-    b.add(&cache, c, false);
-    forward(m, ops, b, opt);
-    if (bar) bar->add(int64_t(c.size()));
-  }
-  if (bar) bar->finish();
+  forward_chunks(m, ops, chunks, opt, false, "imatrix", progress);
   Imatrix im;
   for (auto& [k, e] : acc) im.entries.push_back(std::move(e));
   im.chunk_count = uint32_t(chunks.size());
@@ -104,12 +90,7 @@ void write_imatrix_gguf(const std::string& path, const Imatrix& im) {
   }
   w.write_header();
   size_t i = 0;
-  for (const auto& e : sorted) {
-    std::vector<float> s(e.sum2.begin(), e.sum2.end());
-    w.write_tensor_data(i++, s.data(), s.size() * sizeof(float));
-    const float c = float(e.count);
-    w.write_tensor_data(i++, &c, sizeof(float));
-  }
+  for (const auto& e : sorted) write_sum_and_count(w, i, e.sum2, e.count);
   w.finish();
 }
 
