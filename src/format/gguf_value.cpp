@@ -95,6 +95,19 @@ void put_str(std::string& out, const std::string& s) {
 
 }  // namespace
 
+// The ten fixed-size numeric GGUF types: X(name suffix, C++ type, GgufType).
+#define SAMQ_GGUF_NUMERIC_TYPES(X) \
+  X(u8, uint8_t, UINT8)            \
+  X(i8, int8_t, INT8)              \
+  X(u16, uint16_t, UINT16)         \
+  X(i16, int16_t, INT16)           \
+  X(u32, uint32_t, UINT32)         \
+  X(i32, int32_t, INT32)           \
+  X(u64, uint64_t, UINT64)         \
+  X(i64, int64_t, INT64)           \
+  X(f32, float, FLOAT32)           \
+  X(f64, double, FLOAT64)
+
 #define SAMQ_GGUF_SCALAR(fn, T, TT)                 \
   GgufValue GgufValue::fn(T v) {                    \
     GgufValue r;                                    \
@@ -102,16 +115,7 @@ void put_str(std::string& out, const std::string& s) {
     std::memcpy(&r.bits_, &v, sizeof(T));           \
     return r;                                       \
   }
-SAMQ_GGUF_SCALAR(u8, uint8_t, UINT8)
-SAMQ_GGUF_SCALAR(i8, int8_t, INT8)
-SAMQ_GGUF_SCALAR(u16, uint16_t, UINT16)
-SAMQ_GGUF_SCALAR(i16, int16_t, INT16)
-SAMQ_GGUF_SCALAR(u32, uint32_t, UINT32)
-SAMQ_GGUF_SCALAR(i32, int32_t, INT32)
-SAMQ_GGUF_SCALAR(u64, uint64_t, UINT64)
-SAMQ_GGUF_SCALAR(i64, int64_t, INT64)
-SAMQ_GGUF_SCALAR(f32, float, FLOAT32)
-SAMQ_GGUF_SCALAR(f64, double, FLOAT64)
+SAMQ_GGUF_NUMERIC_TYPES(SAMQ_GGUF_SCALAR)
 #undef SAMQ_GGUF_SCALAR
 
 GgufValue GgufValue::boolean(bool v) {
@@ -152,22 +156,13 @@ GgufValue GgufValue::arr_raw(GgufType elem, std::vector<uint8_t> bytes) {
 }
 
 #define SAMQ_GGUF_ARRAY(fn, T, TT)                                              \
-  GgufValue GgufValue::fn(std::span<const T> v) {                               \
+  GgufValue GgufValue::arr_##fn(std::span<const T> v) {                         \
     std::vector<uint8_t> b(v.size() * sizeof(T));                               \
     if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());                  \
     return arr_raw(GgufType::TT, std::move(b));                                 \
   }
-SAMQ_GGUF_ARRAY(arr_u8, uint8_t, UINT8)
-SAMQ_GGUF_ARRAY(arr_i8, int8_t, INT8)
-SAMQ_GGUF_ARRAY(arr_u16, uint16_t, UINT16)
-SAMQ_GGUF_ARRAY(arr_i16, int16_t, INT16)
-SAMQ_GGUF_ARRAY(arr_u32, uint32_t, UINT32)
-SAMQ_GGUF_ARRAY(arr_i32, int32_t, INT32)
-SAMQ_GGUF_ARRAY(arr_u64, uint64_t, UINT64)
-SAMQ_GGUF_ARRAY(arr_i64, int64_t, INT64)
-SAMQ_GGUF_ARRAY(arr_f32, float, FLOAT32)
-SAMQ_GGUF_ARRAY(arr_f64, double, FLOAT64)
-SAMQ_GGUF_ARRAY(arr_bool, uint8_t, BOOL)
+SAMQ_GGUF_NUMERIC_TYPES(SAMQ_GGUF_ARRAY)
+SAMQ_GGUF_ARRAY(bool, uint8_t, BOOL)
 #undef SAMQ_GGUF_ARRAY
 
 GgufType GgufValue::elem_type() const {
@@ -182,22 +177,13 @@ void GgufValue::wrong_type(std::string_view expected) const {
 }
 
 #define SAMQ_GGUF_GET(fn, T, TT)                   \
-  T GgufValue::fn() const {                        \
+  T GgufValue::get_##fn() const {                  \
     if (type_ != GgufType::TT) wrong_type(gguf_type_name(GgufType::TT)); \
     T v;                                           \
     std::memcpy(&v, &bits_, sizeof(T));            \
     return v;                                      \
   }
-SAMQ_GGUF_GET(get_u8, uint8_t, UINT8)
-SAMQ_GGUF_GET(get_i8, int8_t, INT8)
-SAMQ_GGUF_GET(get_u16, uint16_t, UINT16)
-SAMQ_GGUF_GET(get_i16, int16_t, INT16)
-SAMQ_GGUF_GET(get_u32, uint32_t, UINT32)
-SAMQ_GGUF_GET(get_i32, int32_t, INT32)
-SAMQ_GGUF_GET(get_u64, uint64_t, UINT64)
-SAMQ_GGUF_GET(get_i64, int64_t, INT64)
-SAMQ_GGUF_GET(get_f32, float, FLOAT32)
-SAMQ_GGUF_GET(get_f64, double, FLOAT64)
+SAMQ_GGUF_NUMERIC_TYPES(SAMQ_GGUF_GET)
 #undef SAMQ_GGUF_GET
 
 bool GgufValue::get_bool() const {
