@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "common/error_text.h"
 #include "core/error.h"
 #include "format/gguf.h"
 #include "format/gguf_bytes.h"
@@ -37,19 +38,10 @@ struct Valid {
 GgufFile parse(const std::vector<uint8_t>& b) { return GgufFile::from_memory(b.data(), b.size(), "t.gguf"); }
 
 std::string error_of(const std::vector<uint8_t>& b) {
-  try {
-    parse(b);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
+  return samq::test::error_text([&] { parse(b); });
 }
 
-#define EXPECT_REJECTED(bytes, ...)                                        \
-  do {                                                                     \
-    const std::string msg = error_of(bytes);                               \
-    for (const char* s : {__VA_ARGS__}) EXPECT_NE(msg.find(s), std::string::npos) << "want '" << s << "' in: " << msg; \
-  } while (0)
+#define EXPECT_REJECTED(bytes, ...) SAMQ_EXPECT_MESSAGE_HAS(error_of(bytes), __VA_ARGS__)
 
 // Minimal header + one kv built by `kv`, no tensors.
 std::vector<uint8_t> one_kv(const std::function<void(GgufBytes&)>& kv) {

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error_text.h"
 #include "common/test_env.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -56,12 +57,7 @@ void expect_matches_manifest(const ModelHparams& hp, const std::string& manifest
 ModelHparams from_json(const std::string& s) { return hparams_from_hf_config_json(s, "config.json"); }
 
 std::string error_of(const std::string& s) {
-  try {
-    from_json(s);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
+  return samq::test::error_text([&] { from_json(s); });
 }
 
 const char* kBase = R"("hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error_text.h"
 #include "common/test_env.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -39,19 +40,10 @@ std::vector<uint8_t> st_image(const std::string& header, const std::vector<uint8
 }
 
 std::string error_of(const std::vector<uint8_t>& b) {
-  try {
-    parse_safetensors(b.data(), b.size(), "t.safetensors");
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
+  return samq::test::error_text([&] { parse_safetensors(b.data(), b.size(), "t.safetensors"); });
 }
 
-#define EXPECT_REJECTED(bytes, ...)                                                                \
-  do {                                                                                             \
-    const std::string msg = error_of(bytes);                                                       \
-    for (const char* s : {__VA_ARGS__}) EXPECT_NE(msg.find(s), std::string::npos) << "want '" << s << "' in: " << msg; \
-  } while (0)
+#define EXPECT_REJECTED(bytes, ...) SAMQ_EXPECT_MESSAGE_HAS(error_of(bytes), __VA_ARGS__)
 
 }  // namespace
 
