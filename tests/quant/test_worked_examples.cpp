@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "quant/blocks.h"
@@ -15,19 +18,54 @@ using namespace samq;
 
 namespace {
 
-template <typename B>
-std::vector<float> deq(GgmlType t, const B& b, int64_t n, bool simd) {
-  std::vector<float> y(static_cast<size_t>(n));
-  if (simd) dequantize_row(t, &b, y.data(), n);
-  else dequantize_row_ref(t, &b, y.data(), n);
-  return y;
+// One worked example: bytes written into zeroed blocks at byte offsets (ggml-formats.md §2.1
+// layouts; comments name the fields), and the floats the dequantizer must produce.
+struct Example {
+  const char* name;
+  GgmlType type;
+  int64_t n;                                                  // elements
+  std::vector<std::pair<size_t, std::vector<uint8_t>>> bytes;  // (offset, bytes)
+  std::vector<std::pair<int, float>> expect;                   // (element, value)
+};
+
+const std::vector<Example>& examples() {
+  static const std::vector<Example> ex = {
+      // d = 0.25, qh = 0x80000001, qs[0] = 0x3A, qs[15] = 0xF0
+      {"Q5_0", GgmlType::Q5_0, 32, {{0, {0x00, 0x34, 0x01, 0x00, 0x00, 0x80}}, {6, {0x3A}}, {21, {0xF0}}},
+       {{0, 2.5f}, {16, -3.25f}, {15, -4.0f}, {31, 3.75f}}},
+      // scales[0..2], scales[12], qs[0], qs[8], qs[17], qs[40], d and dmin
+      {"Q2_K", GgmlType::Q2_K, 256,
+       {{0, {0x21, 0x13, 0x0F}}, {12, {0xA7}}, {16, {0x03}}, {24, {0x08}}, {33, {0x02}}, {56, {0x30}},
+        {80, {0x00, 0x38, 0x00, 0x34}}},
+       {{0, 1.0f}, {1, -0.5f}, {17, 2.75f}, {40, 15.0f}, {200, 8.0f}}},
+      // hmask[0], hmask[6], qs[0], qs[38], qs[54], scales[0,1], scales[6], scales[8..10], d
+      {"Q3_K", GgmlType::Q3_K, 256,
+       {{0, {0x01}}, {6, {0x80}}, {32, {0x01}}, {70, {0x80}}, {86, {0x03}}, {96, {0x08, 0x40}}, {102, {0xF0}},
+        {104, {0x02, 0x10, 0xC0}}, {108, {0x00, 0x38}}},
+       {{0, 4.0f}, {1, -16.0f}, {16, 64.0f}, {150, 6.0f}, {230, 31.0f}}},
+      // d, dmin, scales[1] = 0x0A, [2] = 0x80, [5] = 0x03, [6] = 0xC0, [10] = 0x2D, qs[8], qs[104]
+      {"Q4_K", GgmlType::Q4_K, 256,
+       {{0, {0x00, 0x38, 0x00, 0x34}}, {5, {0x0A, 0x80}}, {9, {0x03, 0xC0}}, {14, {0x2D}}, {24, {0x70}},
+        {120, {0x0B}}},
+       {{40, 34.25f}, {41, -0.75f}, {200, 235.0f}, {192, -12.5f}}},
+      // the same d, dmin and scales as Q4_K; qh[8], qs[8], qs[104]
+      {"Q5_K", GgmlType::Q5_K, 256,
+       {{0, {0x00, 0x38, 0x00, 0x34}}, {5, {0x0A, 0x80}}, {9, {0x03, 0xC0}}, {14, {0x2D}}, {24, {0x42}},
+        {56, {0x70}}, {152, {0x0B}}},
+       {{40, 114.25f}, {200, 595.0f}, {8, 0.0f}}},
+      // ql[0], ql[83], qh[0], scales[0], scales[13], d
+      {"Q6_K", GgmlType::Q6_K, 256,
+       {{0, {0x05}}, {83, {0xC0}}, {128, {0x02}}, {192, {0x02}}, {205, {0xFD}}, {208, {0x00, 0x38}}},
+       {{0, 5.0f}, {1, -32.0f}, {211, 30.0f}}},
+      // d, scales_h, scales_l[0], qs[0], qs[21]
+      {"IQ4_XS", GgmlType::IQ4_XS, 256, {{0, {0x00, 0x38, 0x06, 0x00, 0x3F}}, {8, {0x8F}}, {29, {0x07}}},
+       {{0, 847.5f}, {16, 7.5f}, {37, 65.0f}, {53, 825.5f}}},
+  };
+  return ex;
 }
 
-void put(void* blk, size_t off, std::initializer_list<uint8_t> bytes) {
-  std::memcpy(static_cast<uint8_t*>(blk) + off, bytes.begin(), bytes.size());
-}
-
-class WorkedExample : public ::testing::TestWithParam<bool> {};
+// Parameters: (example index, SIMD dequantizer or the scalar reference).
+class WorkedExample : public ::testing::TestWithParam<std::tuple<size_t, bool>> {};
 
 }  // namespace
 
@@ -55,114 +93,23 @@ TEST(BlockLayout, SizesMatchTheTypeTable) {
   EXPECT_EQ(offsetof(block_iq4_xs, qs), 8u);
 }
 
-TEST_P(WorkedExample, Q5_0) {
-  block_q5_0 b{};
-  put(&b, 0, {0x00, 0x34});              // d = 0.25
-  put(&b, 2, {0x01, 0x00, 0x00, 0x80});  // qh = 0x80000001
-  b.qs[0] = 0x3A;
-  b.qs[15] = 0xF0;
-  auto y = deq(GgmlType::Q5_0, b, 32, GetParam());
-  EXPECT_EQ(y[0], 2.5f);
-  EXPECT_EQ(y[16], -3.25f);
-  EXPECT_EQ(y[15], -4.0f);
-  EXPECT_EQ(y[31], 3.75f);
+TEST_P(WorkedExample, Dequantizes) {
+  const auto [index, simd] = GetParam();
+  const Example& e = examples()[index];
+  std::vector<uint8_t> blocks(size_t(ggml_row_size(e.type, e.n)), 0);
+  for (const auto& [off, bytes] : e.bytes) {
+    ASSERT_LE(off + bytes.size(), blocks.size()) << e.name;
+    std::memcpy(blocks.data() + off, bytes.data(), bytes.size());
+  }
+  std::vector<float> y(size_t(e.n));
+  if (simd) dequantize_row(e.type, blocks.data(), y.data(), e.n);
+  else dequantize_row_ref(e.type, blocks.data(), y.data(), e.n);
+  for (const auto& [i, v] : e.expect) EXPECT_EQ(y[size_t(i)], v) << e.name << " element " << i;
 }
 
-TEST_P(WorkedExample, Q2_K) {
-  block_q2_K b{};
-  put(&b, 0, {0x21, 0x13, 0x0F});
-  put(&b, 12, {0xA7});
-  put(&b, 16, {0x03});
-  put(&b, 24, {0x08});
-  put(&b, 33, {0x02});
-  put(&b, 56, {0x30});
-  put(&b, 80, {0x00, 0x38, 0x00, 0x34});
-  auto y = deq(GgmlType::Q2_K, b, 256, GetParam());
-  EXPECT_EQ(y[0], 1.0f);
-  EXPECT_EQ(y[1], -0.5f);
-  EXPECT_EQ(y[17], 2.75f);
-  EXPECT_EQ(y[40], 15.0f);
-  EXPECT_EQ(y[200], 8.0f);
-}
-
-TEST_P(WorkedExample, Q3_K) {
-  block_q3_K b{};
-  put(&b, 108, {0x00, 0x38});
-  put(&b, 96 + 0, {0x08, 0x40});
-  put(&b, 96 + 6, {0xF0});
-  put(&b, 96 + 8, {0x02, 0x10, 0xC0});
-  b.hmask[0] = 0x01;
-  b.hmask[6] = 0x80;
-  b.qs[0] = 0x01;
-  b.qs[38] = 0x80;
-  b.qs[54] = 0x03;
-  auto y = deq(GgmlType::Q3_K, b, 256, GetParam());
-  EXPECT_EQ(y[0], 4.0f);
-  EXPECT_EQ(y[1], -16.0f);
-  EXPECT_EQ(y[16], 64.0f);
-  EXPECT_EQ(y[150], 6.0f);
-  EXPECT_EQ(y[230], 31.0f);
-}
-
-TEST_P(WorkedExample, Q4_K) {
-  block_q4_K b{};
-  put(&b, 0, {0x00, 0x38, 0x00, 0x34});
-  b.scales[1] = 0x0A;
-  b.scales[2] = 0x80;
-  b.scales[5] = 0x03;
-  b.scales[6] = 0xC0;
-  b.scales[10] = 0x2D;
-  b.qs[8] = 0x70;
-  b.qs[104] = 0x0B;
-  auto y = deq(GgmlType::Q4_K, b, 256, GetParam());
-  EXPECT_EQ(y[40], 34.25f);
-  EXPECT_EQ(y[41], -0.75f);
-  EXPECT_EQ(y[200], 235.0f);
-  EXPECT_EQ(y[192], -12.5f);
-}
-
-TEST_P(WorkedExample, Q5_K) {
-  block_q5_K b{};
-  put(&b, 0, {0x00, 0x38, 0x00, 0x34});
-  b.scales[1] = 0x0A;
-  b.scales[2] = 0x80;
-  b.scales[5] = 0x03;
-  b.scales[6] = 0xC0;
-  b.scales[10] = 0x2D;
-  put(&b, 24, {0x42});
-  put(&b, 56, {0x70});
-  put(&b, 152, {0x0B});
-  auto y = deq(GgmlType::Q5_K, b, 256, GetParam());
-  EXPECT_EQ(y[40], 114.25f);
-  EXPECT_EQ(y[200], 595.0f);
-  EXPECT_EQ(y[8], 0.0f);
-}
-
-TEST_P(WorkedExample, Q6_K) {
-  block_q6_K b{};
-  put(&b, 208, {0x00, 0x38});
-  put(&b, 192, {0x02});
-  put(&b, 205, {0xFD});
-  b.ql[0] = 0x05;
-  b.qh[0] = 0x02;
-  b.ql[83] = 0xC0;
-  auto y = deq(GgmlType::Q6_K, b, 256, GetParam());
-  EXPECT_EQ(y[0], 5.0f);
-  EXPECT_EQ(y[1], -32.0f);
-  EXPECT_EQ(y[211], 30.0f);
-}
-
-TEST_P(WorkedExample, IQ4_XS) {
-  block_iq4_xs b{};
-  put(&b, 0, {0x00, 0x38, 0x06, 0x00, 0x3F});
-  b.qs[0] = 0x8F;
-  b.qs[21] = 0x07;
-  auto y = deq(GgmlType::IQ4_XS, b, 256, GetParam());
-  EXPECT_EQ(y[0], 847.5f);
-  EXPECT_EQ(y[16], 7.5f);
-  EXPECT_EQ(y[37], 65.0f);
-  EXPECT_EQ(y[53], 825.5f);
-}
-
-INSTANTIATE_TEST_SUITE_P(ScalarAndSimd, WorkedExample, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "simd" : "scalar"; });
+INSTANTIATE_TEST_SUITE_P(ScalarAndSimd, WorkedExample,
+                         ::testing::Combine(::testing::Range(size_t(0), examples().size()), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(examples()[std::get<0>(info.param)].name) +
+                                  (std::get<1>(info.param) ? "_simd" : "_scalar");
+                         });
