@@ -35,15 +35,33 @@ SAMQ_AVX2 inline __m256 err_term(__m256 diff, bool use_mad, __m256 abs_mask) {
   return use_mad ? _mm256_and_ps(diff, abs_mask) : _mm256_mul_ps(diff, diff);
 }
 
+// Lane k of t[i] = element i of group k (groups of n at p, p + n, ..., p + 7n).
+SAMQ_AVX2 inline __m256 lanes8(const float* p, int n, int i) {
+  return _mm256_setr_ps(p[i], p[n + i], p[2 * n + i], p[3 * n + i], p[4 * n + i], p[5 * n + i], p[6 * n + i],
+                        p[7 * n + i]);
+}
+
+// Per lane: the largest |t[i]| and the signed t[i] it came from (first one on ties; 0 when all 0).
+SAMQ_AVX2 inline void signed_absmax(const __m256* t, int n, __m256* amax_out, __m256* max_out) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
+  for (int i = 0; i < n; ++i) {
+    const __m256 ax = _mm256_and_ps(t[i], abs_mask);
+    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+    amax = select(gt, ax, amax);
+    max = select(gt, t[i], max);
+  }
+  *amax_out = amax;
+  *max_out = max;
+}
+
 SAMQ_AVX2 void affine_search_x8_avx2(int n, int nmax, const float* x, const float* w, uint8_t* L,
                                      float* scales, float* the_mins, float rmin, float rdelta,
                                      int nstep, bool use_mad) {
   __m256 xt[32] = {}, wt[32] = {};
   for (int i = 0; i < n; ++i) {
-    xt[i] = _mm256_setr_ps(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i],
-                           x[6 * n + i], x[7 * n + i]);
-    wt[i] = _mm256_setr_ps(w[i], w[n + i], w[2 * n + i], w[3 * n + i], w[4 * n + i], w[5 * n + i],
-                           w[6 * n + i], w[7 * n + i]);
+    xt[i] = lanes8(x, n, i);
+    wt[i] = lanes8(w, n, i);
   }
   const __m256 zero = _mm256_setzero_ps();
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -129,23 +147,14 @@ SAMQ_AVX2 void symmetric_search_x8_avx2(int n, int nmax, const float* x, const f
                                         float* scales) {
   __m256 xt[32] = {}, wt[32] = {};
   for (int i = 0; i < n; ++i) {
-    xt[i] = _mm256_setr_ps(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i],
-                           x[6 * n + i], x[7 * n + i]);
-    wt[i] = qw ? _mm256_setr_ps(qw[i], qw[n + i], qw[2 * n + i], qw[3 * n + i], qw[4 * n + i],
-                                qw[5 * n + i], qw[6 * n + i], qw[7 * n + i])
-               : _mm256_mul_ps(xt[i], xt[i]);
+    xt[i] = lanes8(x, n, i);
+    wt[i] = qw ? lanes8(qw, n, i) : _mm256_mul_ps(xt[i], xt[i]);
   }
   const __m256 zero = _mm256_setzero_ps();
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
   // Signed element of largest magnitude, first one on ties.
-  __m256 amax = zero, max = zero;
-  for (int i = 0; i < n; ++i) {
-    const __m256 ax = _mm256_and_ps(xt[i], abs_mask);
-    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-    amax = select(gt, ax, amax);
-    max = select(gt, xt[i], max);
-  }
+  __m256 amax, max;
+  signed_absmax(xt, n, &amax, &max);
   const __m256 degenerate = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
   __m256 Lf[32], Laux[32];
   auto codes_and_sums = [&](__m256 iscale, __m256* Lout, __m256& sumlx, __m256& suml2) SAMQ_AVX2 {
@@ -205,20 +214,12 @@ SAMQ_AVX2 void iq4_scale_search_x8_avx2(const float* x, const float* w, float* s
   const int n = 32;
   __m256 xt[32], wt[32];
   for (int i = 0; i < n; ++i) {
-    xt[i] = _mm256_setr_ps(x[i], x[n + i], x[2 * n + i], x[3 * n + i], x[4 * n + i], x[5 * n + i],
-                           x[6 * n + i], x[7 * n + i]);
-    wt[i] = _mm256_setr_ps(w[i], w[n + i], w[2 * n + i], w[3 * n + i], w[4 * n + i], w[5 * n + i],
-                           w[6 * n + i], w[7 * n + i]);
+    xt[i] = lanes8(x, n, i);
+    wt[i] = lanes8(w, n, i);
   }
   const __m256 zero = _mm256_setzero_ps();
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 amax = zero, max = zero;
-  for (int i = 0; i < n; ++i) {
-    const __m256 ax = _mm256_and_ps(xt[i], abs_mask);
-    const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-    amax = select(gt, ax, amax);
-    max = select(gt, xt[i], max);
-  }
+  __m256 amax, max;
+  signed_absmax(xt, n, &amax, &max);
   const __m256 degenerate = _mm256_cmp_ps(amax, _mm256_set1_ps(kGroupMaxEps), _CMP_LT_OQ);
   const float v0 = kvalues_iq4nl[0];
   auto sums = [&](__m256 id, __m256& sumqx, __m256& sumq2) SAMQ_AVX2 {
