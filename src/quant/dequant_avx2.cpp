@@ -63,17 +63,26 @@ SAMQ_AVX2 inline __m256i bit_to_16(__m256i v, int b) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, mask), mask), _mm256_set1_epi8(16));
 }
 
+// Scales and mins (d*sc, dmin*m) of sub-blocks 2c and 2c+1 of a Q4_K/Q5_K block.
+inline void sub_block_pair(const uint8_t* scales, int c, float d, float dmin, float* d1, float* m1, float* d2,
+                           float* m2) {
+  uint8_t sc, m;
+  get_scale_min_k4(2 * c, scales, &sc, &m);
+  *d1 = d * sc;
+  *m1 = dmin * m;
+  get_scale_min_k4(2 * c + 1, scales, &sc, &m);
+  *d2 = d * sc;
+  *m2 = dmin * m;
+}
+
 SAMQ_AVX2 void deq_q4_K(const block_q4_K* x, float* y, int64_t nb) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   for (int64_t i = 0; i < nb; ++i) {
     const float d = fp16_to_f32(x[i].d), min = fp16_to_f32(x[i].dmin);
     const uint8_t* q = x[i].qs;
     for (int c = 0; c < 4; ++c, q += 32, y += 64) {
-      uint8_t sc, m;
-      get_scale_min_k4(2 * c, x[i].scales, &sc, &m);
-      const float d1 = d * sc, m1 = min * m;
-      get_scale_min_k4(2 * c + 1, x[i].scales, &sc, &m);
-      const float d2 = d * sc, m2 = min * m;
+      float d1, m1, d2, m2;
+      sub_block_pair(x[i].scales, c, d, min, &d1, &m1, &d2, &m2);
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
       emit32(y, _mm256_and_si256(v, m4), d1, m1);
       emit32(y + 32, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), d2, m2);
@@ -88,11 +97,8 @@ SAMQ_AVX2 void deq_q5_K(const block_q5_K* x, float* y, int64_t nb) {
     const uint8_t* ql = x[i].qs;
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qh));
     for (int c = 0; c < 4; ++c, ql += 32, y += 64) {
-      uint8_t sc, m;
-      get_scale_min_k4(2 * c, x[i].scales, &sc, &m);
-      const float d1 = d * sc, m1 = min * m;
-      get_scale_min_k4(2 * c + 1, x[i].scales, &sc, &m);
-      const float d2 = d * sc, m2 = min * m;
+      float d1, m1, d2, m2;
+      sub_block_pair(x[i].scales, c, d, min, &d1, &m1, &d2, &m2);
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
       const __m256i h1 = bit_to_16(qh, 2 * c), h2 = bit_to_16(qh, 2 * c + 1);
       emit32(y, _mm256_or_si256(_mm256_and_si256(v, m4), h1), d1, m1);
