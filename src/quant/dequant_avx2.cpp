@@ -63,18 +63,6 @@ SAMQ_AVX2 inline __m256i bit_to_16(__m256i v, int b) {
   return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, mask), mask), _mm256_set1_epi8(16));
 }
 
-// Scales and mins (d*sc, dmin*m) of sub-blocks 2c and 2c+1 of a Q4_K/Q5_K block.
-inline void sub_block_pair(const uint8_t* scales, int c, float d, float dmin, float* d1, float* m1, float* d2,
-                           float* m2) {
-  uint8_t sc, m;
-  get_scale_min_k4(2 * c, scales, &sc, &m);
-  *d1 = d * sc;
-  *m1 = dmin * m;
-  get_scale_min_k4(2 * c + 1, scales, &sc, &m);
-  *d2 = d * sc;
-  *m2 = dmin * m;
-}
-
 SAMQ_AVX2 void deq_q4_K(const block_q4_K* x, float* y, int64_t nb) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   for (int64_t i = 0; i < nb; ++i) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.h"
 #include "core/fp16.h"
 #include "quant/quants_ref.h"
 #include "quant/search.h"
@@ -132,46 +133,40 @@ void pack_q5_K(const uint8_t* L, uint8_t* qh, uint8_t* ql) {
   }
 }
 
+// Q4_K (nmax 15) and Q5_K (nmax 31): per super-block, the sub-block scales and mins by ggml's
+// plain search (qw null; rmin, rdelta, nstep) or its weighted one, then the requantized codes.
+template <typename B>
+void quantize_row_k45(const float* x, B* y, int64_t nb, const float* qw, int nmax, float rmin, float rdelta,
+                      int nstep) {
+  uint8_t L[QK_K];
+  for (int64_t i = 0; i < nb; ++i, x += QK_K) {
+    std::memset(y[i].scales, 0, sizeof y[i].scales);
+    if (qw) k45_weighted_scales(x, qw + QK_K * i, nmax, L, y[i].scales, &y[i].d, &y[i].dmin);
+    else k45_ref_scales(x, nmax, rmin, rdelta, nstep, L, y[i].scales, &y[i].d, &y[i].dmin);
+    k4_requantize(x, y[i].d, y[i].dmin, y[i].scales, nmax, L);
+    if constexpr (requires { y[i].qh; }) pack_q5_K(L, y[i].qh, y[i].qs);
+    else pack_q4_K(L, y[i].qs);
+  }
+}
+
 }  // namespace
 
 void quantize_row_q4_K_ref(const float* x, block_q4_K* y, int64_t k) {
-  uint8_t L[QK_K];
-  for (int64_t i = 0; i < k / QK_K; ++i, x += QK_K) {
-    std::memset(y[i].scales, 0, sizeof y[i].scales);
-    k45_ref_scales(x, 15, -1.f, 0.1f, 20, L, y[i].scales, &y[i].d, &y[i].dmin);
-    k4_requantize(x, y[i].d, y[i].dmin, y[i].scales, 15, L);
-    pack_q4_K(L, y[i].qs);
-  }
+  quantize_row_k45(x, y, k / QK_K, nullptr, 15, -1.f, 0.1f, 20);
 }
 
 void quantize_row_q4_K_weighted(const float* x, block_q4_K* y, int64_t n_per_row, const float* qw) {
-  uint8_t L[QK_K];
-  for (int64_t i = 0; i < n_per_row / QK_K; ++i, x += QK_K) {
-    std::memset(y[i].scales, 0, sizeof y[i].scales);
-    k45_weighted_scales(x, qw + QK_K * i, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
-    k4_requantize(x, y[i].d, y[i].dmin, y[i].scales, 15, L);
-    pack_q4_K(L, y[i].qs);
-  }
+  if (!qw) fail("quantize_row_q4_K_weighted: importance weights required");
+  quantize_row_k45(x, y, n_per_row / QK_K, qw, 15, 0.f, 0.f, 0);
 }
 
 void quantize_row_q5_K_ref(const float* x, block_q5_K* y, int64_t k) {
-  uint8_t L[QK_K];
-  for (int64_t i = 0; i < k / QK_K; ++i, x += QK_K) {
-    std::memset(y[i].scales, 0, sizeof y[i].scales);
-    k45_ref_scales(x, 31, -0.5f, 0.1f, 15, L, y[i].scales, &y[i].d, &y[i].dmin);
-    k4_requantize(x, y[i].d, y[i].dmin, y[i].scales, 31, L);
-    pack_q5_K(L, y[i].qh, y[i].qs);
-  }
+  quantize_row_k45(x, y, k / QK_K, nullptr, 31, -0.5f, 0.1f, 15);
 }
 
 void quantize_row_q5_K_weighted(const float* x, block_q5_K* y, int64_t n_per_row, const float* qw) {
-  uint8_t L[QK_K];
-  for (int64_t i = 0; i < n_per_row / QK_K; ++i, x += QK_K) {
-    std::memset(y[i].scales, 0, sizeof y[i].scales);
-    k45_weighted_scales(x, qw + QK_K * i, 31, L, y[i].scales, &y[i].d, &y[i].dmin);
-    k4_requantize(x, y[i].d, y[i].dmin, y[i].scales, 31, L);
-    pack_q5_K(L, y[i].qh, y[i].qs);
-  }
+  if (!qw) fail("quantize_row_q5_K_weighted: importance weights required");
+  quantize_row_k45(x, y, n_per_row / QK_K, qw, 31, 0.f, 0.f, 0);
 }
 
 void dequantize_row_q4_K(const block_q4_K* x, float* y, int64_t k) {
@@ -179,11 +174,8 @@ void dequantize_row_q4_K(const block_q4_K* x, float* y, int64_t k) {
     const float d = fp16_to_f32(x[i].d), min = fp16_to_f32(x[i].dmin);
     const uint8_t* q = x[i].qs;
     for (int c = 0; c < QK_K / 64; ++c, q += 32) {
-      uint8_t sc, m;
-      get_scale_min_k4(2 * c, x[i].scales, &sc, &m);
-      const float d1 = d * sc, m1 = min * m;
-      get_scale_min_k4(2 * c + 1, x[i].scales, &sc, &m);
-      const float d2 = d * sc, m2 = min * m;
+      float d1, m1, d2, m2;
+      sub_block_pair(x[i].scales, c, d, min, &d1, &m1, &d2, &m2);
       for (int l = 0; l < 32; ++l) *y++ = d1 * float(q[l] & 0xF) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * float(q[l] >> 4) - m2;
     }
@@ -197,11 +189,8 @@ void dequantize_row_q5_K(const block_q5_K* x, float* y, int64_t k) {
     const uint8_t* qh = x[i].qh;
     uint8_t u1 = 1, u2 = 2;
     for (int c = 0; c < QK_K / 64; ++c, ql += 32) {
-      uint8_t sc, m;
-      get_scale_min_k4(2 * c, x[i].scales, &sc, &m);
-      const float d1 = d * sc, m1 = min * m;
-      get_scale_min_k4(2 * c + 1, x[i].scales, &sc, &m);
-      const float d2 = d * sc, m2 = min * m;
+      float d1, m1, d2, m2;
+      sub_block_pair(x[i].scales, c, d, min, &d1, &m1, &d2, &m2);
       for (int l = 0; l < 32; ++l) *y++ = d1 * float((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
       for (int l = 0; l < 32; ++l) *y++ = d2 * float((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
       u1 = uint8_t(u1 << 2);

@@ -67,6 +67,18 @@ inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
   }
 }
 
+// Scales and mins (d*sc, dmin*m) of sub-blocks 2c and 2c+1 of a Q4_K/Q5_K block.
+inline void sub_block_pair(const uint8_t* scales, int c, float d, float dmin, float* d1, float* m1, float* d2,
+                           float* m2) {
+  uint8_t sc, m;
+  get_scale_min_k4(2 * c, scales, &sc, &m);
+  *d1 = d * sc;
+  *m1 = dmin * m;
+  get_scale_min_k4(2 * c + 1, scales, &sc, &m);
+  *d2 = d * sc;
+  *m2 = dmin * m;
+}
+
 }  // namespace samq
 
 namespace samq {
