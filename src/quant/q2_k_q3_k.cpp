@@ -77,22 +77,35 @@ void q3_requantize_pack(const float* x, block_q3_K& b, int8_t* L) {
   pack_2bit(reinterpret_cast<const uint8_t*>(L), b.qs);
 }
 
+// Codes, scales and positive mins of the 16 sub-blocks of 16 of one Q2_K super-block by the
+// affine search with weights w: eight sub-blocks at a time through the SIMD search, else ggml's
+// scalar one (make_qkx2_quants on the plain path, which uses the mean absolute deviation;
+// make_qkx3_quants on the weighted path). Both give the same bytes.
+void q2_sub_block_search(const float* x, const float* w, uint8_t* L, float* scales, float* mins, float rmin,
+                         float rdelta, int nstep, bool use_mad) {
+  uint8_t Laux[16];
+  for (int half = 0; half < 2; ++half) {
+    const int o = 128 * half;
+    if (affine_search_x8(16, 3, x + o, w + o, L + o, scales + 8 * half, mins + 8 * half, rmin, rdelta, nstep,
+                         use_mad))
+      continue;
+    for (int j = 8 * half; j < 8 * half + 8; ++j)
+      scales[j] = use_mad ? make_qkx2_quants(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &mins[j], Laux, rmin,
+                                             rdelta, nstep, true)
+                          : make_qkx3_quants(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &mins[j], Laux, rmin,
+                                             rdelta, nstep, false);
+  }
+}
+
 }  // namespace
 
 void quantize_row_q2_K_ref(const float* x, block_q2_K* y, int64_t k) {
-  uint8_t L[QK_K], Laux[16];
+  uint8_t L[QK_K];
   float weights[QK_K], mins[QK_K / 16], scales[QK_K / 16];
   const float q4scale = 15.f;
   for (int64_t i = 0; i < k / QK_K; ++i, x += QK_K) {
     for (int l = 0; l < QK_K; ++l) weights[l] = std::fabs(x[l]);
-    for (int half = 0; half < 2; ++half) {
-      const int o = 128 * half;
-      if (!affine_search_x8(16, 3, x + o, weights + o, L + o, scales + 8 * half, mins + 8 * half,
-                            -0.5f, 0.1f, 15, true))
-        for (int j = 8 * half; j < 8 * half + 8; ++j)
-          scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights + 16 * j, L + 16 * j, &mins[j],
-                                       Laux, -0.5f, 0.1f, 15, true);
-    }
+    q2_sub_block_search(x, weights, L, scales, mins, -0.5f, 0.1f, 15, true);
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < QK_K / 16; ++j) {
       if (scales[j] > max_scale) max_scale = scales[j];
@@ -120,7 +133,7 @@ void quantize_row_q2_K_ref(const float* x, block_q2_K* y, int64_t k) {
 }
 
 void quantize_row_q2_K_weighted(const float* x, block_q2_K* y, int64_t n_per_row, const float* qw) {
-  uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
+  uint8_t L[QK_K], Ls[QK_K / 16], Lm[QK_K / 16];
   float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[QK_K];
   for (int64_t i = 0; i < n_per_row / QK_K; ++i, x += QK_K) {
     float sumx2 = 0;
@@ -133,14 +146,7 @@ void quantize_row_q2_K_weighted(const float* x, block_q2_K* y, int64_t n_per_row
       sw[j] = 0;
       for (int l = 0; l < 16; ++l) sw[j] += wj[l];
     }
-    for (int half = 0; half < 2; ++half) {
-      const int o = 128 * half;
-      if (!affine_search_x8(16, 3, x + o, weight + o, L + o, scales + 8 * half, mins + 8 * half,
-                            -0.9f, 0.05f, 36, false))
-        for (int j = 8 * half; j < 8 * half + 8; ++j)
-          scales[j] = make_qkx3_quants(16, 3, x + 16 * j, weight + 16 * j, L + 16 * j, &mins[j],
-                                       Laux, -0.9f, 0.05f, 36, false);
-    }
+    q2_sub_block_search(x, weight, L, scales, mins, -0.9f, 0.05f, 36, false);
     const float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
     const float mm = make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
     y[i].d = f32_to_fp16(dm);
