@@ -17,10 +17,8 @@ namespace samq {
 namespace {
 
 TEST(Hessian, DiagonalIsImatrixAndMatrixIsBruteForce) {
-  test::TinyConfig cfg;
-  cfg.n_embd = 32;
-  auto m = test::make_tiny_model(cfg);
-  std::vector<std::vector<int32_t>> chunks = {test::tiny_tokens(12, cfg.n_vocab, 1), test::tiny_tokens(12, cfg.n_vocab, 2)};
+  const test::TinyCalibration setup;
+  const auto& [cfg, m, chunks] = setup;
   const Hessians h = collect_hessians(*m, cpu_ops(), chunks, false);
   const Imatrix im = collect_imatrix(*m, cpu_ops(), chunks, false);
   // 4 inputs per layer + output.

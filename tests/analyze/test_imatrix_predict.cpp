@@ -19,10 +19,8 @@ namespace samq {
 namespace {
 
 TEST(Imatrix, ForwardCollectionMatchesAccumulatorAndRoundTrips) {
-  test::TinyConfig cfg;
-  cfg.n_embd = 32;
-  auto m = test::make_tiny_model(cfg);
-  std::vector<std::vector<int32_t>> chunks = {test::tiny_tokens(12, cfg.n_vocab, 1), test::tiny_tokens(12, cfg.n_vocab, 2)};
+  const test::TinyCalibration setup;
+  const auto& [cfg, m, chunks] = setup;
   const Imatrix im = collect_imatrix(*m, cpu_ops(), chunks, false);
   SensitivityAccumulator acc(*m, cpu_ops());
   for (size_t i = 0; i < chunks.size(); ++i) acc.add_chunk(chunks[i], int64_t(i));

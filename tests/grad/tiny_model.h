@@ -2,6 +2,7 @@
 // every feature of the four architectures can be switched on (biases, q/k norm, tied
 // embeddings, llama3 rope_freqs, NeoX rope). Header-only so tests/analyze can use it too.
 #pragma once
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
@@ -100,5 +101,20 @@ inline std::vector<int32_t> tiny_tokens(int64_t n, int64_t vocab, uint32_t seed)
   for (auto& x : t) x = int32_t(g() % uint32_t(vocab));
   return t;
 }
+
+// Calibration chunks for a tiny model: one sequence of len tokens per seed.
+inline std::vector<std::vector<int32_t>> tiny_chunks(const TinyConfig& c, int64_t len,
+                                                     std::initializer_list<uint32_t> seeds) {
+  std::vector<std::vector<int32_t>> chunks;
+  for (uint32_t s : seeds) chunks.push_back(tiny_tokens(len, c.n_vocab, s));
+  return chunks;
+}
+
+// The analysis tests' usual setup: the default tiny model and two 12-token chunks (seeds 1, 2).
+struct TinyCalibration {
+  TinyConfig cfg;
+  std::shared_ptr<Model> model = make_tiny_model(cfg);
+  std::vector<std::vector<int32_t>> chunks = tiny_chunks(cfg, 12, {1, 2});
+};
 
 }  // namespace samq::test
