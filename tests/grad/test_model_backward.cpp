@@ -89,36 +89,13 @@ void check_model(const test::TinyConfig& cfg) {
 
 TEST(GradModel, LlamaUntied) { check_model({}); }
 
-TEST(GradModel, Llama3RopeFreqs) {
-  test::TinyConfig c;
-  c.rope_freqs = true;
-  c.seed = 2;
-  check_model(c);
-}
+TEST(GradModel, Llama3RopeFreqs) { check_model({.rope_freqs = true, .seed = 2}); }
 
-TEST(GradModel, Qwen2BiasTiedNeox) {
-  test::TinyConfig c;
-  c.arch = "qwen2";
-  c.bias = true;
-  c.tied = true;
-  c.seed = 3;
-  check_model(c);
-}
+TEST(GradModel, Qwen2BiasTiedNeox) { check_model({.arch = "qwen2", .bias = true, .tied = true, .seed = 3}); }
 
-TEST(GradModel, Qwen3QkNorm) {
-  test::TinyConfig c;
-  c.arch = "qwen3";
-  c.qk_norm = true;
-  c.seed = 4;
-  check_model(c);
-}
+TEST(GradModel, Qwen3QkNorm) { check_model({.arch = "qwen3", .qk_norm = true, .seed = 4}); }
 
-TEST(GradModel, MhaNoGqa) {
-  test::TinyConfig c;
-  c.n_head_kv = 4;
-  c.seed = 6;
-  check_model(c);
-}
+TEST(GradModel, MhaNoGqa) { check_model({.n_head_kv = 4, .seed = 6}); }
 
 }  // namespace
 }  // namespace samq
