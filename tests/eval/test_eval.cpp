@@ -7,6 +7,7 @@
 #include <random>
 
 #include "backend/ops.h"
+#include "common/random.h"
 #include "common/test_env.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -19,13 +20,7 @@ using namespace samq;
 
 namespace {
 
-std::vector<float> rand_logits(int64_t n, uint32_t seed, float sd) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+std::vector<float> rand_logits(int64_t n, uint32_t seed, float sd) { return samq::test::randn(size_t(n), seed, sd); }
 
 std::vector<double> log_softmax(const std::vector<float>& l) {
   double mx = -1e30, s = 0;

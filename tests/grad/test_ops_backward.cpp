@@ -10,19 +10,14 @@
 
 #include "backend/ops.h"
 #include "backend/ops_backward.h"
+#include "common/random.h"
 
 namespace samq {
 namespace {
 
 using Vec = std::vector<double>;
 
-std::vector<float> randn(size_t n, uint32_t seed, float s = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, s);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using test::randn;
 Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
 
 // Central differences of f (double) w.r.t. every element of x (double copy of the float

@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "common/random.h"
 #include "core/ggml_type.h"
 #include "core/parallel.h"
 #include "quant/gptq.h"
@@ -24,13 +25,7 @@ const GgmlType kTypes[] = {GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlT
                            GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::IQ4_XS, GgmlType::IQ4_NL,
                            GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1};
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using samq::test::randn;
 
 // H = X^T X for T tokens of correlated inputs: x_t = M z_t with a random mixing M and
 // per-column scales spanning a factor ~10.
