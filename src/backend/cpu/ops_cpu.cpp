@@ -40,10 +40,16 @@ constexpr int64_t kSgemmMinTokens = 8;  // below this, row-wise dot products win
 // packing of each weight tile dominated 8-sequence decode of the BF16 model (serve load test).
 constexpr int64_t kSgemmMinTokensFloat = 32;
 constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
-// Repacked weights (packed_gemm.h): from this many tokens the int8 tiles beat the fused kernels.
+// Repacked weights (packed_gemm.h) are used from this many tokens: all of them, as the int8
+// tiles beat the fused kernels already for one token (bench_engine --only tg, 1 thread,
+// interleaved x3: Q4_K_M 915-968 vs 773-783 tokens/s, Q8_0 611-649 vs 536-564), so the mmapped
+// GGUF pages of repacked weights are not read after loading. SAMQ_PACKED_MIN=N overrides.
 int64_t packed_min_tokens() {
-  const char* env = std::getenv("SAMQ_PACKED_MIN");  // measurement knob
-  return env ? std::max<int64_t>(1, std::atoll(env)) : 2;
+  static const int64_t v = [] {
+    const char* env = std::getenv("SAMQ_PACKED_MIN");
+    return env ? std::max<int64_t>(1, std::atoll(env)) : int64_t(1);
+  }();
+  return v;
 }
 constexpr int64_t kTokBlock = 64;       // fused path, many tokens: tokens per dot_rows call
 // Attention by sgemm blocks from this many queries (below, per-(token, head) dot products; the

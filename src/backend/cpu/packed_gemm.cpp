@@ -39,9 +39,14 @@ bool shape_of(GgmlType t, PackShape& s) {
   }
 }
 
-// One superblock of the weight row: codes u[SB] (dequantized = scale[j] * (u - off) - min[j]),
-// scale[J], min[J]. Mirrors ggml's dequantize_row_* (ggml-formats.md §2).
-void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* mn) {
+// One superblock of the weight row: codes u[SB], sub-block scales isc[J] and mins im[J] (small
+// integers), d and dmin, so that dequantized = (d * isc[j]) * (u - off) - dmin * im[j] (both
+// products exact in float). Mirrors ggml's dequantize_row_* (ggml-formats.md §2).
+struct Dec {
+  float d = 0, dmin = 0;
+  int isc[16] = {}, im[16] = {};
+};
+void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, Dec& o) {
   switch (t) {
     case GgmlType::Q4_K:
     case GgmlType::Q5_K: {
@@ -52,7 +57,8 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
       const uint8_t* s = five ? reinterpret_cast<const block_q5_K*>(blk)->scales : reinterpret_cast<const block_q4_K*>(blk)->scales;
       const uint8_t* qs = five ? reinterpret_cast<const block_q5_K*>(blk)->qs : reinterpret_cast<const block_q4_K*>(blk)->qs;
       const uint8_t* qh = five ? reinterpret_cast<const block_q5_K*>(blk)->qh : nullptr;
-      const float d = h2f(d16), dmin = h2f(m16);
+      o.d = h2f(d16);
+      o.dmin = h2f(m16);
       for (int j = 0; j < 8; ++j) {
         int scj, mj;
         if (j < 4) {
@@ -62,8 +68,8 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
           scj = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
           mj = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
         }
-        sc[j] = d * float(scj);
-        mn[j] = dmin * float(mj);
+        o.isc[j] = scj;
+        o.im[j] = mj;
       }
       for (int c = 0; c < 4; ++c)
         for (int l = 0; l < 32; ++l) {
@@ -78,7 +84,7 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
     }
     case GgmlType::Q6_K: {
       const auto* b = reinterpret_cast<const block_q6_K*>(blk);
-      const float d = h2f(b->d);
+      o.d = h2f(b->d);
       for (int h = 0; h < 2; ++h) {
         const uint8_t* ql = b->ql + 64 * h;
         const uint8_t* qh = b->qh + 32 * h;
@@ -90,25 +96,26 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
           o[l + 96] = uint8_t((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
         }
       }
-      for (int k = 0; k < 16; ++k) sc[k] = d * float(b->scales[k]);
+      for (int k = 0; k < 16; ++k) o.isc[k] = b->scales[k];
       return;
     }
     case GgmlType::Q2_K: {
       const auto* b = reinterpret_cast<const block_q2_K*>(blk);
-      const float d = h2f(b->d), dmin = h2f(b->dmin);
+      o.d = h2f(b->d);
+      o.dmin = h2f(b->dmin);
       for (int e = 0; e < QK_K; ++e) {
         const int h = e / 128, g = (e % 128) / 32, l = e % 32;
         u[e] = (b->qs[32 * h + l] >> (2 * g)) & 3;
       }
       for (int k = 0; k < 16; ++k) {
-        sc[k] = d * float(b->scales[k] & 0xF);
-        mn[k] = dmin * float(b->scales[k] >> 4);
+        o.isc[k] = b->scales[k] & 0xF;
+        o.im[k] = b->scales[k] >> 4;
       }
       return;
     }
     case GgmlType::Q3_K: {
       const auto* b = reinterpret_cast<const block_q3_K*>(blk);
-      const float d = h2f(b->d);
+      o.d = h2f(b->d);
       for (int e = 0; e < QK_K; ++e) {
         const int h = e / 128, g = (e % 128) / 32, l = e % 32;
         const int low = (b->qs[32 * h + l] >> (2 * g)) & 3;
@@ -118,16 +125,16 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
       for (int k = 0; k < 16; ++k) {
         const int lo = k < 8 ? b->scales[k] & 0xF : b->scales[k - 8] >> 4;
         const int s = (lo | (((b->scales[8 + k % 4] >> (2 * (k / 4))) & 3) << 4)) - 32;
-        sc[k] = d * float(s);
+        o.isc[k] = s;
       }
       return;
     }
     case GgmlType::IQ4_XS: {
       const auto* b = reinterpret_cast<const block_iq4_xs*>(blk);
-      const float d = h2f(b->d);
+      o.d = h2f(b->d);
       for (int ib = 0; ib < 8; ++ib) {
         const int ls = ((b->scales_l[ib / 2] >> 4 * (ib % 2)) & 0xf) | (((b->scales_h >> 2 * ib) & 3) << 4);
-        sc[ib] = d * float(ls - 32);
+        o.isc[ib] = ls - 32;
         const uint8_t* qs = b->qs + 16 * ib;
         for (int j = 0; j < 16; ++j) {
           u[32 * ib + j] = uint8_t(kvalues_iq4nl[qs[j] & 0xf] + 128);
@@ -138,13 +145,15 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
     }
     case GgmlType::Q8_0: {
       const auto* b = reinterpret_cast<const block_q8_0*>(blk);
-      sc[0] = h2f(b->d);
+      o.d = h2f(b->d);
+      o.isc[0] = 1;
       for (int l = 0; l < 32; ++l) u[l] = uint8_t(int(b->qs[l]) + 128);
       return;
     }
     case GgmlType::IQ4_NL: {
       const auto* b = reinterpret_cast<const block_iq4_nl*>(blk);
-      sc[0] = h2f(b->d);
+      o.d = h2f(b->d);
+      o.isc[0] = 1;
       for (int l = 0; l < 16; ++l) {
         u[l] = uint8_t(kvalues_iq4nl[b->qs[l] & 0xF] + 128);
         u[l + 16] = uint8_t(kvalues_iq4nl[b->qs[l] >> 4] + 128);
@@ -153,7 +162,8 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
     }
     case GgmlType::Q4_0: {
       const auto* b = reinterpret_cast<const block_q4_0*>(blk);
-      sc[0] = h2f(b->d);
+      o.d = h2f(b->d);
+      o.isc[0] = 1;
       for (int l = 0; l < 16; ++l) {
         u[l] = b->qs[l] & 0xF;
         u[l + 16] = b->qs[l] >> 4;
@@ -162,7 +172,8 @@ void decode_block(GgmlType t, const uint8_t* blk, uint8_t* u, float* sc, float* 
     }
     case GgmlType::Q5_0: {
       const auto* b = reinterpret_cast<const block_q5_0*>(blk);
-      sc[0] = h2f(b->d);
+      o.d = h2f(b->d);
+      o.isc[0] = 1;
       uint32_t qh;
       std::memcpy(&qh, b->qh, 4);
       for (int l = 0; l < 16; ++l) {
@@ -210,50 +221,72 @@ std::unique_ptr<PackedWeight> pack_weight(const WeightView& w) {
   p->J = s.SB / s.S;
   p->off = s.off;
   p->has_min = s.has_min;
+  p->nib = w.type == GgmlType::Q4_K || w.type == GgmlType::Q4_0 || w.type == GgmlType::Q2_K ||
+           w.type == GgmlType::Q3_K;  // codes < 16
   p->groups = (w.rows + kPackRows - 1) / kPackRows;
   p->nsb = w.cols / s.SB;
-  p->sb_bytes = int64_t(s.SB) * kPackRows + int64_t(p->J) * kPackRows * 4 * (s.has_min ? 2 : 1);
+  p->off_sc = int64_t(s.SB) * kPackRows / (p->nib ? 2 : 1);
+  p->off_min = p->off_sc + (p->J > 1 ? p->J * kPackRows : 0);
+  p->off_d = p->off_min + (s.has_min ? p->J * kPackRows : 0);
+  p->sb_bytes = (p->off_d + 4 * kPackRows * (s.has_min ? 2 : 1) + 63) / 64 * 64;
   p->storage.assign(size_t(p->groups * p->nsb * p->sb_bytes + 64), 0);
   p->base = p->storage.data() + ((64 - (reinterpret_cast<uintptr_t>(p->storage.data()) & 63)) & 63);
   const int64_t blk_bytes = ggml_row_size(w.type, s.SB);
   const PackedWeight& P = *p;
   parallel_for(P.groups, 4, [&](int64_t g0, int64_t g1) {
     std::vector<uint8_t> u(size_t(P.SB));
-    std::vector<float> sc(size_t(P.J)), mn(size_t(P.J));
     for (int64_t g = g0; g < g1; ++g)
       for (int64_t r = g * kPackRows; r < std::min(P.rows, (g + 1) * kPackRows); ++r) {
         const int64_t lane = r - g * kPackRows;
         const uint8_t* row = static_cast<const uint8_t*>(w.data) + r * w.row_bytes;
         for (int64_t b = 0; b < P.nsb; ++b) {
-          std::fill(mn.begin(), mn.end(), 0.0f);
-          decode_block(P.type, row + b * blk_bytes, u.data(), sc.data(), mn.data());
+          Dec dec;
+          decode_block(P.type, row + b * blk_bytes, u.data(), dec);
           uint8_t* dst = const_cast<uint8_t*>(P.block(g, b));
-          for (int j = 0; j < P.J; ++j)
-            for (int k = 0; k < P.S / 4; ++k)
-              std::memcpy(dst + ((j * (P.S / 4) + k) * kPackRows + lane) * 4, u.data() + j * P.S + 4 * k, 4);
-          float* fs = reinterpret_cast<float*>(dst + int64_t(P.SB) * kPackRows);
-          for (int j = 0; j < P.J; ++j) {
-            fs[j * kPackRows + lane] = sc[j];
-            if (P.has_min) fs[(P.J + j) * kPackRows + lane] = mn[j];
-          }
+          for (int kg = 0; kg < P.SB / 4; ++kg)
+            for (int i = 0; i < 4; ++i) {
+              const uint8_t c = u[4 * kg + i];
+              if (P.nib)
+                dst[((kg / 2) * kPackRows + lane) * 4 + i] |= uint8_t(kg % 2 ? c << 4 : c);
+              else
+                dst[(kg * kPackRows + lane) * 4 + i] = c;
+            }
+          for (int j = 0; j < P.J && P.J > 1; ++j) dst[P.off_sc + j * kPackRows + lane] = uint8_t(int8_t(dec.isc[j]));
+          for (int j = 0; j < P.J && P.has_min; ++j) dst[P.off_min + j * kPackRows + lane] = uint8_t(dec.im[j]);
+          float* dv = reinterpret_cast<float*>(dst + P.off_d);
+          dv[lane] = dec.d;
+          if (P.has_min) dv[kPackRows + lane] = dec.dmin;
         }
       }
   });
   return p;
 }
 
+// Layout accessors (same arithmetic as the AVX-512 kernel).
+int packed_code(const PackedWeight& p, const uint8_t* blk, int64_t lane, int e) {
+  const int kg = e / 4, i = e % 4;
+  if (p.nib) return (blk[((kg / 2) * kPackRows + lane) * 4 + i] >> (4 * (kg % 2))) & 0xF;
+  return blk[(kg * kPackRows + lane) * 4 + i];
+}
+float packed_scale(const PackedWeight& p, const uint8_t* blk, int64_t lane, int j) {
+  const float d = reinterpret_cast<const float*>(blk + p.off_d)[lane];
+  return p.J > 1 ? d * float(int8_t(blk[p.off_sc + j * kPackRows + lane])) : d;
+}
+float packed_min(const PackedWeight& p, const uint8_t* blk, int64_t lane, int j) {
+  if (!p.has_min) return 0.0f;
+  const float dmin = reinterpret_cast<const float*>(blk + p.off_d)[kPackRows + lane];
+  return dmin * float(blk[p.off_min + j * kPackRows + lane]);
+}
+
 void packed_dequant_row(const PackedWeight& p, int64_t r, float* out) {
   const int64_t g = r / kPackRows, lane = r % kPackRows;
   for (int64_t b = 0; b < p.nsb; ++b) {
     const uint8_t* blk = p.block(g, b);
-    const float* fs = reinterpret_cast<const float*>(blk + int64_t(p.SB) * kPackRows);
     for (int j = 0; j < p.J; ++j)
-      for (int i = 0; i < p.S; ++i) {
-        const int k = i / 4;
-        const int u = blk[((j * (p.S / 4) + k) * kPackRows + lane) * 4 + i % 4];
-        const float m = p.has_min ? fs[(p.J + j) * kPackRows + lane] : 0.0f;
-        out[b * p.SB + j * p.S + i] = fs[j * kPackRows + lane] * float(u - p.off) - m;
-      }
+      for (int i = 0; i < p.S; ++i)
+        out[b * p.SB + j * p.S + i] =
+            packed_scale(p, blk, lane, j) * float(packed_code(p, blk, lane, j * p.S + i) - p.off) -
+            packed_min(p, blk, lane, j);
   }
 }
 
@@ -319,15 +352,13 @@ void packed_gemm_ref(const PackedWeight& p, const PackedActs& a, int64_t g0, int
         float acc = 0;
         for (int64_t b = 0; b < p.nsb; ++b) {
           const uint8_t* blk = p.block(g, b);
-          const float* fs = reinterpret_cast<const float*>(blk + int64_t(p.SB) * kPackRows);
           float sb = 0;
           for (int j = 0; j < p.J; ++j) {
             int32_t s = a.xoff[t * a.nsub + b * p.J + j];
             for (int i = 0; i < p.S; ++i)
-              s += int32_t(blk[((j * (p.S / 4) + i / 4) * kPackRows + lane) * 4 + i % 4]) *
-                   int32_t(q[b * p.SB + j * p.S + i]);
-            sb += float(s) * fs[j * kPackRows + lane];
-            if (p.has_min) acc += fs[(p.J + j) * kPackRows + lane] * a.xmin[t * a.nsub + b * p.J + j];
+              s += int32_t(packed_code(p, blk, lane, j * p.S + i)) * int32_t(q[b * p.SB + j * p.S + i]);
+            sb += float(s) * packed_scale(p, blk, lane, j);
+            if (p.has_min) acc += packed_min(p, blk, lane, j) * a.xmin[t * a.nsub + b * p.J + j];
           }
           acc += sb * a.d[t * a.nsb + b];
         }

@@ -2,12 +2,18 @@
 //
 // A weight matrix is repacked once (at model load, Ops::prepare_weight) into groups of 16 output
 // rows. Per group and per activation block ("superblock": 256 values for Q8_K activations, 32 for
-// Q8_0) the layout is
-//   u8 codes  [J sub-blocks][S/4 k-groups][16 rows][4 consecutive k]   (S*J*16 bytes)
-//   f32 scale [J][16 rows]                     (the sub-block's d * sc)
-//   f32 min   [J][16 rows]   (affine types only: dmin * m)
-// so that dequantized weight = scale_j * (u - off) - min_j for the code u in [0, 255]: the
-// type's quant value widened to unsigned by a per-type offset (Q6_K +32, Q8_0/IQ4 +128, ...).
+// Q8_0) the layout is (64-byte aligned)
+//   codes     [SB/4 k-groups][16 rows][4 consecutive k] u8 (SB*16 bytes), or for codes < 16
+//             (Q4_K, Q4_0, Q3_K, Q2_K) two k-groups per byte: k-group 2m in the low nibbles,
+//             2m+1 in the high nibbles of [m][16 rows][4] (SB*8 bytes)
+//   sc  [J][16 rows] int8   sub-block scales (only when J > 1)
+//   min [J][16 rows] u8     sub-block mins (affine types)
+//   d   [16 rows] f32, dmin [16 rows] f32 (affine types)
+// so that dequantized weight = (d * sc_j) * (u - off) - dmin * min_j for the code u: the type's
+// quant value made unsigned by a per-type offset (Q6_K +32, Q8_0/IQ4 +128, ...). d * sc_j and
+// dmin * min_j are exact in float (11-bit x 8-bit), so this equals ggml's dequantization. The
+// packed matrix is about as large as the GGUF one (Q4_K 1.06x, Q8_0 1.06x, Q6_K 1.31x, Q5_K and
+// IQ4 ~2x: codes kept as bytes); the mmapped original is still read by n = 1 (fused kernels).
 // A tile of 16 rows x NT tokens is then computed by vpdpbusd (u8 weights x s8 activations,
 // 4 k-values per 32-bit lane) into int32 sub-block sums that start at -off * sum(x of the
 // sub-block) (exact), converted and scaled per sub-block, times the activation block's d.
@@ -39,6 +45,8 @@ struct PackedWeight final : PreparedWeight {
   int J = 8;           // sub-blocks per superblock
   int off = 0;         // u = q + off
   bool has_min = false;
+  bool nib = false;    // codes stored as nibbles
+  int64_t off_sc = 0, off_min = 0, off_d = 0;  // byte offsets inside a (group, superblock)
   int64_t groups = 0;  // ceil(rows / 16)
   int64_t nsb = 0;     // superblocks per row
   int64_t sb_bytes = 0;  // bytes per (group, superblock)

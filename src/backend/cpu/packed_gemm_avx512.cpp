@@ -23,7 +23,21 @@ inline int32_t load32(const int8_t* p) {
   return v;
 }
 
-template <int NT, int S, bool MIN>
+// Codes of k-groups kg and kg+1 as two u8 vectors (nibble layout: one load).
+template <bool NIB>
+inline void codes2(const uint8_t* blk, int kg, __m512i& w0, __m512i& w1) {
+  if constexpr (NIB) {
+    const __m512i v = _mm512_load_si512(blk + 64 * (kg / 2));
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    w0 = _mm512_and_si512(v, m4);
+    w1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+  } else {
+    w0 = _mm512_load_si512(blk + 64 * kg);
+    w1 = _mm512_load_si512(blk + 64 * (kg + 1));
+  }
+}
+
+template <int NT, int S, bool MIN, bool NIB>
 void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, float* y, int64_t ys, int nvalid) {
   const int J = p.J;
   const int64_t SB = p.SB;
@@ -41,24 +55,33 @@ void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, flo
   }
   for (int64_t b = 0; b < p.nsb; ++b) {
     const uint8_t* blk = p.block(g, b);
-    const float* fs = reinterpret_cast<const float*>(blk + SB * kPackRows);
+    const __m512 dv = _mm512_loadu_ps(reinterpret_cast<const float*>(blk + p.off_d));
+    __m512 dmv;
+    if constexpr (MIN) dmv = _mm512_loadu_ps(reinterpret_cast<const float*>(blk + p.off_d) + kPackRows);
     __m512 sb[NT];
     for (int t = 0; t < NT; ++t) sb[t] = _mm512_setzero_ps();
     for (int j = 0; j < J; ++j) {
       __m512i s[NT];
       for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(xo[t][b * J + j]);
-      const uint8_t* wq = blk + int64_t(j) * S * kPackRows;
+      const int kg0 = j * (S / 4);
       const int64_t xb = b * SB + int64_t(j) * S;
-#pragma GCC unroll 8
-      for (int k = 0; k < S / 4; ++k) {
-        const __m512i w = _mm512_load_si512(wq + 64 * k);
-        for (int t = 0; t < NT; ++t)
-          s[t] = _mm512_dpbusd_epi32(s[t], w, _mm512_set1_epi32(load32(xq[t] + xb + 4 * k)));
+#pragma GCC unroll 4
+      for (int k = 0; k < S / 4; k += 2) {
+        __m512i w0, w1;
+        codes2<NIB>(blk, kg0 + k, w0, w1);
+        for (int t = 0; t < NT; ++t) {
+          s[t] = _mm512_dpbusd_epi32(s[t], w0, _mm512_set1_epi32(load32(xq[t] + xb + 4 * k)));
+          s[t] = _mm512_dpbusd_epi32(s[t], w1, _mm512_set1_epi32(load32(xq[t] + xb + 4 * k + 4)));
+        }
       }
-      const __m512 f = _mm512_load_ps(fs + j * kPackRows);
+      // d * sc_j per row: exact in float, as packed_gemm_ref computes it.
+      const __m512 f = J > 1 ? _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                                                  reinterpret_cast<const __m128i*>(blk + p.off_sc + j * kPackRows)))))
+                             : dv;
       for (int t = 0; t < NT; ++t) sb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), f, sb[t]);
       if constexpr (MIN) {
-        const __m512 fm = _mm512_load_ps(fs + (J + j) * kPackRows);
+        const __m512 fm = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
+                                                 reinterpret_cast<const __m128i*>(blk + p.off_min + j * kPackRows)))));
         for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(fm, _mm512_set1_ps(xm[t][b * J + j]), acc[t]);
       }
     }
@@ -68,7 +91,7 @@ void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, flo
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ys + g * kPackRows, m, acc[t]);
 }
 
-template <int S, bool MIN>
+template <int S, bool MIN, bool NIB>
 void run_tiles(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g1, int64_t t0, int64_t t1,
                float* y, int64_t ys) {
   for (int64_t t = t0; t < t1; t += 8) {
@@ -76,14 +99,14 @@ void run_tiles(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g
     for (int64_t g = g0; g < g1; ++g) {
       const int nvalid = int(std::min<int64_t>(kPackRows, p.rows - g * kPackRows));
       switch (nt) {
-        case 8: tile<8, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        case 7: tile<7, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        case 6: tile<6, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        case 5: tile<5, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        case 4: tile<4, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        case 3: tile<3, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        case 2: tile<2, S, MIN>(p, a, g, t, y, ys, nvalid); break;
-        default: tile<1, S, MIN>(p, a, g, t, y, ys, nvalid); break;
+        case 8: tile<8, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        case 7: tile<7, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        case 6: tile<6, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        case 5: tile<5, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        case 4: tile<4, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        case 3: tile<3, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        case 2: tile<2, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
+        default: tile<1, S, MIN, NIB>(p, a, g, t, y, ys, nvalid); break;
       }
     }
   }
@@ -93,16 +116,16 @@ void run_tiles(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g
 
 void packed_gemm_avx512(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g1, int64_t t0,
                         int64_t t1, float* y, int64_t y_stride) {
-  if (p.S == 32) {
-    if (p.has_min)
-      run_tiles<32, true>(p, a, g0, g1, t0, t1, y, y_stride);
-    else
-      run_tiles<32, false>(p, a, g0, g1, t0, t1, y, y_stride);
-  } else {
-    if (p.has_min)
-      run_tiles<16, true>(p, a, g0, g1, t0, t1, y, y_stride);
-    else
-      run_tiles<16, false>(p, a, g0, g1, t0, t1, y, y_stride);
+  const int key = (p.S == 32 ? 4 : 0) | (p.has_min ? 2 : 0) | (p.nib ? 1 : 0);
+  switch (key) {
+    case 7: return run_tiles<32, true, true>(p, a, g0, g1, t0, t1, y, y_stride);   // Q4_K
+    case 6: return run_tiles<32, true, false>(p, a, g0, g1, t0, t1, y, y_stride);  // Q5_K
+    case 5: return run_tiles<32, false, true>(p, a, g0, g1, t0, t1, y, y_stride);  // Q4_0
+    case 4: return run_tiles<32, false, false>(p, a, g0, g1, t0, t1, y, y_stride);  // Q8_0, Q5_0, IQ4
+    case 3: return run_tiles<16, true, true>(p, a, g0, g1, t0, t1, y, y_stride);   // Q2_K
+    case 1: return run_tiles<16, false, true>(p, a, g0, g1, t0, t1, y, y_stride);  // Q3_K
+    case 0: return run_tiles<16, false, false>(p, a, g0, g1, t0, t1, y, y_stride);  // Q6_K
+    default: return packed_gemm_ref(p, a, g0, g1, t0, t1, y, y_stride);
   }
 }
 
