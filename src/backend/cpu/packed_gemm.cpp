@@ -227,7 +227,7 @@ std::unique_ptr<PackedWeight> pack_weight(const WeightView& w) {
   p->nsb = w.cols / s.SB;
   p->off_sc = int64_t(s.SB) * kPackRows / (p->nib ? 2 : 1);
   p->off_min = p->off_sc + (p->J > 1 ? p->J * kPackRows : 0);
-  p->off_d = p->off_min + (s.has_min ? p->J * kPackRows : 0);
+  p->off_d = p->off_min + (s.has_min ? p->J * kPackRows * 2 : 0);
   p->sb_bytes = (p->off_d + 4 * kPackRows * (s.has_min ? 2 : 1) + 63) / 64 * 64;
   p->storage.assign(size_t(p->groups * p->nsb * p->sb_bytes + 64), 0);
   p->base = p->storage.data() + ((64 - (reinterpret_cast<uintptr_t>(p->storage.data()) & 63)) & 63);
@@ -252,7 +252,11 @@ std::unique_ptr<PackedWeight> pack_weight(const WeightView& w) {
                 dst[(kg * kPackRows + lane) * 4 + i] = c;
             }
           for (int j = 0; j < P.J && P.J > 1; ++j) dst[P.off_sc + j * kPackRows + lane] = uint8_t(int8_t(dec.isc[j]));
-          for (int j = 0; j < P.J && P.has_min; ++j) dst[P.off_min + j * kPackRows + lane] = uint8_t(dec.im[j]);
+          // mins as int16 pairs (m_2p, m_2p+1) per row: [J/2][16 rows][2]
+          for (int j = 0; j < P.J && P.has_min; ++j) {
+            const int16_t m = int16_t(dec.im[j]);
+            std::memcpy(dst + P.off_min + (((j / 2) * kPackRows + lane) * 2 + j % 2) * 2, &m, 2);
+          }
           float* dv = reinterpret_cast<float*>(dst + P.off_d);
           dv[lane] = dec.d;
           if (P.has_min) dv[kPackRows + lane] = dec.dmin;
@@ -272,10 +276,18 @@ float packed_scale(const PackedWeight& p, const uint8_t* blk, int64_t lane, int 
   const float d = reinterpret_cast<const float*>(blk + p.off_d)[lane];
   return p.J > 1 ? d * float(int8_t(blk[p.off_sc + j * kPackRows + lane])) : d;
 }
+int packed_imin(const PackedWeight& p, const uint8_t* blk, int64_t lane, int j) {
+  int16_t m;
+  std::memcpy(&m, blk + p.off_min + (((j / 2) * kPackRows + lane) * 2 + j % 2) * 2, 2);
+  return m;
+}
+int packed_isc(const PackedWeight& p, const uint8_t* blk, int64_t lane, int j) {
+  return p.J > 1 ? int(int8_t(blk[p.off_sc + j * kPackRows + lane])) : 1;
+}
 float packed_min(const PackedWeight& p, const uint8_t* blk, int64_t lane, int j) {
   if (!p.has_min) return 0.0f;
   const float dmin = reinterpret_cast<const float*>(blk + p.off_d)[kPackRows + lane];
-  return dmin * float(blk[p.off_min + j * kPackRows + lane]);
+  return dmin * float(packed_imin(p, blk, lane, j));
 }
 
 void packed_dequant_row(const PackedWeight& p, int64_t r, float* out) {
@@ -299,7 +311,7 @@ void pack_activations(const PackedWeight& p, const float* x, int64_t n, PackedAc
   a.q.resize(size_t(n * cols));
   a.d.resize(size_t(n * a.nsb));
   a.xoff.resize(size_t(n * a.nsub));
-  a.xmin.resize(p.has_min ? size_t(n * a.nsub) : 0);
+  a.xpair.resize(p.has_min ? size_t(n * a.nsub / 2) : 0);
   const bool k_act = act_type_for(p.type) == ActType::Q8_K;
   auto run = [&](int64_t t0, int64_t t1) {
     std::vector<block_q8_K> bk(k_act ? size_t(a.nsb) : 0);
@@ -308,7 +320,7 @@ void pack_activations(const PackedWeight& p, const float* x, int64_t n, PackedAc
       int8_t* q = a.q.data() + t * cols;
       float* d = a.d.data() + t * a.nsb;
       int32_t* xo = a.xoff.data() + t * a.nsub;
-      float* xm = p.has_min ? a.xmin.data() + t * a.nsub : nullptr;
+      int32_t* xp = p.has_min ? a.xpair.data() + t * a.nsub / 2 : nullptr;
       if (k_act) {
         quantize_row_q8_K(x + t * cols, bk.data(), cols);
         for (int64_t b = 0; b < a.nsb; ++b) {
@@ -318,7 +330,11 @@ void pack_activations(const PackedWeight& p, const float* x, int64_t n, PackedAc
             int s = 0;
             for (int k = j * p.S / 16; k < (j + 1) * p.S / 16; ++k) s += bk[b].bsums[k];
             xo[b * p.J + j] = -p.off * s;
-            if (xm) xm[b * p.J + j] = -bk[b].d * float(s);
+            // |s| <= 32 * 127: fits int16
+            if (xp) {
+              const int16_t s16 = int16_t(s);
+              std::memcpy(reinterpret_cast<uint8_t*>(xp) + 2 * (b * p.J + j), &s16, 2);
+            }
           }
         }
       } else {
@@ -329,7 +345,6 @@ void pack_activations(const PackedWeight& p, const float* x, int64_t n, PackedAc
           int s = 0;
           for (int l = 0; l < QK8_0; ++l) s += b0[b].qs[l];
           xo[b] = -p.off * s;
-          if (xm) xm[b] = -d[b] * float(s);
         }
       }
     }
@@ -340,7 +355,8 @@ void pack_activations(const PackedWeight& p, const float* x, int64_t n, PackedAc
     run(0, n);
 }
 
-// Same arithmetic as the AVX-512 kernel, one (row, token) at a time.
+// Same arithmetic as the AVX-512 kernel, one (row, token) at a time: as ggml's vec_dot, exact
+// integer sums per superblock (sc_j * sum_j, m_j * xsum_j), then d * xd * isum - dmin * xd * msum.
 void packed_gemm_ref(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g1, int64_t t0, int64_t t1,
                      float* y, int64_t y_stride) {
   for (int64_t g = g0; g < g1; ++g)
@@ -352,15 +368,22 @@ void packed_gemm_ref(const PackedWeight& p, const PackedActs& a, int64_t g0, int
         float acc = 0;
         for (int64_t b = 0; b < p.nsb; ++b) {
           const uint8_t* blk = p.block(g, b);
-          float sb = 0;
+          int32_t isum = 0, msum = 0;
           for (int j = 0; j < p.J; ++j) {
             int32_t s = a.xoff[t * a.nsub + b * p.J + j];
             for (int i = 0; i < p.S; ++i)
               s += int32_t(packed_code(p, blk, lane, j * p.S + i)) * int32_t(q[b * p.SB + j * p.S + i]);
-            sb += float(s) * packed_scale(p, blk, lane, j);
-            if (p.has_min) acc += packed_min(p, blk, lane, j) * a.xmin[t * a.nsub + b * p.J + j];
+            isum += packed_isc(p, blk, lane, j) * s;
+            if (p.has_min) {
+              int16_t xs;
+              std::memcpy(&xs, reinterpret_cast<const uint8_t*>(a.xpair.data() + t * a.nsub / 2) + 2 * (b * p.J + j), 2);
+              msum += packed_imin(p, blk, lane, j) * int32_t(xs);
+            }
           }
-          acc += sb * a.d[t * a.nsb + b];
+          const float* dv = reinterpret_cast<const float*>(blk + p.off_d);
+          const float xd = a.d[t * a.nsb + b];
+          acc += dv[lane] * xd * float(isum);
+          if (p.has_min) acc += dv[kPackRows + lane] * -xd * float(msum);
         }
         y[t * y_stride + r] = acc;
       }

@@ -7,7 +7,7 @@
 //             (Q4_K, Q4_0, Q3_K, Q2_K) two k-groups per byte: k-group 2m in the low nibbles,
 //             2m+1 in the high nibbles of [m][16 rows][4] (SB*8 bytes)
 //   sc  [J][16 rows] int8   sub-block scales (only when J > 1)
-//   min [J][16 rows] u8     sub-block mins (affine types)
+//   min [J/2][16 rows][2] int16  sub-block mins as pairs (affine types)
 //   d   [16 rows] f32, dmin [16 rows] f32 (affine types)
 // so that dequantized weight = (d * sc_j) * (u - off) - dmin * min_j for the code u: the type's
 // quant value made unsigned by a per-type offset (Q6_K +32, Q8_0/IQ4 +128, ...). d * sc_j and
@@ -16,9 +16,10 @@
 // IQ4 ~2x: codes kept as bytes); the mmapped original is still read by n = 1 (fused kernels).
 // A tile of 16 rows x NT tokens is then computed by vpdpbusd (u8 weights x s8 activations,
 // 4 k-values per 32-bit lane) into int32 sub-block sums that start at -off * sum(x of the
-// sub-block) (exact), converted and scaled per sub-block, times the activation block's d.
-// Integer sub-block sums are exact; only the float accumulation of the scales differs in order
-// from ggml's vec_dot kernels (and from quant_dot_ref.cpp).
+// sub-block), times the int8 sub-block scale (vpmulld) into an exact int32 superblock sum, and
+// mins times activation sums by vpdpwssd; per superblock then, as ggml's vec_dot kernels,
+// acc += d * xd * isum - dmin * xd * msum. Only the float accumulation over superblocks differs
+// in order from ggml (and from quant_dot_ref.cpp).
 //
 // Covered weight types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS (Q8_K activations), Q4_0, Q5_0,
 // Q8_0, IQ4_NL (Q8_0 activations). Every path has a scalar reference (packed_gemm_ref), tested
@@ -73,13 +74,13 @@ void packed_dequant_row(const PackedWeight& p, int64_t r, float* out);
 
 // Quantized activations in the form the packed kernels read: per token, the int8 codes
 // (cols, contiguous), the activation block scales d (nsb), -off * sum of codes per sub-block
-// (nsb*J, int32) and, for affine weights, -d * sum per sub-block (nsb*J, float).
+// (nsb*J, int32) and, for affine weights, the sums per sub-block as int16 pairs.
 struct PackedActs {
   int64_t n = 0, cols = 0, nsub = 0, nsb = 0;
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int32_t> xoff;
-  std::vector<float> xmin;
+  std::vector<int32_t> xpair;  // affine weights: int16 pairs of per-sub-block sums (nsb*J/2)
 };
 // Quantize x (n, cols) as ggml does for p's type (act_quant.h) and lay it out for p.
 void pack_activations(const PackedWeight& p, const float* x, int64_t n, PackedActs& a);

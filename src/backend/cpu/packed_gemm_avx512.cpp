@@ -44,22 +44,18 @@ void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, flo
   __m512 acc[NT];
   const int8_t* xq[NT];
   const int32_t* xo[NT];
-  const float* xm[NT];
+  const int32_t* xp[NT];
   const float* xd[NT];
   for (int t = 0; t < NT; ++t) {
     acc[t] = _mm512_setzero_ps();
     xq[t] = a.q.data() + (t0 + t) * a.cols;
     xo[t] = a.xoff.data() + (t0 + t) * a.nsub;
-    xm[t] = MIN ? a.xmin.data() + (t0 + t) * a.nsub : nullptr;
+    xp[t] = MIN ? a.xpair.data() + (t0 + t) * a.nsub / 2 : nullptr;
     xd[t] = a.d.data() + (t0 + t) * a.nsb;
   }
   for (int64_t b = 0; b < p.nsb; ++b) {
     const uint8_t* blk = p.block(g, b);
-    const __m512 dv = _mm512_loadu_ps(reinterpret_cast<const float*>(blk + p.off_d));
-    __m512 dmv;
-    if constexpr (MIN) dmv = _mm512_loadu_ps(reinterpret_cast<const float*>(blk + p.off_d) + kPackRows);
-    __m512 sb[NT];
-    for (int t = 0; t < NT; ++t) sb[t] = _mm512_setzero_ps();
+    __m512i isum[NT];
     for (int j = 0; j < J; ++j) {
       __m512i s[NT];
       for (int t = 0; t < NT; ++t) s[t] = _mm512_set1_epi32(xo[t][b * J + j]);
@@ -74,18 +70,30 @@ void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, flo
           s[t] = _mm512_dpbusd_epi32(s[t], w1, _mm512_set1_epi32(load32(xq[t] + xb + 4 * k + 4)));
         }
       }
-      // d * sc_j per row: exact in float, as packed_gemm_ref computes it.
-      const __m512 f = J > 1 ? _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                                                  reinterpret_cast<const __m128i*>(blk + p.off_sc + j * kPackRows)))))
-                             : dv;
-      for (int t = 0; t < NT; ++t) sb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[t]), f, sb[t]);
-      if constexpr (MIN) {
-        const __m512 fm = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(
-                                                 reinterpret_cast<const __m128i*>(blk + p.off_min + j * kPackRows)))));
-        for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(fm, _mm512_set1_ps(xm[t][b * J + j]), acc[t]);
+      if (J > 1) {
+        const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + p.off_sc + j * kPackRows)));
+        for (int t = 0; t < NT; ++t) {
+          const __m512i v = _mm512_mullo_epi32(s[t], sc);
+          isum[t] = j ? _mm512_add_epi32(isum[t], v) : v;
+        }
+      } else {
+        for (int t = 0; t < NT; ++t) isum[t] = s[t];
       }
     }
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(sb[t], _mm512_set1_ps(xd[t][b]), acc[t]);
+    const float* dp = reinterpret_cast<const float*>(blk + p.off_d);
+    const __m512 dv = _mm512_loadu_ps(dp);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, _mm512_set1_ps(xd[t][b])), acc[t]);
+    if constexpr (MIN) {
+      const __m512 dmv = _mm512_loadu_ps(dp + kPackRows);
+      const uint8_t* mp = blk + p.off_min;
+      for (int t = 0; t < NT; ++t) {
+        __m512i ms = _mm512_setzero_si512();
+        for (int q = 0; q < J / 2; ++q)
+          ms = _mm512_dpwssd_epi32(ms, _mm512_load_si512(mp + 64 * q), _mm512_set1_epi32(xp[t][b * (J / 2) + q]));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(dmv, _mm512_set1_ps(-xd[t][b])), acc[t]);
+      }
+    }
   }
   const __mmask16 m = nvalid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nvalid) - 1);
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ys + g * kPackRows, m, acc[t]);
