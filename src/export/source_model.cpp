@@ -20,29 +20,14 @@
 #include "format/safetensors.h"
 #include "model/tensor_names.h"
 #include "model/tokenizer.h"
+#include "quant/llama_ftype.h"
 #include "quant/quantize.h"
 
 namespace samq {
 
 uint32_t llama_ftype_of(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return 0;
-    case GgmlType::F16: return 1;
-    case GgmlType::Q4_0: return 2;
-    case GgmlType::Q4_1: return 3;
-    case GgmlType::Q8_0: return 7;
-    case GgmlType::Q5_0: return 8;
-    case GgmlType::Q5_1: return 9;
-    case GgmlType::Q2_K: return 10;
-    case GgmlType::Q3_K: return 12;  // Q3_K_M
-    case GgmlType::Q4_K: return 15;  // Q4_K_M
-    case GgmlType::Q5_K: return 17;  // Q5_K_M
-    case GgmlType::Q6_K: return 18;
-    case GgmlType::IQ4_NL: return 25;
-    case GgmlType::IQ4_XS: return 30;
-    case GgmlType::BF16: return 32;
-    default: fail("ggml type {} has no llama.cpp file type", ggml_type_name(t));
-  }
+  if (const auto f = llama_ftype_for(t)) return *f;
+  fail("ggml type {} has no llama.cpp file type", ggml_type_name(t));
 }
 
 GgmlType convert_tensor_type(const SourceTensor& t, GgmlType out) {

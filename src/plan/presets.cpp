@@ -5,6 +5,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "quant/llama_ftype.h"
 
 namespace samq::plan {
 namespace {
@@ -173,23 +174,8 @@ int guess_ftype(const std::vector<GgmlType>& types, const std::vector<int64_t>& 
   int64_t best_b = -1;
   for (auto& [t, b] : by_type)
     if (b > best_b) best = t, best_b = b;
-  switch (GgmlType(best)) {
-    case GgmlType::F16: return 1;
-    case GgmlType::BF16: return 32;
-    case GgmlType::Q4_0: return 2;
-    case GgmlType::Q4_1: return 3;
-    case GgmlType::Q8_0: return 7;
-    case GgmlType::Q5_0: return 8;
-    case GgmlType::Q5_1: return 9;
-    case GgmlType::Q2_K: return 10;
-    case GgmlType::Q3_K: return 12;
-    case GgmlType::Q4_K: return 15;
-    case GgmlType::Q5_K: return 17;
-    case GgmlType::Q6_K: return 18;
-    case GgmlType::IQ4_NL: return 25;
-    case GgmlType::IQ4_XS: return 30;
-    default: return 0;
-  }
+  if (best < 0) return 0;  // no quantized tensor
+  return int(llama_ftype_for(GgmlType(best)).value_or(0));
 }
 
 }  // namespace samq::plan
