@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/sha256.h"
 #include "plan/budget.h"
+#include "plan/json_text.h"
 #include "plan/presets.h"
 #include "plan/solver.h"
 
@@ -375,13 +376,7 @@ Plan plan_from_json(const json& j, const std::string& path) {
 
 Plan read_plan(const std::string& path) {
   const std::string text = read_file(path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-  return plan_from_json(j, path);
+  return plan_from_json(parse_json_text(text, path), path);
 }
 
 std::string tensor_types_path(const std::string& plan_path) {

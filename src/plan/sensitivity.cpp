@@ -3,6 +3,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/sha256.h"
+#include "plan/json_text.h"
 
 namespace samq::plan {
 namespace {
@@ -150,13 +151,7 @@ Sensitivity parse_sensitivity(const json& j, const std::string& file) {
 
 Sensitivity read_sensitivity(const std::string& path) {
   const std::string text = read_file(path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
-  Sensitivity s = parse_sensitivity(j, path);
+  Sensitivity s = parse_sensitivity(parse_json_text(text, path), path);
   s.sha256 = sha256_hex(text.data(), text.size());
   return s;
 }
