@@ -5,9 +5,8 @@
 # Knobs (environment): SAMQ_DEMO_BUDGET (samq run budget flags), SAMQ_DEMO_CALIB_TOKENS,
 # SAMQ_DEMO_EVAL_CHUNKS (207 = the whole 400000-byte eval text), SAMQ_DEMO_OUT.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${SAMQ_BUILD_DIR:-$root/build}"
-shared="${SAMQ_SHARED_DIR:-$root/../shared}"
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"
 out="${SAMQ_DEMO_OUT:-$root/out/demo}"
 budget="${SAMQ_DEMO_BUDGET:---target-size 20542368}"
 calib_tokens="${SAMQ_DEMO_CALIB_TOKENS:-16384}"

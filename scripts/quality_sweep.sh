@@ -17,9 +17,8 @@
 # Targets (issue 7): <= 0.45x at Q2_K, <= 0.60x at Q3_K_M and Q4_K_M, <= 0.75x at Q5_K_M, < 1x at
 # every other row. The table is printed and also written to OUT/table.md.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-shared="${SAMQ_SHARED_DIR:-$root/../shared}"
-build="${SAMQ_BUILD_DIR:-$root/build}"
+# shellcheck source=scripts/paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"
 sens="$root/tests/plan/data/refcode-32m-sensitivity.json"
 imatrix="$root/tests/plan/data/refcode-32m-imatrix.gguf"
 text="$shared/data/eval.txt"
