@@ -15,33 +15,20 @@ import {execFileSync, spawnSync} from "node:child_process";
 import {createHash} from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import {fileURLToPath} from "node:url";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "../..");
+import {checks, importGetLlama, repo, samq, shared, workDir} from "./interop-helpers.mjs";
+
 const fixturePath = process.env.SAMQ_GREEDY_FIXTURE ?? path.join(repo, "tests/data/llamacpp/greedy-fixture.json");
 const tokFixturePath = path.join(repo, "tests/data/llamacpp/tokenizer-fixture.json");
 
-if (!fs.existsSync(path.join(here, "node_modules/node-llama-cpp"))) {
-  console.log("SKIP: tests/node/node_modules/node-llama-cpp missing (run scripts/setup.sh)");
-  process.exit(77);
-}
-const {getLlama} = await import("node-llama-cpp");
-
-const samq = process.env.SAMQ_BINARY ?? path.join(repo, "build/samq");
-const shared = process.env.SAMQ_SHARED_DIR ?? path.resolve(repo, "../shared");
-const work = process.env.SAMQ_WORK_DIR ?? fs.mkdtempSync("/tmp/samq-node-");
-fs.mkdirSync(work, {recursive: true});
+const getLlama = await importGetLlama();
+const work = workDir();
 if (!fs.existsSync(samq)) {
   console.error(`FAIL: samq binary not found at ${samq}`);
   process.exit(1);
 }
 
-let failures = 0;
-const fail = (msg) => {
-  failures++;
-  console.error("FAIL: " + msg);
-};
+const fail = (msg) => checks.fail(msg);
 const sameIds = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 const firstDiff = (a, b) => {
   let i = 0;
@@ -319,9 +306,6 @@ if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(fixturePath)) {
   console.log("compared with the committed greedy fixture");
 }
 
-if (failures) {
-  console.error(`${failures} failure(s)`);
-  process.exit(1);
-}
+checks.finish();
 console.log("PASS");
 process.exit(0);

@@ -12,26 +12,17 @@
 import {execFileSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import {fileURLToPath} from "node:url";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repo = path.resolve(here, "../..");
-if (!fs.existsSync(path.join(here, "node_modules/node-llama-cpp"))) {
-  console.log("SKIP: tests/node/node_modules/node-llama-cpp missing (run scripts/setup.sh)");
-  process.exit(77);
-}
-const {getLlama} = await import("node-llama-cpp");
-const samq = process.env.SAMQ_BINARY ?? path.join(repo, "build/samq");
-const shared = process.env.SAMQ_SHARED_DIR ?? path.resolve(repo, "../shared");
-const work = path.join(process.env.SAMQ_WORK_DIR ?? fs.mkdtempSync("/tmp/samq-node-"), "export");
-fs.mkdirSync(work, {recursive: true});
+import {checks, importGetLlama, samq, shared, workDir} from "./interop-helpers.mjs";
+
+const getLlama = await importGetLlama();
+const work = workDir("export");
 
 const MARGIN = 2e-2;
 const TOL_TOP1 = 1.5;  // percentage points
 const N_GEN = 24;
 const CHUNKS = 3, CTX = 512;
-let failures = 0;
-const fail = (m) => { failures++; console.error("FAIL: " + m); };
+const fail = (m) => checks.fail(m);
 const run = (args) => execFileSync(samq, args, {encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "inherit"]});
 
 // ---- the file ----------------------------------------------------------------------------------
@@ -116,5 +107,5 @@ else console.log("ok: " + msg);
 
 await mixed.dispose();
 await baseModel.dispose();
-if (failures) { console.error(`${failures} failure(s)`); process.exit(1); }
+checks.finish();
 console.log("export interop: all checks passed");
