@@ -8,6 +8,7 @@
 #include "analyze/analyze.h"
 #include "analyze/measure.h"
 #include "eval/perplexity.h"
+#include "calibration_options.h"
 #include "command.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -22,10 +23,8 @@
 namespace samq::cli {
 namespace {
 
-struct AnalyzeArgs {
-  std::string model, calib, out, imatrix_out, plot;
-  int64_t ctx = 512;
-  int64_t tokens = 65536;
+struct AnalyzeArgs : CalibrationOptions {
+  std::string out, imatrix_out, plot;
   std::string fisher = "full", labels = "model";
   uint64_t seed = 0x5a3d;
   int64_t loss_from = 0;
@@ -58,7 +57,7 @@ int run_analyze(const AnalyzeArgs& a) {
   if (a.fisher != "full" && a.fisher != "factored") fail("--fisher must be full or factored, not '{}'", a.fisher);
   if (a.labels != "model" && a.labels != "empirical") fail("--labels must be model or empirical, not '{}'", a.labels);
   auto m = Model::load(a.model);
-  const Tokenizer tok = m->gguf ? Tokenizer::from_gguf(*m->gguf) : Tokenizer::from_hf_dir(a.model, m->hparams.n_vocab);
+  const Tokenizer tok = model_tokenizer(a.model, *m);
   const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
   std::fprintf(stderr, "samq analyze: %s (%s, %lld layers), %zu chunks of %lld tokens from %s (%lld tokens in the file), %d threads\n",
                a.model.c_str(), m->hparams.arch.c_str(), (long long)m->hparams.n_layer, calib.chunks.size(),
@@ -131,12 +130,8 @@ void measure(const AnalyzeArgs& a, Model& m, const Tokenizer& tok, const Analysi
 
 std::function<int()> setup(CLI::App& sub) {
   auto a = std::make_shared<AnalyzeArgs>();
-  sub.add_option("model", a->model, "Model: HF directory or GGUF (F32/F16/BF16)")->required();
-  sub.add_option("--calib", a->calib, "Calibration text (UTF-8)")->required();
+  a->declare(sub);
   sub.add_option("-o,--output", a->out, "Output sensitivity.json")->required();
-  sub.add_option("--ctx", a->ctx, "Tokens per calibration chunk")->capture_default_str();
-  sub.add_option("--tokens", a->tokens, "Calibration tokens to use (whole chunks; <= 0: the whole file)")
-      ->capture_default_str();
   sub.add_option("--fisher", a->fisher, "Fisher form: full (exact diagonal) or factored (rows x columns)")
       ->capture_default_str();
   sub.add_option("--labels", a->labels, "Fisher labels: model (sampled from the model) or empirical (text)")

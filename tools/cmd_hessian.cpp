@@ -6,6 +6,7 @@
 #include "analyze/calibration.h"
 #include "analyze/hessian.h"
 #include "backend/ops.h"
+#include "calibration_options.h"
 #include "command.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -15,16 +16,13 @@
 namespace samq::cli {
 namespace {
 
-struct HessianArgs {
-  std::string model, calib, out;
-  int64_t ctx = 512;
-  int64_t tokens = 65536;
+struct HessianArgs : CalibrationOptions {
+  std::string out;
 };
 
 int run_hessian(const HessianArgs& a) {
   auto m = Model::load(a.model);
-  const Tokenizer tok = m->gguf ? Tokenizer::from_gguf(*m->gguf) : Tokenizer::from_hf_dir(a.model, m->hparams.n_vocab);
-  const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
+  const Calibration calib = a.load(*m);
   std::fprintf(stderr, "samq hessian: %s, %zu chunks of %lld tokens from %s, %d threads\n", a.model.c_str(),
                calib.chunks.size(), (long long)a.ctx, a.calib.c_str(), num_threads());
   Hessians h = collect_hessians(*m, cpu_ops(), calib.chunks);
@@ -39,12 +37,8 @@ int run_hessian(const HessianArgs& a) {
 
 std::function<int()> setup(CLI::App& sub) {
   auto a = std::make_shared<HessianArgs>();
-  sub.add_option("model", a->model, "Model: HF directory or GGUF (F32/F16/BF16)")->required();
-  sub.add_option("--calib", a->calib, "Calibration text (UTF-8)")->required();
+  a->declare(sub);
   sub.add_option("-o,--output", a->out, "Output Hessian file (GGUF, general.type samq.hessian)")->required();
-  sub.add_option("--ctx", a->ctx, "Tokens per calibration chunk")->capture_default_str();
-  sub.add_option("--tokens", a->tokens, "Calibration tokens to use (whole chunks; <= 0: the whole file)")
-      ->capture_default_str();
   return [a] { return run_hessian(*a); };
 }
 
