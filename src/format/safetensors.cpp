@@ -58,26 +58,24 @@ int64_t StTensorView::rows() const {
 }
 
 namespace {
+// n 16-bit values (unaligned, little-endian) widened to float by Widen.
+template <float (*Widen)(uint16_t)>
+void widen16(const uint8_t* src, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    out[i] = Widen(h);
+  }
+}
+
 void convert(StDtype dt, const uint8_t* src, int64_t n, float* out) {
   if (n <= 0) return;  // empty tensors: out may be null (memcpy with null is UB even for 0 bytes)
   switch (dt) {
     case StDtype::F32:
       std::memcpy(out, src, size_t(n) * 4);
       return;
-    case StDtype::F16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        out[i] = fp16_to_f32(h);
-      }
-      return;
-    case StDtype::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        out[i] = bf16_to_f32(h);
-      }
-      return;
+    case StDtype::F16: widen16<fp16_to_f32>(src, n, out); return;
+    case StDtype::BF16: widen16<bf16_to_f32>(src, n, out); return;
   }
 }
 }  // namespace
