@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "analyze/analyze.h"
+#include "format/xml_escape.h"
 
 namespace samq {
 
@@ -26,17 +27,7 @@ std::string ramp(double t) {
   return fmt::format("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]);
 }
 
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char ch : s) {
-    if (ch == '<') o += "&lt;";
-    else if (ch == '>') o += "&gt;";
-    else if (ch == '&') o += "&amp;";
-    else if (ch == '"') o += "&quot;";
-    else o += ch;
-  }
-  return o;
-}
+std::string esc(const std::string& s) { return xml_escape(s); }
 
 }  // namespace
 

@@ -7,20 +7,12 @@
 
 #include <fmt/format.h>
 
+#include "format/xml_escape.h"
+
 namespace samq::plan {
 namespace {
 
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else if (c == '"') o += "&quot;";
-    else o += c;
-  }
-  return o;
-}
+std::string esc(const std::string& s) { return xml_escape(s); }
 
 const char* series_colour(const std::string& s) {
   if (s == "samq") return "#d62728";
