@@ -7,8 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "common/test_env.h"
 #include "format/gguf.h"
@@ -16,26 +14,21 @@
 #include "plan/plan.h"
 
 using namespace samq;
-using test::kld_of;
 using test::run_ok;
 using test::sh;
 
 TEST(Gptq, HessianQuantizationLowersKldOfQ4KM) {
-  const std::string dir = test::temp_dir();
-  const std::string bin = test::samq_binary() + " -q ";
-  const std::string model = test::shared_path("models/refcode-32m");
-  const std::string imatrix = test::source_path("tests/plan/data/refcode-32m-imatrix.gguf");
-  std::ifstream in(test::shared_path("data/calib.txt"), std::ios::binary);
-  const std::string calib((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  test::QualityRun q;
+  const std::string& dir = q.dir;
+  const std::string calib = read_file(test::shared_path("data/calib.txt"));
   ASSERT_GT(calib.size(), 1000000u);
-  std::ofstream(dir + "/fit.txt", std::ios::binary) << calib.substr(0, 300000);
-  std::ofstream(dir + "/val.txt", std::ios::binary) << calib.substr(calib.size() - 200000);
+  write_file_atomic(dir + "/fit.txt", calib.substr(0, 300000));
+  write_file_atomic(dir + "/val.txt", calib.substr(calib.size() - 200000));
 
-  run_ok(bin + "hessian " + sh(model) + " --calib " + dir + "/fit.txt --tokens 4096 -o " + dir + "/H.gguf");
-  run_ok(bin + "plan " + sh(model) + " --policy preset:Q4_K_M -o " + dir + "/plan.json");
-  run_ok(bin + "quantize " + sh(model) + " " + dir + "/plan.json -o " + dir + "/plain.gguf --imatrix " + sh(imatrix));
-  run_ok(bin + "quantize " + sh(model) + " " + dir + "/plan.json -o " + dir + "/gptq.gguf --imatrix " + sh(imatrix) +
-         " --hessian " + dir + "/H.gguf");
+  run_ok(q.bin + "hessian " + sh(q.model) + " --calib " + dir + "/fit.txt --tokens 4096 -o " + dir + "/H.gguf");
+  run_ok(q.bin + "plan " + sh(q.model) + " --policy preset:Q4_K_M -o " + dir + "/plan.json");
+  q.quantize(dir + "/plan.json", dir + "/plain.gguf");
+  q.quantize(dir + "/plan.json", dir + "/gptq.gguf", " --hessian " + dir + "/H.gguf");
   const int64_t planned = plan::read_plan(dir + "/plan.json").file_bytes;
   EXPECT_EQ(int64_t(std::filesystem::file_size(dir + "/plain.gguf")), planned);
   EXPECT_EQ(int64_t(std::filesystem::file_size(dir + "/gptq.gguf")), planned);
@@ -43,11 +36,8 @@ TEST(Gptq, HessianQuantizationLowersKldOfQ4KM) {
     const GgufFile f = GgufFile::open(dir + "/gptq.gguf");
     EXPECT_EQ(f.get_str("samq.hessian", "").size(), 64u);
   }
-  const std::string ev = " --text " + dir + "/val.txt --ctx 512 --chunks 4";
-  run_ok(bin + "eval " + sh(model) + ev + " --save-logits " + dir + "/base.logits");
-  run_ok(bin + "eval " + dir + "/plain.gguf" + ev + " --base-logits " + dir + "/base.logits --json " + dir + "/plain.json");
-  run_ok(bin + "eval " + dir + "/gptq.gguf" + ev + " --base-logits " + dir + "/base.logits --json " + dir + "/gptq.json");
-  const double kp = kld_of(dir + "/plain.json"), kg = kld_of(dir + "/gptq.json");
+  q.eval_on(dir + "/val.txt", "4");
+  const double kp = q.kld(dir + "/plain.gguf", dir + "/plain.json"), kg = q.kld(dir + "/gptq.gguf", dir + "/gptq.json");
   std::printf("[ gptq ] preset Q4_K_M, held-out calib: KLD plain %.6f, GPTQ %.6f (ratio %.3f)\n", kp, kg, kg / kp);
   EXPECT_LT(kg, kp);
 }

@@ -14,7 +14,6 @@
 // SAMQ_QUALITY_CHUNKS overrides the number of evaluation chunks (default 32 of 207).
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 
 #include "common/test_env.h"
@@ -22,38 +21,29 @@
 #include "plan/plan.h"
 
 using namespace samq;
-using test::kld_of;
 using test::run_ok;
 using test::sh;
 
 // History: with importance-weighted rounding alone this measured 0.603x (disabled then); with
 // GPTQ 0.472x (32 chunks; helper measurement, 2026-11-27).
 TEST(Quality, BeatsLlamaCppQ4KMImatrixByFortyPercent) {
-  const std::string dir = test::temp_dir();
-  const std::string bin = test::samq_binary() + " -q ";
-  const std::string model = test::shared_path("models/refcode-32m");
+  test::QualityRun q;
+  const std::string& dir = q.dir;
   const std::string anchor = test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf");
-  const std::string imatrix = test::source_path("tests/plan/data/refcode-32m-imatrix.gguf");
-  const std::string sens = test::source_path("tests/plan/data/refcode-32m-sensitivity.json");
-  const char* env = std::getenv("SAMQ_QUALITY_CHUNKS");
-  const std::string chunks = env ? env : "32";
+  const std::string chunks = test::env_or("SAMQ_QUALITY_CHUNKS", "32");
   const int64_t budget = int64_t(std::filesystem::file_size(anchor));
 
   test::write_eval_text(dir);
   write_file_atomic(dir + "/calib.txt", read_file(test::shared_path("data/calib.txt")).substr(0, 600000));
-  run_ok(bin + "hessian " + sh(model) + " --calib " + dir + "/calib.txt --tokens 16384 -o " + dir + "/H.gguf");
-  run_ok(bin + "plan " + sh(sens) + " --target-size " + std::to_string(budget) + " -o " + dir + "/plan.json");
-  run_ok(bin + "quantize " + sh(model) + " " + dir + "/plan.json -o " + dir + "/samq.gguf --imatrix " + sh(imatrix) +
-         " --hessian " + dir + "/H.gguf");
+  run_ok(q.bin + "hessian " + sh(q.model) + " --calib " + dir + "/calib.txt --tokens 16384 -o " + dir + "/H.gguf");
+  run_ok(q.bin + "plan " + sh(q.sens) + " --target-size " + std::to_string(budget) + " -o " + dir + "/plan.json");
+  q.quantize(dir + "/plan.json", dir + "/samq.gguf", " --hessian " + dir + "/H.gguf");
   const int64_t size = int64_t(std::filesystem::file_size(dir + "/samq.gguf"));
   EXPECT_LE(size, budget);
   EXPECT_EQ(size, plan::read_plan(dir + "/plan.json").file_bytes);
 
-  const std::string ev = " --text " + dir + "/eval.txt --ctx 512 --chunks " + chunks;
-  run_ok(bin + "eval " + sh(model) + ev + " --save-logits " + dir + "/base.logits");
-  run_ok(bin + "eval " + sh(anchor) + ev + " --base-logits " + dir + "/base.logits --json " + dir + "/anchor.json");
-  run_ok(bin + "eval " + dir + "/samq.gguf" + ev + " --base-logits " + dir + "/base.logits --json " + dir + "/samq.json");
-  const double k_anchor = kld_of(dir + "/anchor.json"), k_samq = kld_of(dir + "/samq.json");
+  q.eval_on(dir + "/eval.txt", chunks);
+  const double k_anchor = q.kld(anchor, dir + "/anchor.json"), k_samq = q.kld(dir + "/samq.gguf", dir + "/samq.json");
   std::printf("[ quality ] Q4_K_M size (%lld bytes, samq %lld): KLD llama.cpp %.6f, samq %.6f, ratio %.3f\n",
               (long long)budget, (long long)size, k_anchor, k_samq, k_samq / k_anchor);
   EXPECT_LE(k_samq, 0.60 * k_anchor);
