@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "format/gguf.h"
+#include "format/name_index.h"
 
 namespace samq {
 
@@ -280,8 +281,7 @@ GgufFile GgufFile::from_memory(const uint8_t* data, size_t size, std::string nam
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {
-  auto it = kv_index_.find(std::string(key));
-  return it == kv_index_.end() ? nullptr : &kv_[it->second];
+  return find_by_name(kv_index_, kv_, key);
 }
 
 const GgufValue& GgufFile::at(std::string_view key) const {
@@ -314,8 +314,7 @@ SAMQ_GGUF_FILE_GET(std::vector<float>, get_arr_f32)
 #undef SAMQ_GGUF_FILE_GET
 
 const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {
-  auto it = tensor_index_.find(std::string(name));
-  return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
+  return find_by_name(tensor_index_, tensors_, name);
 }
 
 const GgufTensorInfo& GgufFile::tensor(std::string_view name) const {

@@ -13,6 +13,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/fp16.h"
+#include "format/name_index.h"
 
 namespace samq {
 
@@ -250,8 +251,7 @@ SafetensorsModel SafetensorsModel::open(const std::string& path) {
 }
 
 const StTensorView* SafetensorsModel::find(std::string_view name) const {
-  auto it = index_.find(std::string(name));
-  return it == index_.end() ? nullptr : &tensors_[it->second];
+  return find_by_name(index_, tensors_, name);
 }
 
 const StTensorView& SafetensorsModel::get(std::string_view name) const {
