@@ -90,6 +90,17 @@ void check(const ElemGrid& g, int q, GgmlType t, int e) {
   if (q < g.qmin || q > g.qmax) fail("gptq: level {} of element {} is outside [{}, {}] for {}", q, e, g.qmin, g.qmax, ggml_type_name(t));
 }
 
+// The one grid of all 32 elements of a legacy (or IQ4_NL) block: scale d, offset -m where the
+// block has one, levels qmin..qmax (through `table` for IQ4_NL).
+template <typename B>
+void legacy_grid(const void* blk, int qmin, int qmax, const int8_t* table, ElemGrid* out) {
+  const auto& x = *static_cast<const B*>(blk);
+  const float d = fp16_to_f32(x.d);
+  float b = 0.0f;
+  if constexpr (requires { x.m; }) b = -fp16_to_f32(x.m);
+  for (int e = 0; e < 32; ++e) out[e] = {d, b, qmin, qmax, table};
+}
+
 }  // namespace
 
 void block_grid(GgmlType t, const void* blk, ElemGrid* out) {
@@ -129,38 +140,12 @@ void block_grid(GgmlType t, const void* blk, ElemGrid* out) {
       for (int e = 0; e < QK_K; ++e) out[e] = {d * x.scales[e / 16], 0.0f, -32, 31, nullptr};
       return;
     }
-    case GgmlType::Q8_0: {
-      const float d = fp16_to_f32(static_cast<const block_q8_0*>(blk)->d);
-      for (int e = 0; e < 32; ++e) out[e] = {d, 0.0f, -128, 127, nullptr};
-      return;
-    }
-    case GgmlType::Q4_0: {
-      const float d = fp16_to_f32(static_cast<const block_q4_0*>(blk)->d);
-      for (int e = 0; e < 32; ++e) out[e] = {d, 0.0f, -8, 7, nullptr};
-      return;
-    }
-    case GgmlType::Q5_0: {
-      const float d = fp16_to_f32(static_cast<const block_q5_0*>(blk)->d);
-      for (int e = 0; e < 32; ++e) out[e] = {d, 0.0f, -16, 15, nullptr};
-      return;
-    }
-    case GgmlType::Q4_1: {
-      const auto& x = *static_cast<const block_q4_1*>(blk);
-      const float d = fp16_to_f32(x.d), m = fp16_to_f32(x.m);
-      for (int e = 0; e < 32; ++e) out[e] = {d, -m, 0, 15, nullptr};
-      return;
-    }
-    case GgmlType::Q5_1: {
-      const auto& x = *static_cast<const block_q5_1*>(blk);
-      const float d = fp16_to_f32(x.d), m = fp16_to_f32(x.m);
-      for (int e = 0; e < 32; ++e) out[e] = {d, -m, 0, 31, nullptr};
-      return;
-    }
-    case GgmlType::IQ4_NL: {
-      const float d = fp16_to_f32(static_cast<const block_iq4_nl*>(blk)->d);
-      for (int e = 0; e < 32; ++e) out[e] = {d, 0.0f, 0, 15, kvalues_iq4nl};
-      return;
-    }
+    case GgmlType::Q8_0: return legacy_grid<block_q8_0>(blk, -128, 127, nullptr, out);
+    case GgmlType::Q4_0: return legacy_grid<block_q4_0>(blk, -8, 7, nullptr, out);
+    case GgmlType::Q5_0: return legacy_grid<block_q5_0>(blk, -16, 15, nullptr, out);
+    case GgmlType::Q4_1: return legacy_grid<block_q4_1>(blk, 0, 15, nullptr, out);
+    case GgmlType::Q5_1: return legacy_grid<block_q5_1>(blk, 0, 31, nullptr, out);
+    case GgmlType::IQ4_NL: return legacy_grid<block_iq4_nl>(blk, 0, 15, kvalues_iq4nl, out);
     case GgmlType::IQ4_XS: {
       const auto& x = *static_cast<const block_iq4_xs*>(blk);
       const float d = fp16_to_f32(x.d);
