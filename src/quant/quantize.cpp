@@ -22,6 +22,14 @@ B* as(void* p) { return static_cast<B*>(p); }
 template <typename B>
 const B* as(const void* p) { return static_cast<const B*>(p); }
 
+// The importance-weighted path when weights are given, else the plain one.
+template <typename B>
+void by_weights(void (*weighted)(const float*, B*, int64_t, const float*), void (*plain)(const float*, B*, int64_t),
+                const float* x, void* dst, int64_t n, const float* qw) {
+  if (qw) weighted(x, as<B>(dst), n, qw);
+  else plain(x, as<B>(dst), n);
+}
+
 void check_row(GgmlType t, int64_t n) {
   if (!quant_supported(t))
     fail("quantization to {} is not supported (samq supports f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 "
@@ -89,33 +97,15 @@ static void quantize_row_unchecked(GgmlType t, const float* x, void* dst, int64_
     case GgmlType::Q8_0:
       if (!quantize_row_q8_0_fast(x, as<block_q8_0>(dst), n)) quantize_row_q8_0_ref(x, as<block_q8_0>(dst), n);
       return;
-    case GgmlType::Q4_0:
-      qw ? quantize_row_q4_0_weighted(x, as<block_q4_0>(dst), n, qw) : quantize_row_q4_0_ref(x, as<block_q4_0>(dst), n);
-      return;
-    case GgmlType::Q4_1:
-      qw ? quantize_row_q4_1_weighted(x, as<block_q4_1>(dst), n, qw) : quantize_row_q4_1_ref(x, as<block_q4_1>(dst), n);
-      return;
-    case GgmlType::Q5_0:
-      qw ? quantize_row_q5_0_weighted(x, as<block_q5_0>(dst), n, qw) : quantize_row_q5_0_ref(x, as<block_q5_0>(dst), n);
-      return;
-    case GgmlType::Q5_1:
-      qw ? quantize_row_q5_1_weighted(x, as<block_q5_1>(dst), n, qw) : quantize_row_q5_1_ref(x, as<block_q5_1>(dst), n);
-      return;
-    case GgmlType::Q2_K:
-      qw ? quantize_row_q2_K_weighted(x, as<block_q2_K>(dst), n, qw) : quantize_row_q2_K_ref(x, as<block_q2_K>(dst), n);
-      return;
-    case GgmlType::Q3_K:
-      qw ? quantize_row_q3_K_weighted(x, as<block_q3_K>(dst), n, qw) : quantize_row_q3_K_ref(x, as<block_q3_K>(dst), n);
-      return;
-    case GgmlType::Q4_K:
-      qw ? quantize_row_q4_K_weighted(x, as<block_q4_K>(dst), n, qw) : quantize_row_q4_K_ref(x, as<block_q4_K>(dst), n);
-      return;
-    case GgmlType::Q5_K:
-      qw ? quantize_row_q5_K_weighted(x, as<block_q5_K>(dst), n, qw) : quantize_row_q5_K_ref(x, as<block_q5_K>(dst), n);
-      return;
-    case GgmlType::Q6_K:
-      qw ? quantize_row_q6_K_weighted(x, as<block_q6_K>(dst), n, qw) : quantize_row_q6_K_ref(x, as<block_q6_K>(dst), n);
-      return;
+    case GgmlType::Q4_0: return by_weights(quantize_row_q4_0_weighted, quantize_row_q4_0_ref, x, dst, n, qw);
+    case GgmlType::Q4_1: return by_weights(quantize_row_q4_1_weighted, quantize_row_q4_1_ref, x, dst, n, qw);
+    case GgmlType::Q5_0: return by_weights(quantize_row_q5_0_weighted, quantize_row_q5_0_ref, x, dst, n, qw);
+    case GgmlType::Q5_1: return by_weights(quantize_row_q5_1_weighted, quantize_row_q5_1_ref, x, dst, n, qw);
+    case GgmlType::Q2_K: return by_weights(quantize_row_q2_K_weighted, quantize_row_q2_K_ref, x, dst, n, qw);
+    case GgmlType::Q3_K: return by_weights(quantize_row_q3_K_weighted, quantize_row_q3_K_ref, x, dst, n, qw);
+    case GgmlType::Q4_K: return by_weights(quantize_row_q4_K_weighted, quantize_row_q4_K_ref, x, dst, n, qw);
+    case GgmlType::Q5_K: return by_weights(quantize_row_q5_K_weighted, quantize_row_q5_K_ref, x, dst, n, qw);
+    case GgmlType::Q6_K: return by_weights(quantize_row_q6_K_weighted, quantize_row_q6_K_ref, x, dst, n, qw);
     case GgmlType::IQ4_NL: quantize_row_iq4_nl_ref(x, as<block_iq4_nl>(dst), n, qw); return;
     case GgmlType::IQ4_XS: quantize_row_iq4_xs_ref(x, as<block_iq4_xs>(dst), n, qw); return;
     default: break;
