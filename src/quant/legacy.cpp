@@ -104,18 +104,16 @@ void unpack5(const uint8_t* qs, const uint8_t* qh_in, int* q) {
   }
 }
 
-}  // namespace
-
 // The codes of one block into its nibbles (and Q5's fifth-bit plane).
 template <typename B>
-static void store_codes(const uint8_t* L, B& b) {
+void store_codes(const uint8_t* L, B& b) {
   if constexpr (requires { b.qh; }) pack5(L, b.qs, b.qh);
   else pack4(L, b.qs);
 }
 
 // The plain path of the four types: symmetric (Q4_0, Q5_0) or affine (Q4_1, Q5_1, which have m).
 template <typename B>
-static void quantize_row_plain(const float* x, B* y, int64_t k, int nmax) {
+void quantize_row_plain(const float* x, B* y, int64_t k, int nmax) {
   uint8_t L[32];
   for (int64_t i = 0; i < k / 32; ++i, x += 32) {
     if constexpr (requires { y[i].m; }) {
@@ -128,6 +126,8 @@ static void quantize_row_plain(const float* x, B* y, int64_t k, int nmax) {
     store_codes(L, y[i]);
   }
 }
+
+}  // namespace
 
 void quantize_row_q4_0_ref(const float* x, block_q4_0* y, int64_t k) { quantize_row_plain(x, y, k, 8); }
 void quantize_row_q4_1_ref(const float* x, block_q4_1* y, int64_t k) { quantize_row_plain(x, y, k, 15); }
