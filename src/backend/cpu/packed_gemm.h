@@ -13,7 +13,8 @@
 // quant value made unsigned by a per-type offset (Q6_K +32, Q8_0/IQ4 +128, ...). d * sc_j and
 // dmin * min_j are exact in float (11-bit x 8-bit), so this equals ggml's dequantization. The
 // packed matrix is about as large as the GGUF one (Q4_K 1.06x, Q8_0 1.06x, Q6_K 1.31x, Q5_K and
-// IQ4 ~2x: codes kept as bytes); the mmapped original is still read by n = 1 (fused kernels).
+// IQ4 ~2x: codes kept as bytes), held next to the mmapped original, which one-token matmuls
+// still read (fused kernels, see ops_cpu.cpp packed_min_tokens).
 // A tile of 16 rows x NT tokens is then computed by vpdpbusd (u8 weights x s8 activations,
 // 4 k-values per 32-bit lane) into int32 sub-block sums that start at -off * sum(x of the
 // sub-block), times the int8 sub-block scale (vpmulld) into an exact int32 superblock sum, and
