@@ -3,6 +3,9 @@
 // shape (1 token) and a prompt shape (8 tokens per call, figures per token), plus activation
 // quantization. Not a test. Usage: bench_kernels [rows cols [min_seconds]]
 // (default 1536 x 512, the refcode-32m FFN up-projection, and 4096 x 4096).
+// bench_kernels --sweep [rows cols [min_seconds]]: cpu_ops().matmul at 1 thread for n = 1..64
+// tokens, us per token, with the repacked weight (packed_gemm.h) and without it (today's fused
+// kernels, and the default unprepared path: fused below 8 tokens, dequantize + sgemm above).
 #include <time.h>
 
 #include <chrono>
@@ -13,6 +16,9 @@
 #include <vector>
 
 #include "backend/cpu/act_quant.h"
+#include "backend/cpu/packed_gemm.h"
+#include "backend/ops.h"
+#include "core/parallel.h"
 #include "backend/cpu/quant_dot.h"
 #include "core/fp16.h"
 #include "core/ggml_type.h"
@@ -97,9 +103,52 @@ void bench_shape(int64_t rows, int64_t cols, double min_s) {
   }
 }
 
+void sweep(int64_t rows, int64_t cols, double min_s) {
+  set_num_threads(1);
+  std::printf("\ncpu_ops().matmul %lld x %lld, 1 thread, us per token: packed / fused / default unprepared\n",
+              (long long)rows, (long long)cols);
+  std::mt19937 g(2);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> src(rows * cols), x(64 * cols), y(64 * rows);
+  for (auto& v : src) v = nd(g);
+  for (auto& v : x) v = nd(g) * 20;
+  const int64_t ns[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
+  std::printf("%-7s", "type");
+  for (int64_t n : ns) std::printf(" %15lld", (long long)n);
+  std::printf("\n");
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_K, GgmlType::Q3_K, GgmlType::Q2_K,
+                     GgmlType::IQ4_XS, GgmlType::Q4_0}) {
+    if (cols % ggml_type_info(t).block_size) continue;
+    const int64_t rb = ggml_row_size(t, cols);
+    std::vector<uint8_t> w(rows * rb);
+    for (int64_t r = 0; r < rows; ++r) quantize_row(t, src.data() + r * cols, w.data() + r * rb, cols, nullptr);
+    WeightView v{t, rows, cols, w.data(), rb};
+    const auto prep = cpu_ops().prepare_weight(v);
+    std::printf("%-7s", std::string(ggml_type_name(t)).c_str());
+    for (int64_t n : ns) {
+      auto run = [&](const PreparedWeight* p) {
+        v.prepared = p;
+        return time_per_call([&] { cpu_ops().matmul(x.data(), n, v, nullptr, y.data()); }, min_s) * 1e6 / double(n);
+      };
+      const double a = prep ? run(prep.get()) : 0.0;
+      setenv("SAMQ_PREFILL_PATH", "fused", 1);
+      const double b = run(nullptr);
+      unsetenv("SAMQ_PREFILL_PATH");
+      const double c = run(nullptr);
+      std::printf(" %4.1f/%4.1f/%4.1f", a, b, c);
+      std::fflush(stdout);
+    }
+    std::printf("\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && !std::strcmp(argv[1], "--sweep")) {
+    sweep(argc > 3 ? std::atoll(argv[2]) : 1536, argc > 3 ? std::atoll(argv[3]) : 512, argc > 4 ? std::atof(argv[4]) : 0.1);
+    return 0;
+  }
   const double min_s = argc > 3 ? std::atof(argv[3]) : 0.2;
   std::printf("best variant on this CPU: %s\n", dot_isa_name(dot_isa_best()));
   if (argc > 2) {
