@@ -18,6 +18,10 @@ namespace {
 
 inline float h2f(uint16_t h) { return fp16_to_f32(h); }
 
+// kvalues_iq4nl + 128 (the IQ4 codes as unsigned bytes).
+constexpr uint8_t kIq4u[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
+static_assert(kIq4u[0] == kvalues_iq4nl[0] + 128 && kIq4u[15] == kvalues_iq4nl[15] + 128);
+
 // Per-type shape of the packed form.
 struct PackShape {
   int S, SB, off;
@@ -221,7 +225,9 @@ std::unique_ptr<PackedWeight> pack_weight(const WeightView& w) {
   p->J = s.SB / s.S;
   p->off = s.off;
   p->has_min = s.has_min;
-  p->nib = w.type == GgmlType::Q4_K || w.type == GgmlType::Q4_0 || w.type == GgmlType::Q2_K ||
+  // IQ4: codes kvalues_iq4nl[i] + 128 stored as the index i, looked up by the kernels.
+  p->lut = w.type == GgmlType::IQ4_XS || w.type == GgmlType::IQ4_NL;
+  p->nib = p->lut || w.type == GgmlType::Q4_K || w.type == GgmlType::Q4_0 || w.type == GgmlType::Q2_K ||
            w.type == GgmlType::Q3_K;  // codes < 16
   p->groups = (w.rows + kPackRows - 1) / kPackRows;
   p->nsb = w.cols / s.SB;
@@ -245,7 +251,8 @@ std::unique_ptr<PackedWeight> pack_weight(const WeightView& w) {
           uint8_t* dst = const_cast<uint8_t*>(P.block(g, b));
           for (int kg = 0; kg < P.SB / 4; ++kg)
             for (int i = 0; i < 4; ++i) {
-              const uint8_t c = u[4 * kg + i];
+              uint8_t c = u[4 * kg + i];
+              if (P.lut) c = uint8_t(std::find(kIq4u, kIq4u + 16, c) - kIq4u);
               if (P.nib)
                 dst[((kg / 2) * kPackRows + lane) * 4 + i] |= uint8_t(kg % 2 ? c << 4 : c);
               else
@@ -269,7 +276,10 @@ std::unique_ptr<PackedWeight> pack_weight(const WeightView& w) {
 // Layout accessors (same arithmetic as the AVX-512 kernel).
 int packed_code(const PackedWeight& p, const uint8_t* blk, int64_t lane, int e) {
   const int kg = e / 4, i = e % 4;
-  if (p.nib) return (blk[((kg / 2) * kPackRows + lane) * 4 + i] >> (4 * (kg % 2))) & 0xF;
+  if (p.nib) {
+    const int c = (blk[((kg / 2) * kPackRows + lane) * 4 + i] >> (4 * (kg % 2))) & 0xF;
+    return p.lut ? kIq4u[c] : c;
+  }
   return blk[(kg * kPackRows + lane) * 4 + i];
 }
 float packed_scale(const PackedWeight& p, const uint8_t* blk, int64_t lane, int j) {

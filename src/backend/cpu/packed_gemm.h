@@ -5,15 +5,16 @@
 // Q8_0) the layout is (64-byte aligned)
 //   codes     [SB/4 k-groups][16 rows][4 consecutive k] u8 (SB*16 bytes), or for codes < 16
 //             (Q4_K, Q4_0, Q3_K, Q2_K) two k-groups per byte: k-group 2m in the low nibbles,
-//             2m+1 in the high nibbles of [m][16 rows][4] (SB*8 bytes)
+//             2m+1 in the high nibbles of [m][16 rows][4] (SB*8 bytes); IQ4_XS/IQ4_NL the same
+//             with codebook indices (looked up by vpshufb)
 //   sc  [J][16 rows] int8   sub-block scales (only when J > 1)
 //   min [J/2][16 rows][2] int16  sub-block mins as pairs (affine types)
 //   d   [16 rows] f32, dmin [16 rows] f32 (affine types)
 // so that dequantized weight = (d * sc_j) * (u - off) - dmin * min_j for the code u: the type's
 // quant value made unsigned by a per-type offset (Q6_K +32, Q8_0/IQ4 +128, ...). d * sc_j and
 // dmin * min_j are exact in float (11-bit x 8-bit), so this equals ggml's dequantization. The
-// packed matrix is about as large as the GGUF one (Q4_K 1.06x, Q8_0 1.06x, Q6_K 1.31x, Q5_K and
-// IQ4 ~2x: codes kept as bytes), held next to the mmapped original, which one-token matmuls
+// packed matrix is about as large as the GGUF one (Q4_K 1.11x, Q8_0 1.06x, IQ4_XS 1.1x, Q6_K
+// 1.31x, Q5_K and Q5_0 ~1.7x: codes kept as bytes), held next to the mmapped original, which one-token matmuls
 // still read (fused kernels, see ops_cpu.cpp packed_min_tokens).
 // A tile of 16 rows x NT tokens is then computed by vpdpbusd (u8 weights x s8 activations,
 // 4 k-values per 32-bit lane) into int32 sub-block sums that start at -off * sum(x of the
@@ -48,6 +49,7 @@ struct PackedWeight final : PreparedWeight {
   int off = 0;         // u = q + off
   bool has_min = false;
   bool nib = false;    // codes stored as nibbles
+  bool lut = false;    // nibbles are indices into kvalues_iq4nl + 128 (IQ4_XS, IQ4_NL)
   int64_t off_sc = 0, off_min = 0, off_d = 0;  // byte offsets inside a (group, superblock)
   int64_t groups = 0;  // ceil(rows / 16)
   int64_t nsb = 0;     // superblocks per row

@@ -24,20 +24,28 @@ inline int32_t load32(const int8_t* p) {
 }
 
 // Codes of k-groups kg and kg+1 as two u8 vectors (nibble layout: one load).
-template <bool NIB>
+// NIB 2: nibbles are indices into kvalues_iq4nl + 128.
+template <int NIB>
 inline void codes2(const uint8_t* blk, int kg, __m512i& w0, __m512i& w1) {
-  if constexpr (NIB) {
+  if constexpr (NIB != 0) {
     const __m512i v = _mm512_load_si512(blk + 64 * (kg / 2));
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     w0 = _mm512_and_si512(v, m4);
     w1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    if constexpr (NIB == 2) {
+      const __m512i lut = _mm512_broadcast_i32x4(
+          _mm_setr_epi8(1, 24, 45, 63, 79, 93, 106, 118, (char)129, (char)141, (char)153, (char)166, (char)181,
+                        (char)197, (char)217, (char)241));
+      w0 = _mm512_shuffle_epi8(lut, w0);
+      w1 = _mm512_shuffle_epi8(lut, w1);
+    }
   } else {
     w0 = _mm512_load_si512(blk + 64 * kg);
     w1 = _mm512_load_si512(blk + 64 * (kg + 1));
   }
 }
 
-template <int NT, int S, bool MIN, bool NIB>
+template <int NT, int S, bool MIN, int NIB>
 void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, float* y, int64_t ys, int nvalid) {
   const int J = p.J;
   const int64_t SB = p.SB;
@@ -99,7 +107,7 @@ void tile(const PackedWeight& p, const PackedActs& a, int64_t g, int64_t t0, flo
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * ys + g * kPackRows, m, acc[t]);
 }
 
-template <int S, bool MIN, bool NIB>
+template <int S, bool MIN, int NIB>
 void run_tiles(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g1, int64_t t0, int64_t t1,
                float* y, int64_t ys) {
   for (int64_t t = t0; t < t1; t += 8) {
@@ -124,15 +132,16 @@ void run_tiles(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g
 
 void packed_gemm_avx512(const PackedWeight& p, const PackedActs& a, int64_t g0, int64_t g1, int64_t t0,
                         int64_t t1, float* y, int64_t y_stride) {
-  const int key = (p.S == 32 ? 4 : 0) | (p.has_min ? 2 : 0) | (p.nib ? 1 : 0);
+  if (p.lut && p.S == 32 && !p.has_min) return run_tiles<32, false, 2>(p, a, g0, g1, t0, t1, y, y_stride);  // IQ4
+  const int key = (p.S == 32 ? 4 : 0) | (p.has_min ? 2 : 0) | (p.nib && !p.lut ? 1 : 0);
   switch (key) {
-    case 7: return run_tiles<32, true, true>(p, a, g0, g1, t0, t1, y, y_stride);   // Q4_K
-    case 6: return run_tiles<32, true, false>(p, a, g0, g1, t0, t1, y, y_stride);  // Q5_K
-    case 5: return run_tiles<32, false, true>(p, a, g0, g1, t0, t1, y, y_stride);  // Q4_0
-    case 4: return run_tiles<32, false, false>(p, a, g0, g1, t0, t1, y, y_stride);  // Q8_0, Q5_0, IQ4
-    case 3: return run_tiles<16, true, true>(p, a, g0, g1, t0, t1, y, y_stride);   // Q2_K
-    case 1: return run_tiles<16, false, true>(p, a, g0, g1, t0, t1, y, y_stride);  // Q3_K
-    case 0: return run_tiles<16, false, false>(p, a, g0, g1, t0, t1, y, y_stride);  // Q6_K
+    case 7: return run_tiles<32, true, 1>(p, a, g0, g1, t0, t1, y, y_stride);   // Q4_K
+    case 6: return run_tiles<32, true, 0>(p, a, g0, g1, t0, t1, y, y_stride);  // Q5_K
+    case 5: return run_tiles<32, false, 1>(p, a, g0, g1, t0, t1, y, y_stride);  // Q4_0
+    case 4: return run_tiles<32, false, 0>(p, a, g0, g1, t0, t1, y, y_stride);  // Q8_0, Q5_0
+    case 3: return run_tiles<16, true, 1>(p, a, g0, g1, t0, t1, y, y_stride);   // Q2_K
+    case 1: return run_tiles<16, false, 1>(p, a, g0, g1, t0, t1, y, y_stride);  // Q3_K
+    case 0: return run_tiles<16, false, 0>(p, a, g0, g1, t0, t1, y, y_stride);  // Q6_K
     default: return packed_gemm_ref(p, a, g0, g1, t0, t1, y, y_stride);
   }
 }
