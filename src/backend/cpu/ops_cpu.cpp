@@ -1,4 +1,6 @@
 // Fast CPU implementation of the op table (backend/ops.h).
+// - matmul, quantized weights repacked at load (prepare_weight, packed_gemm.h; AVX-512 VNNI CPUs)
+//   and 2+ tokens (prefill, batched decode): 16-row int8 tiles x 8 tokens (matmul_packed).
 // - matmul, types with a fused integer dot (quant_dot.h) and few tokens (decode): activations
 //   quantized once to the weight type's ggml activation type, then weight rows in parallel
 //   (chunks of kDecodeRows) against every token by dot_rows; no f32 weight row exists.
