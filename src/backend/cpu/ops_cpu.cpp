@@ -332,8 +332,11 @@ class CpuOps final : public Ops {
       maxpos = std::max<int64_t>(maxpos, pos[t]);
     }
     if (!negative) tab.grow(maxpos + 1);
+    // tab is this thread's table: the loop below runs on pool threads too, so it must use
+    // pointers taken here, never `tab` (another thread's, possibly empty, table).
     const float* cs_all = tab.cs.data();
     const float* sn_all = tab.sn.data();
+    const float* inv = tab.inv.data();
     auto rows = [&](int64_t t0, int64_t t1) {
       std::vector<float> own;
       if (negative) own.resize(2 * half);
@@ -342,7 +345,7 @@ class CpuOps final : public Ops {
         const float* sn;
         if (negative) {
           for (int64_t i = 0; i < half; ++i) {
-            const double th = double(pos[t]) * double(tab.inv[i]);
+            const double th = double(pos[t]) * double(inv[i]);
             own[i] = float(std::cos(th));
             own[half + i] = float(std::sin(th));
           }
