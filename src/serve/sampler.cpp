@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace samq::serve {
 
@@ -70,6 +71,26 @@ std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const fl
 
 int32_t Sampler::sample(std::span<const float> logits) {
   if (p_.temperature <= 0.0f) return argmax(logits);
+  if (p_.top_p >= 1.0f && (p_.top_k <= 0 || size_t(p_.top_k) >= logits.size()) && !logits.empty()) {
+    // Whole-vocabulary softmax (the API's default): the same weights as distribution(), without
+    // its index and pair vectors; one exp per token, then the draw scans the cumulative sum.
+    thread_local std::vector<double> e;
+    e.resize(logits.size());
+    float mx = logits[0];
+    for (float l : logits) mx = std::max(mx, l);
+    double sum = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      e[i] = std::exp((double(logits[i]) - double(mx)) / double(p_.temperature));
+      sum += e[i];
+    }
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_) * sum;
+    double cum = 0;
+    for (size_t i = 0; i < e.size(); ++i) {
+      cum += e[i];
+      if (u < cum) return int32_t(i);
+    }
+    return int32_t(e.size() - 1);
+  }
   auto d = distribution(logits);
   const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
   double cum = 0;

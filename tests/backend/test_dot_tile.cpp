@@ -81,12 +81,44 @@ TEST(DotTile, WideningRowsAreExact) {
   restore_best();
 }
 
+TEST(DotTile, Bf16WeightsBitIdenticalToDotF32OfWidenedRows) {
+  for (const char* lvl : {"scalar", "avx2", "avx512"}) {
+    if (!cpu::force_simd_level(lvl)) continue;
+    for (int64_t cols : {1, 15, 16, 17, 33, 100, 512}) {
+      for (int64_t rows : {1, 2, 3, 5}) {
+        for (int64_t ntok : {1, 2, 4, 5, 9}) {
+          const int64_t ws = cols + 2, xs = cols + 7, ys = rows + 1;
+          const auto wf = randn(size_t(rows * ws), uint32_t(cols + 7 * rows));
+          const auto x = randn(size_t(ntok * xs), uint32_t(cols + 3 * ntok));
+          std::vector<uint16_t> w(wf.size());
+          for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(wf[i]);
+          std::vector<float> y(static_cast<size_t>(ntok * ys), NAN), row(static_cast<size_t>(cols));
+          cpu::dot_tile_f32_bf16w(w.data(), ws, rows, x.data(), xs, ntok, cols, y.data(), ys);
+          for (int64_t t = 0; t < ntok; ++t)
+            for (int64_t r = 0; r < ys; ++r) {
+              const float got = y[size_t(t * ys + r)];
+              if (r >= rows) {
+                EXPECT_TRUE(std::isnan(got)) << "wrote outside the tile at row " << r;
+                continue;
+              }
+              for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = bf16_to_f32(w[size_t(r * ws + i)]);
+              const float want = cpu::dot_f32(x.data() + t * xs, row.data(), cols);
+              ASSERT_EQ(std::memcmp(&got, &want, sizeof got), 0)
+                  << lvl << " cols " << cols << " rows " << rows << " ntok " << ntok << ": " << got << " vs " << want;
+            }
+        }
+      }
+    }
+  }
+  restore_best();
+}
+
 // Float weights: the logits of token t must not depend on which other tokens share the matmul
 // (batched decode of independent sequences must equal decoding each alone), below the sgemm
-// threshold where dot_tile_f32 serves.
+// threshold where the tile kernels serve: bit for bit.
 TEST(DotTile, BatchedFloatMatmulEqualsOneTokenAtATime) {
   for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
-    const int64_t rows = 37, cols = 96, n = 9;
+    const int64_t rows = 37, cols = 100, n = 9;
     const auto wf = randn(size_t(rows * cols), 11);
     std::vector<uint8_t> wb(size_t(rows * cols) * (type == GgmlType::F32 ? 4 : 2));
     for (size_t i = 0; i < wf.size(); ++i) {

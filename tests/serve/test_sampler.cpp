@@ -75,3 +75,23 @@ TEST(Sampler, FrequenciesFollowDistributionAndSeedRepeats) {
   for (auto& [i, c] : count) ASSERT_TRUE(ref.count(i)) << "sampled a token outside top-p: " << i;
   for (auto& [i, p] : ref) EXPECT_NEAR(double(count[i]) / n, p, 4 * std::sqrt(p * (1 - p) / n) + 1e-3) << i;
 }
+
+// The whole-vocabulary path (top_p 1, no top_k: the API default) draws without building the
+// distribution; its frequencies must still follow the brute-force softmax, and seeds repeat.
+TEST(Sampler, WholeVocabularyFastPathFollowsSoftmax) {
+  std::vector<float> l = {0.3f, -1.0f, 2.2f, 1.9f, 0.0f, -0.4f};
+  for (int top_k : {0, 6, 100}) {
+    SamplingParams sp{0.8f, 1.0f, top_k, 7};
+    Sampler a(sp), b(sp);
+    auto ref = brute(l, 0.8f, 0, 1.0f);
+    std::map<int, int> count;
+    const int n = 20000;
+    for (int i = 0; i < n; ++i) {
+      int x = a.sample(l);
+      ASSERT_EQ(x, b.sample(l));
+      count[x]++;
+    }
+    for (auto& [i, p] : ref)
+      EXPECT_NEAR(double(count[i]) / n, p, 4 * std::sqrt(p * (1 - p) / n) + 1e-3) << "token " << i << " top_k " << top_k;
+  }
+}

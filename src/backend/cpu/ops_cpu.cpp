@@ -258,12 +258,33 @@ class CpuOps final : public Ops {
     });
   }
 
+  // BF16 weights, several tokens: rows stream from the mapped weights straight into the tile
+  // kernel (widened in registers), no widened copy; same results as matmul_rows bit for bit.
+  static void matmul_bf16(const float* x, int64_t n, const WeightView& w, const float* bias, float* y) {
+    const int64_t cols = w.cols;
+    const auto* wd = static_cast<const uint16_t*>(w.data);
+    const int64_t ws = w.row_bytes / 2;
+    parallel_for(w.rows, kDecodeRows, [&](int64_t r0, int64_t r1) {
+      constexpr int64_t kSub = 4;
+      for (int64_t s0 = r0; s0 < r1; s0 += kSub) {
+        const int64_t s1 = std::min(r1, s0 + kSub);
+        for (int64_t b = s1 * w.row_bytes, e = std::min(w.rows, s1 + kSub) * w.row_bytes; b < e; b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(wd) + b, _MM_HINT_T0);
+        cpu::dot_tile_f32_bf16w(wd + s0 * ws, ws, s1 - s0, x, cols, n, cols, y + s0, w.rows);
+        if (bias)
+          for (int64_t t = 0; t < n; ++t)
+            for (int64_t r = s0; r < s1; ++r) y[t * w.rows + r] += bias[r];
+      }
+    });
+  }
+
   // Few tokens, no fused kernel: weight rows dequantized a few at a time into L1, each dotted with
   // every token by dot_tile_f32 (bit-identical to one dot_f32 per output whatever n is).
   static void matmul_rows(const float* x_in, int64_t n, const WeightView& w, cpu::ActType at, const float* bias,
                           float* y) {
     const int64_t cols = w.cols;
     const float* x = rounded(x_in, n, cols, at);
+    if (n > 1 && w.type == GgmlType::BF16) return matmul_bf16(x, n, w, bias, y);
     constexpr int64_t kSub = 4;  // rows dequantized per dot_tile_f32 call
     const auto* base = static_cast<const char*>(w.data);
     parallel_for(w.rows, kDecodeRows, [&](int64_t r0, int64_t r1) {

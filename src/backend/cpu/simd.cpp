@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <immintrin.h>
+#include <vector>
 
 // GCC 12 reports _mm512_reduce_add_ps's internal _mm512_undefined_pd as uninitialized once
 // the reduction is inlined (GCC bug 105593); the warning is spurious.
@@ -103,70 +104,100 @@ __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float*
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
-// dot_avx512's arithmetic for rows r0, r0+1 and tokens t0..t0+3 at once: per (row, token) the same
-// two accumulators, the same tail handling and the same final reduction.
-__attribute__((target("avx512f"))) void dot_tile_2x4_avx512(const float* w0, const float* w1, const float* const* xs,
-                                                            int64_t n, float* y0, float* y1) {
-  __m512 a[2][4][2];
+// Weight loads for the tile kernels: f32 rows as they are, bf16 rows widened in registers
+// (exact), so a bf16 row streams from memory straight into the FMAs.
+__attribute__((target("avx512f"))) inline __m512 ld16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m512 ld16(const uint16_t* p) {
+  const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+// First k (< 16) values, the rest zero.
+__attribute__((target("avx512f"))) inline __m512 ld16_tail(const float* p, int64_t k) {
+  return _mm512_maskz_loadu_ps(__mmask16((1u << k) - 1), p);
+}
+__attribute__((target("avx512f"))) inline __m512 ld16_tail(const uint16_t* p, int64_t k) {
+  alignas(32) uint16_t tmp[16] = {};
+  std::memcpy(tmp, p, size_t(k) * sizeof(uint16_t));
+  return ld16(tmp);
+}
+
+// dot_avx512's arithmetic for NR weight rows and NT tokens at once: per (row, token) the same
+// two accumulators, the same tail handling and the same final reduction (x is the first operand
+// of each product there too), so every output equals dot_avx512(x, widen(w)) bit for bit.
+// y[r][t] for r < NR, t < NT.
+template <class W, int NR, int NT>
+__attribute__((target("avx512f"))) void dot_tile_rxn_avx512(const W* const* ws, const float* const* xs, int64_t n,
+                                                            float (*y)[4 * 2]) {
+  __m512 a[NR][NT][2];
   for (auto& r : a)
     for (auto& t : r) t[0] = t[1] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
-    const __m512 wa0 = _mm512_loadu_ps(w0 + i), wa1 = _mm512_loadu_ps(w0 + i + 16);
-    const __m512 wb0 = _mm512_loadu_ps(w1 + i), wb1 = _mm512_loadu_ps(w1 + i + 16);
-    for (int t = 0; t < 4; ++t) {
+    __m512 w0[NR], w1[NR];
+    for (int r = 0; r < NR; ++r) w0[r] = ld16(ws[r] + i), w1[r] = ld16(ws[r] + i + 16);
+    for (int t = 0; t < NT; ++t) {
       const __m512 x0 = _mm512_loadu_ps(xs[t] + i), x1 = _mm512_loadu_ps(xs[t] + i + 16);
-      a[0][t][0] = _mm512_fmadd_ps(x0, wa0, a[0][t][0]);
-      a[0][t][1] = _mm512_fmadd_ps(x1, wa1, a[0][t][1]);
-      a[1][t][0] = _mm512_fmadd_ps(x0, wb0, a[1][t][0]);
-      a[1][t][1] = _mm512_fmadd_ps(x1, wb1, a[1][t][1]);
+      for (int r = 0; r < NR; ++r) {
+        a[r][t][0] = _mm512_fmadd_ps(x0, w0[r], a[r][t][0]);
+        a[r][t][1] = _mm512_fmadd_ps(x1, w1[r], a[r][t][1]);
+      }
     }
   }
   for (; i + 16 <= n; i += 16) {
-    const __m512 wa = _mm512_loadu_ps(w0 + i), wb = _mm512_loadu_ps(w1 + i);
-    for (int t = 0; t < 4; ++t) {
+    __m512 w0[NR];
+    for (int r = 0; r < NR; ++r) w0[r] = ld16(ws[r] + i);
+    for (int t = 0; t < NT; ++t) {
       const __m512 x0 = _mm512_loadu_ps(xs[t] + i);
-      a[0][t][0] = _mm512_fmadd_ps(x0, wa, a[0][t][0]);
-      a[1][t][0] = _mm512_fmadd_ps(x0, wb, a[1][t][0]);
+      for (int r = 0; r < NR; ++r) a[r][t][0] = _mm512_fmadd_ps(x0, w0[r], a[r][t][0]);
     }
   }
   if (i < n) {
-    const __mmask16 m = __mmask16((1u << (n - i)) - 1);
-    const __m512 wa = _mm512_maskz_loadu_ps(m, w0 + i), wb = _mm512_maskz_loadu_ps(m, w1 + i);
-    for (int t = 0; t < 4; ++t) {
-      const __m512 x0 = _mm512_maskz_loadu_ps(m, xs[t] + i);
-      a[0][t][1] = _mm512_fmadd_ps(x0, wa, a[0][t][1]);
-      a[1][t][1] = _mm512_fmadd_ps(x0, wb, a[1][t][1]);
+    __m512 w0[NR];
+    for (int r = 0; r < NR; ++r) w0[r] = ld16_tail(ws[r] + i, n - i);
+    for (int t = 0; t < NT; ++t) {
+      const __m512 x0 = ld16_tail(xs[t] + i, n - i);
+      for (int r = 0; r < NR; ++r) a[r][t][1] = _mm512_fmadd_ps(x0, w0[r], a[r][t][1]);
     }
   }
-  for (int t = 0; t < 4; ++t) {
-    y0[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][t][0], a[0][t][1]));
-    y1[t] = _mm512_reduce_add_ps(_mm512_add_ps(a[1][t][0], a[1][t][1]));
-  }
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NT; ++t) y[r][t] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][t][0], a[r][t][1]));
 }
 
-__attribute__((target("avx512f"))) void dot_tile_avx512(const float* w, int64_t ws, int64_t n_rows, const float* x,
+// Register tiles over rows x tokens: 1 row x 8 tokens while 8 tokens remain (each widened
+// weight vector feeds 8 products), then 2 rows x 4, then 2 rows x 1. An odd last row is paired
+// with itself (each output has its own accumulators, so the repeat changes nothing) and only
+// real outputs are stored.
+template <class W>
+__attribute__((target("avx512f"))) void dot_tile_avx512(const W* w, int64_t ws, int64_t n_rows, const float* x,
                                                         int64_t xs, int64_t n_tok, int64_t cols, float* y,
                                                         int64_t ys) {
-  int64_t r = 0;
-  for (; r + 2 <= n_rows; r += 2) {
-    int64_t t = 0;
-    for (; t + 4 <= n_tok; t += 4) {
-      const float* xp[4] = {x + t * xs, x + (t + 1) * xs, x + (t + 2) * xs, x + (t + 3) * xs};
-      float y0[4], y1[4];
-      dot_tile_2x4_avx512(w + r * ws, w + (r + 1) * ws, xp, cols, y0, y1);
-      for (int k = 0; k < 4; ++k) {
-        y[(t + k) * ys + r] = y0[k];
-        y[(t + k) * ys + r + 1] = y1[k];
-      }
-    }
-    for (; t < n_tok; ++t) {
-      y[t * ys + r] = dot_avx512(x + t * xs, w + r * ws, cols);
-      y[t * ys + r + 1] = dot_avx512(x + t * xs, w + (r + 1) * ws, cols);
+  float yt[2][8];
+  int64_t t = 0;
+  for (; t + 8 <= n_tok; t += 8) {
+    const float* xp[8];
+    for (int k = 0; k < 8; ++k) xp[k] = x + (t + k) * xs;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const W* wp[1] = {w + r * ws};
+      dot_tile_rxn_avx512<W, 1, 8>(wp, xp, cols, yt);
+      for (int k = 0; k < 8; ++k) y[(t + k) * ys + r] = yt[0][k];
     }
   }
-  for (; r < n_rows; ++r)
-    for (int64_t t = 0; t < n_tok; ++t) y[t * ys + r] = dot_avx512(x + t * xs, w + r * ws, cols);
+  for (int64_t r = 0; r < n_rows; r += 2) {
+    const int64_t nr = std::min<int64_t>(2, n_rows - r);
+    const W* wp[2] = {w + r * ws, w + (r + nr - 1) * ws};
+    int64_t u = t;
+    for (; u + 4 <= n_tok; u += 4) {
+      const float* xp[4] = {x + u * xs, x + (u + 1) * xs, x + (u + 2) * xs, x + (u + 3) * xs};
+      dot_tile_rxn_avx512<W, 2, 4>(wp, xp, cols, yt);
+      for (int k = 0; k < 4; ++k)
+        for (int64_t q = 0; q < nr; ++q) y[(u + k) * ys + r + q] = yt[q][k];
+    }
+    for (; u < n_tok; ++u) {
+      const float* xp[1] = {x + u * xs};
+      dot_tile_rxn_avx512<W, 2, 1>(wp, xp, cols, yt);
+      for (int64_t q = 0; q < nr; ++q) y[u * ys + r + q] = yt[q][0];
+    }
+  }
 }
 
 __attribute__((target("avx512f"))) void bf16_row_avx512(const uint16_t* x, float* y, int64_t n) {
@@ -314,6 +345,17 @@ float exp_sub_sum(float* x, int64_t n, float m) { return table().exp_sub_sum(x, 
 float max_f32(const float* x, int64_t n) { return table().max(x, n); }
 void silu_mul(const float* g, const float* u, float* y, int64_t n) { table().silu_mul(g, u, y, n); }
 const char* simd_level() { return table().name; }
+
+void dot_tile_f32_bf16w(const uint16_t* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride,
+                        int64_t n_tok, int64_t cols, float* y, int64_t y_stride) {
+  const Table& tb = table();
+  if (tb.dot == dot_avx512) return dot_tile_avx512(w, w_stride, n_rows, x, x_stride, n_tok, cols, y, y_stride);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = bf16_to_f32(w[r * w_stride + i]);
+    for (int64_t t = 0; t < n_tok; ++t) y[t * y_stride + r] = tb.dot(x + t * x_stride, row.data(), cols);
+  }
+}
 
 void bf16_to_f32_row(const uint16_t* x, float* y, int64_t n) {
   if (table().dot == dot_avx512) return bf16_row_avx512(x, y, n);

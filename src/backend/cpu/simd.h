@@ -12,6 +12,10 @@ float dot_f32(const float* a, const float* b, int64_t n);
 // tokens so each loaded vector serves several products (batched decode over float weights).
 void dot_tile_f32(const float* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride,
                   int64_t n_tok, int64_t cols, float* y, int64_t y_stride);
+// dot_tile_f32 over bf16 weight rows (strides in elements), widened in registers: each output
+// equals dot_f32(x + t * x_stride, widened row r) bit for bit; no widened copy is written.
+void dot_tile_f32_bf16w(const uint16_t* w, int64_t w_stride, int64_t n_rows, const float* x, int64_t x_stride,
+                        int64_t n_tok, int64_t cols, float* y, int64_t y_stride);
 // Exact widening of a row of bf16 / IEEE half values to f32.
 void bf16_to_f32_row(const uint16_t* x, float* y, int64_t n);
 void f16_to_f32_row(const uint16_t* x, float* y, int64_t n);
