@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/simd.h"
@@ -26,19 +27,27 @@ std::vector<float> randn(size_t n, uint32_t seed) {
   return v;
 }
 
-}  // namespace
-
-TEST(DotTile, BitIdenticalToDotF32OnEveryLevel) {
+// Every output of the tile kernel over W (float or bf16) weight rows equals dot_f32 of the token
+// and the widened row, bit for bit, on every SIMD level; odd shapes and strides wider than the
+// data; nothing is written outside the tile; and the value matches a double-precision sum.
+template <class W>
+void check_tiles(void (*tile)(const W*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t)) {
   for (const char* lvl : {"scalar", "avx2", "avx512"}) {
     if (!cpu::force_simd_level(lvl)) continue;
     for (int64_t cols : {1, 15, 16, 17, 31, 32, 33, 48, 100, 512, 777}) {
       for (int64_t rows : {1, 2, 3, 5, 8}) {
-        for (int64_t ntok : {1, 3, 4, 5, 8, 9}) {
-          const int64_t ws = cols + 3, xs = cols + 5, ys = rows + 2;  // strides wider than the data
-          const auto w = randn(size_t(rows * ws), uint32_t(cols * 131 + rows));
+        for (int64_t ntok : {1, 3, 4, 5, 8, 9, 17}) {
+          const int64_t ws = cols + 3, xs = cols + 5, ys = rows + 2;
+          const auto wf = randn(size_t(rows * ws), uint32_t(cols * 131 + rows));
           const auto x = randn(size_t(ntok * xs), uint32_t(cols * 17 + ntok));
-          std::vector<float> y(size_t(ntok * ys), NAN);
-          cpu::dot_tile_f32(w.data(), ws, rows, x.data(), xs, ntok, cols, y.data(), ys);
+          std::vector<W> w(wf.size());
+          std::vector<float> wide(wf.size());
+          for (size_t i = 0; i < w.size(); ++i) {
+            if constexpr (std::is_same_v<W, float>) w[i] = wide[i] = wf[i];
+            else wide[i] = bf16_to_f32(w[i] = f32_to_bf16(wf[i]));
+          }
+          std::vector<float> y(static_cast<size_t>(ntok * ys), NAN);
+          tile(w.data(), ws, rows, x.data(), xs, ntok, cols, y.data(), ys);
           for (int64_t t = 0; t < ntok; ++t)
             for (int64_t r = 0; r < ys; ++r) {
               const float got = y[size_t(t * ys + r)];
@@ -46,13 +55,12 @@ TEST(DotTile, BitIdenticalToDotF32OnEveryLevel) {
                 EXPECT_TRUE(std::isnan(got)) << "wrote outside the tile at row " << r;
                 continue;
               }
-              const float want = cpu::dot_f32(x.data() + t * xs, w.data() + r * ws, cols);
+              const float want = cpu::dot_f32(x.data() + t * xs, wide.data() + r * ws, cols);
               ASSERT_EQ(std::memcmp(&got, &want, sizeof got), 0)
                   << lvl << " cols " << cols << " rows " << rows << " ntok " << ntok << " (" << r << ", " << t
                   << "): " << got << " vs " << want;
-              // and the value itself against a double-precision sum
               double ref = 0;
-              for (int64_t i = 0; i < cols; ++i) ref += double(x[size_t(t * xs + i)]) * w[size_t(r * ws + i)];
+              for (int64_t i = 0; i < cols; ++i) ref += double(x[size_t(t * xs + i)]) * wide[size_t(r * ws + i)];
               ASSERT_NEAR(got, ref, 1e-4 * std::sqrt(double(cols)) * 4);
             }
         }
@@ -61,6 +69,13 @@ TEST(DotTile, BitIdenticalToDotF32OnEveryLevel) {
   }
   restore_best();
 }
+
+}  // namespace
+
+TEST(DotTile, BitIdenticalToDotF32OnEveryLevel) { check_tiles<float>(cpu::dot_tile_f32); }
+
+TEST(DotTile, Bf16WeightsBitIdenticalToDotF32OfWidenedRows) { check_tiles<uint16_t>(cpu::dot_tile_f32_bf16w); }
+
 
 TEST(DotTile, WideningRowsAreExact) {
   std::mt19937 g(3);
@@ -76,38 +91,6 @@ TEST(DotTile, WideningRowsAreExact) {
       EXPECT_EQ(std::memcmp(&a[i], &wa, 4), 0) << lvl << " bf16 " << h[i];
       if (std::isnan(wb)) EXPECT_TRUE(std::isnan(b[i])) << lvl << " f16 " << h[i];  // cvtph quiets NaNs
       else EXPECT_EQ(std::memcmp(&b[i], &wb, 4), 0) << lvl << " f16 " << h[i];
-    }
-  }
-  restore_best();
-}
-
-TEST(DotTile, Bf16WeightsBitIdenticalToDotF32OfWidenedRows) {
-  for (const char* lvl : {"scalar", "avx2", "avx512"}) {
-    if (!cpu::force_simd_level(lvl)) continue;
-    for (int64_t cols : {1, 15, 16, 17, 33, 100, 512}) {
-      for (int64_t rows : {1, 2, 3, 5}) {
-        for (int64_t ntok : {1, 2, 4, 5, 9}) {
-          const int64_t ws = cols + 2, xs = cols + 7, ys = rows + 1;
-          const auto wf = randn(size_t(rows * ws), uint32_t(cols + 7 * rows));
-          const auto x = randn(size_t(ntok * xs), uint32_t(cols + 3 * ntok));
-          std::vector<uint16_t> w(wf.size());
-          for (size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(wf[i]);
-          std::vector<float> y(static_cast<size_t>(ntok * ys), NAN), row(static_cast<size_t>(cols));
-          cpu::dot_tile_f32_bf16w(w.data(), ws, rows, x.data(), xs, ntok, cols, y.data(), ys);
-          for (int64_t t = 0; t < ntok; ++t)
-            for (int64_t r = 0; r < ys; ++r) {
-              const float got = y[size_t(t * ys + r)];
-              if (r >= rows) {
-                EXPECT_TRUE(std::isnan(got)) << "wrote outside the tile at row " << r;
-                continue;
-              }
-              for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = bf16_to_f32(w[size_t(r * ws + i)]);
-              const float want = cpu::dot_f32(x.data() + t * xs, row.data(), cols);
-              ASSERT_EQ(std::memcmp(&got, &want, sizeof got), 0)
-                  << lvl << " cols " << cols << " rows " << rows << " ntok " << ntok << ": " << got << " vs " << want;
-            }
-        }
-      }
     }
   }
   restore_best();
