@@ -268,8 +268,10 @@ class CpuOps final : public Ops {
       constexpr int64_t kSub = 4;
       for (int64_t s0 = r0; s0 < r1; s0 += kSub) {
         const int64_t s1 = std::min(r1, s0 + kSub);
+        // Next rows into L2 (measured ~5 % faster than into L1 here: the tile kernel's loads keep
+        // L1's fill buffers busy).
         for (int64_t b = s1 * w.row_bytes, e = std::min(w.rows, s1 + kSub) * w.row_bytes; b < e; b += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(wd) + b, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(wd) + b, _MM_HINT_T1);
         cpu::dot_tile_f32_bf16w(wd + s0 * ws, ws, s1 - s0, x, cols, n, cols, y + s0, w.rows);
         if (bias)
           for (int64_t t = 0; t < n; ++t)
