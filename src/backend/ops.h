@@ -3,7 +3,8 @@
 // later. Two implementations ship today:
 //   reference_ops()  plain scalar loops, float32, written to be read (the oracle of the tests);
 //   cpu_ops()        the fast CPU path: AVX2 / AVX-512 chosen at run time, multithreaded via
-//                    core/parallel.h, OpenBLAS sgemm for many-token matmuls.
+//                    core/parallel.h, repacked int8 tiles (prepare_weight) or OpenBLAS
+//                    sgemm for many-token matmuls.
 // tests/backend/ checks every fast op against its reference on odd shapes.
 //
 // Conventions

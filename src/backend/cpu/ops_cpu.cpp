@@ -4,10 +4,14 @@
 // - matmul, types with a fused integer dot (quant_dot.h) and few tokens (decode): activations
 //   quantized once to the weight type's ggml activation type, then weight rows in parallel
 //   (chunks of kDecodeRows) against every token by dot_rows; no f32 weight row exists.
-// - matmul, many tokens (prefill, evaluation): per weight type, either the same fused integer
+// - matmul, many tokens without a repacked form (round-trip views of the analysis, non-VNNI CPUs,
+//   SAMQ_REPACK=0): per weight type, either the same fused integer
 //   dot over blocks of kTokBlock tokens (quantized activations stay in L1/L2), or weight rows
 //   dequantized tile by tile into f32 (sgemm_tile_rows, parallel over tiles) and multiplied with
 //   OpenBLAS sgemm (single-threaded inside our own parallel loop). prefill_path() picks.
+// - matmul, float weights (F32/F16/BF16) and fewer than kSgemmMinTokensFloat tokens: register
+//   tiles of rows x tokens (simd.h dot_tile_f32 / dot_tile_f32_bf16w; BF16 rows are read from
+//   the mapped file and widened in registers), bit-identical to one dot_f32 per output.
 // - matmul without a fused kernel (or with exact f32 activations on a quantized weight): rows
 //   dequantized to f32 and dotted by the AVX-512/AVX2 kernel of simd.h.
 // - rope: cos/sin per (position, frequency) from a per-thread table, computed once per RoPE
@@ -38,8 +42,8 @@ namespace samq {
 namespace {
 
 constexpr int64_t kSgemmMinTokens = 8;  // below this, row-wise dot products win
-// Float weights: dot_tile_f32 (2 rows x 4 tokens in registers) beats dequantize + sgemm, whose
-// packing of each weight tile dominated 8-sequence decode of the BF16 model (serve load test).
+// Float weights: the register tile kernels beat dequantize + sgemm below this, whose packing of
+// each weight tile dominated 8-sequence decode of the BF16 model (serve load test).
 constexpr int64_t kSgemmMinTokensFloat = 32;
 constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
 // Repacked weights (packed_gemm.h) are used from this many tokens. One token (decode) stays on
