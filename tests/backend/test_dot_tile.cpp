@@ -11,6 +11,7 @@
 
 #include "backend/cpu/simd.h"
 #include "backend/ops.h"
+#include "common/random.h"
 #include "core/fp16.h"
 
 using namespace samq;
@@ -19,13 +20,7 @@ namespace {
 
 void restore_best() { cpu::force_simd_level("avx512") || cpu::force_simd_level("avx2"); }
 
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using test::randn;
 
 // Every output of the tile kernel over W (float or bf16) weight rows equals dot_f32 of the token
 // and the widened row, bit for bit, on every SIMD level; odd shapes and strides wider than the

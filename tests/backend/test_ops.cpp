@@ -8,6 +8,8 @@
 
 #include "backend/cpu/simd.h"
 #include "backend/ops.h"
+#include "common/compare.h"
+#include "common/random.h"
 #include "core/fp16.h"
 #include "core/parallel.h"
 #include "quant/quantize.h"
@@ -16,20 +18,8 @@ using namespace samq;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
+using test::max_abs_diff;
+using test::randn;
 
 // A weight of `type` quantized from Gaussian values; returns the packed bytes.
 std::vector<uint8_t> make_weight(GgmlType type, int64_t rows, int64_t cols, uint32_t seed, WeightView* v) {

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "common/compare.h"
+#include "common/random.h"
 #include "core/fp16.h"
 #include "core/parallel.h"
 #include "quant/quantize.h"
@@ -17,20 +19,8 @@ using namespace samq;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
-
-float max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  float m = 0;
-  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
+using test::max_abs_diff;
+using test::randn;
 
 }  // namespace
 
