@@ -17,6 +17,7 @@
 #include "backend/cpu/act_quant.h"
 #include "backend/cpu/packed_gemm.h"
 #include "backend/ops.h"
+#include "common/random.h"
 #include "core/fp16.h"
 #include "core/parallel.h"
 #include "quant/blocks.h"
@@ -31,12 +32,7 @@ namespace {
 const GgmlType kTypes[] = {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlType::Q5_K, GgmlType::Q3_K,
                            GgmlType::Q2_K, GgmlType::IQ4_XS, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::IQ4_NL};
 
-std::vector<float> randn(size_t n, std::mt19937& g, float sd) {
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using test::randn;
 
 int64_t sb_of(GgmlType t) { return ggml_type_info(t).block_size; }
 

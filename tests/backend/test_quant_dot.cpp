@@ -13,6 +13,7 @@
 
 #include "backend/cpu/act_quant.h"
 #include "backend/cpu/quant_dot.h"
+#include "common/random.h"
 #include "core/fp16.h"
 #include "core/ggml_type.h"
 #include "quant/quantize.h"
@@ -27,12 +28,7 @@ const GgmlType kTypes[] = {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0, GgmlT
                            GgmlType::Q2_K, GgmlType::IQ4_XS, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::IQ4_NL,
                            GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::F16, GgmlType::BF16, GgmlType::F32};
 
-std::vector<float> randn(size_t n, std::mt19937& g, float sd) {
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using test::randn;
 
 bool is_float(GgmlType t) { return t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16; }
 

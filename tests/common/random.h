@@ -16,4 +16,12 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float sd = 1.0f) {
   return v;
 }
 
+// n more draws of N(0, sd^2) from a generator the caller keeps using.
+inline std::vector<float> randn(size_t n, std::mt19937& g, float sd) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
 }  // namespace samq::test
