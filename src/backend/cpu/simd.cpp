@@ -388,7 +388,8 @@ void dot_tile_f32_bf16w(const uint16_t* w, int64_t w_stride, int64_t n_rows, con
                         int64_t n_tok, int64_t cols, float* y, int64_t y_stride) {
   const Table& tb = table();
   if (tb.dot == dot_avx512) return dot_tile_avx512(w, w_stride, n_rows, x, x_stride, n_tok, cols, y, y_stride);
-  std::vector<float> row(static_cast<size_t>(cols));
+  thread_local std::vector<float> row;
+  if (int64_t(row.size()) < cols) row.resize(size_t(cols));
   for (int64_t r = 0; r < n_rows; ++r) {
     for (int64_t i = 0; i < cols; ++i) row[size_t(i)] = bf16_to_f32(w[r * w_stride + i]);
     for (int64_t t = 0; t < n_tok; ++t) y[t * y_stride + r] = tb.dot(x + t * x_stride, row.data(), cols);
