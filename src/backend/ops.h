@@ -23,17 +23,24 @@
 //   editing the forward code.
 #pragma once
 #include <cstdint>
+#include <cstddef>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/ggml_type.h"
 
 namespace samq {
 
-// A backend's own form of a weight matrix (e.g. the CPU's repacked int8 tiles,
-// backend/cpu/packed_gemm.h), made once by Ops::prepare_weight and kept by the model.
+// A backend's own form of a weight tensor (the CPU's repacked int8 tiles,
+// backend/cpu/packed_gemm.h; the CUDA backend's device copy), made once by Ops::prepare_weight
+// and kept by the model.
 struct PreparedWeight {
   virtual ~PreparedWeight() = default;
+  // The tensor's bytes (its own ggml type, rows * row_bytes) in the backend's memory, or nullptr
+  // when the backend reads the host bytes (the CPU). Model code passes 1-D tensors (norm
+  // weights, biases) to ops through this (model/model.h: backend_f32).
+  virtual const void* backend_data() const { return nullptr; }
 };
 
 // A read-only matrix of any ggml type: (rows, cols), row r at data + r * row_bytes.
@@ -83,10 +90,31 @@ struct AttentionArgs {
   float* probs = nullptr;      // optional (n_head, n_tokens, n_kv): softmax weights (0 past pos)
 };
 
+// Memory. Every pointer an op reads or writes (activations, ids, positions, outputs, the
+// float* weights of rms_norm and biases, the KV cache) lives in the backend's memory: host
+// memory for reference_ops() and cpu_ops(), device memory for the CUDA backend. Model code owns
+// such memory only through Buffer (backend/buffer.h), never reads or writes its bytes, and moves
+// data in and out with upload/download. Weight matrices arrive as WeightView: `data` is host
+// memory (the mapped file); a backend that cannot read host memory uses `prepared`.
 class Ops {
  public:
   virtual ~Ops() = default;
   virtual const char* name() const = 0;
+
+  // ---- memory (defaults: host memory)
+  virtual bool host_memory() const { return true; }
+  virtual void* alloc(size_t bytes) const;  // 64-byte aligned, uninitialized; throws samq::Error
+  virtual void release(void* p) const;
+  virtual void upload(void* dst, const void* src, size_t bytes) const;    // host -> backend
+  virtual void download(void* dst, const void* src, size_t bytes) const;  // backend -> host (waits)
+  virtual void copy(void* dst, const void* src, size_t bytes) const;      // backend -> backend
+  virtual void zero(void* dst, size_t bytes) const;
+  virtual void synchronize() const {}
+  // Where it runs, for reports: "cpu", "cuda:0 (NVIDIA H200)".
+  virtual std::string device() const { return "cpu"; }
+
+  // x = f32(f16(x)) elementwise, round to nearest even (llama.cpp's f16 KV cache).
+  virtual void round_f16(float* x, int64_t n) const;
 
   // y(n, w.rows) = round(x)(n, w.cols) · W^T (+ bias(w.rows) if not null). x is f32 and is
   // first rounded as ggml's CPU matmul rounds it for W's type (Q8_K for K-quants, Q8_0 for

@@ -1,5 +1,6 @@
 // Backward ops: the gradient of every forward op of backend/ops.h, for the sensitivity
-// analysis (src/analyze). Each op reuses the forward op table for what it needs to recompute
+// analysis (src/analyze), as a table (BackwardOps: one per backend, like Ops) over the CPU
+// functions below (the CPU implementation and the tests' subject). Each op reuses the forward op table for what it needs to recompute
 // (rms_norm's x_hat and rstd, rope's rotation run at negated positions, attention's softmax
 // weights, softmax of the logits), so there is no second copy of the forward code.
 //
@@ -65,5 +66,52 @@ void bias_backward(const float* dy, int64_t n, int64_t d, float* db);
 // A label drawn from the categorical distribution p (v entries summing to ~1), with u uniform
 // in [0, 1): the inverse CDF, so a fixed u gives a fixed label.
 int32_t sample_label(const float* p, int64_t v, double u);
+
+// The backward and statistics ops of one backend, over its memory (every pointer in the
+// backend's memory, as for Ops; host arrays are named so). model/backward.h and src/analyze
+// are written once over this table. Reductions over tokens run in a fixed order on every
+// backend: results do not depend on the thread count.
+class BackwardOps {
+ public:
+  virtual ~BackwardOps() = default;
+  virtual const char* name() const = 0;
+  // The forward table of the same backend (recomputations, memory).
+  virtual const Ops& ops() const = 0;
+
+  // As matmul_backward above, with w the forward weight in any type (its prepared form when the
+  // backend has one); dx, dw, db may be null and are accumulated (+=).
+  virtual void matmul_backward(const float* x, const float* dy, int64_t n, const WeightView& w, float* dx,
+                               float* dw, float* db) const = 0;
+  virtual void rms_norm_backward(const float* x, const float* dy, int64_t n, int64_t d, const float* weight,
+                                 float eps, float* dx, float* dweight) const = 0;
+  virtual void rope_backward(float* dx, int64_t n, int64_t n_head, int64_t head_dim, const int32_t* pos,
+                             const RopeParams& p) const = 0;
+  // Recomputes the softmax weights itself (a.probs and a.out are not used); a.pos as in forward.
+  virtual void attention_backward(const AttentionArgs& a, const float* dout, float* dq, float* dk,
+                                  float* dv) const = 0;
+  virtual void swiglu_backward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                               float* dup) const = 0;
+  // labels (n) in backend memory. Returns the loss (waits for the device).
+  virtual double softmax_cross_entropy_backward(const float* logits, const int32_t* labels, int64_t n, int64_t v,
+                                                float scale, float* dlogits, float* probs_out) const = 0;
+  // labels[t] = sample_label(p + t*v, v, u[t]) for each row t with u[t] >= 0, else -1.
+  // u: n doubles in backend memory.
+  virtual void sample_labels(const float* p, int64_t n, int64_t v, const double* u, int32_t* labels) const = 0;
+  virtual void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) const = 0;
+  virtual void bias_backward(const float* dy, int64_t n, int64_t d, float* db) const = 0;
+
+  // ---- statistics of the sensitivity analysis
+  // acc[j] += sum_t v[t, j]^2 over the rows of v (n, w), summed in token order, in double.
+  virtual void col_sq_accumulate(const float* v, int64_t n, int64_t w, double* acc) const = 0;
+  // acc[i] += g[i]^2 (float).
+  virtual void sq_accumulate(const float* g, int64_t n, float* acc) const = 0;
+  // sum_i g[i]^2 in double (waits for the device).
+  virtual double sum_sq(const float* g, int64_t n) const = 0;
+  // H(cols, cols) += x^T x over the rows of x (n, cols), in double: the upper triangle only
+  // (H[i*cols + j], j >= i); the caller mirrors it once at the end.
+  virtual void xtx_accumulate(const float* x, int64_t n, int64_t cols, double* H) const = 0;
+};
+
+const BackwardOps& cpu_backward_ops();  // over cpu_ops() (src/backend/cpu/ops_backward.cpp)
 
 }  // namespace samq

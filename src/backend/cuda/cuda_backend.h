@@ -1,0 +1,23 @@
+// The CUDA backend: the op tables of backend/ops.h and backend/ops_backward.h on one NVIDIA
+// GPU, with every activation in device memory. Built only when CMake finds nvcc
+// (SAMQ_HAVE_CUDA); backend/device.h is how the rest of samq reaches it.
+//
+// Weights: Model::prepare_weights(cuda_ops(N)) uploads every tensor in its own ggml type
+// (prepare_weight); matmuls read F32/F16/BF16 weights in place through cuBLAS with fp32
+// accumulation, and dequantize other types (Q8_0, K-quants, ...) on the device first.
+#pragma once
+#include <string>
+
+#include "backend/ops.h"
+#include "backend/ops_backward.h"
+
+namespace samq {
+
+// Number of usable CUDA devices (0 when there is no driver or GPU; never throws).
+int cuda_device_count();
+// The tables of device `index` (made on first use; throws samq::Error naming the device when
+// it cannot be opened).
+const Ops& cuda_ops(int index = 0);
+const BackwardOps& cuda_backward_ops(int index = 0);
+
+}  // namespace samq
