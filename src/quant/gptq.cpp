@@ -19,17 +19,14 @@ namespace {
 // Damped, symmetrized H in double; zero diagonals (dead inputs) get 1 before damping.
 std::vector<double> damped(const float* H, int64_t n, double damp) {
   std::vector<double> A(static_cast<size_t>(n * n));
-  double mean = 0;
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j) A[size_t(i * n + j)] = 0.5 * (double(H[i * n + j]) + double(H[j * n + i]));
+  const double lambda = gptq_damping_lambda(H, n, damp);
   for (int64_t i = 0; i < n; ++i) {
     double& d = A[size_t(i * n + i)];
     if (!(d > 0)) d = 1.0;
-    mean += d;
+    d += lambda;
   }
-  mean /= double(n);
-  const double lambda = damp * mean;
-  for (int64_t i = 0; i < n; ++i) A[size_t(i * n + i)] += lambda;
   return A;
 }
 
@@ -60,6 +57,29 @@ void cholesky_lower(std::vector<double>& A, int64_t n) {
 
 }  // namespace
 
+double gptq_damping_lambda(const float* H, int64_t n, double damp) {
+  // The symmetrized diagonal 0.5 * (h + h) is h exactly.
+  double mean = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double d = double(H[i * n + i]);
+    if (!(d > 0)) d = 1.0;
+    mean += d;
+  }
+  mean /= double(n);
+  return damp * mean;
+}
+
+std::vector<float> gptq_importance(const float* H, int64_t n, double damp) {
+  const double lambda = gptq_damping_lambda(H, n, damp);
+  std::vector<float> imp(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    double d = double(H[i * n + i]);
+    if (!(d > 0)) d = 1.0;
+    imp[size_t(i)] = float(d + lambda);
+  }
+  return imp;
+}
+
 std::vector<double> gptq_inverse_cholesky_upper(const float* H, int64_t n, double damp) {
   if (n <= 0) fail("gptq: empty Hessian");
   // A = J H J (index reversal), A = L L^T; then H^-1 = U^T U with U = J L^-1 J (upper).
@@ -88,19 +108,62 @@ std::vector<double> gptq_inverse_cholesky_upper(const float* H, int64_t n, doubl
   return U;
 }
 
+int64_t gptq_batch_columns(GgmlType t) { return grid_block_size(t) >= 256 ? 256 : 128; }
+
+void gptq_lazy_batch(GgmlType t, float* w, int64_t ldw, float* err, int64_t lde, int64_t R, int64_t i1, int64_t i2,
+                     const float* Ub, int64_t ldu, const float* importance, uint8_t* out, size_t row_bytes) {
+  const int bs = grid_block_size(t);
+  const size_t blk_bytes = size_t(ggml_type_info(t).type_size);
+  std::vector<ElemGrid> grid(static_cast<size_t>(R * bs));
+  std::vector<int> lev(static_cast<size_t>(R * bs));
+  for (int64_t j = i1; j < i2; ++j) {
+    const int64_t jb = j % bs;
+    const int64_t jl = j - i1;  // column within the batch
+    if (jb == 0) {
+      for (int64_t r = 0; r < R; ++r) {
+        uint8_t* blk = out + size_t(r) * row_bytes + size_t(j / bs) * blk_bytes;
+        quantize_row(t, &w[size_t(r * ldw + jl)], blk, bs, importance + j);
+        block_grid(t, blk, &grid[size_t(r * bs)]);
+      }
+    }
+    const float* uj = &Ub[size_t(jl * ldu)];  // uj[kl] = U[j][i1 + kl]
+    const float ujj = uj[jl];
+    const int64_t nb = i2 - i1;
+    for (int64_t r = 0; r < R; ++r) {
+      float* wr = &w[size_t(r * ldw)];  // wr[kl]: column i1 + kl of the row
+      const ElemGrid& g = grid[size_t(r * bs + jb)];
+      const int q = g.nearest(wr[jl]);
+      lev[size_t(r * bs + jb)] = q;
+      const float e = (wr[jl] - g.value(q)) / ujj;
+      err[size_t(r * lde + jl)] = e;
+      for (int64_t kl = jl + 1; kl < nb; ++kl) wr[kl] -= e * uj[kl];
+    }
+    if (jb == bs - 1) {
+      for (int64_t r = 0; r < R; ++r) {
+        uint8_t* blk = out + size_t(r) * row_bytes + size_t(j / bs) * blk_bytes;
+        set_block_levels(t, blk, &lev[size_t(r * bs)]);
+      }
+    }
+  }
+}
+
+void gptq_check_shapes(GgmlType t, int64_t rows, int64_t cols) {
+  if (!gptq_supported(t)) fail("gptq: type {} is not supported", ggml_type_name(t));
+  const int bs = grid_block_size(t);
+  if (rows < 0 || cols <= 0) fail("gptq: bad shape {}x{}", rows, cols);
+  if (cols % bs != 0) fail("gptq: {} columns are not a multiple of the {} block size {}", cols, ggml_type_name(t), bs);
+}
+
 size_t gptq_quantize_tensor_u(GgmlType t, const float* W, void* dst, int64_t rows, int64_t cols,
                               const std::vector<double>& Ud, const std::vector<float>& importance,
                               const GptqOptions& opt) {
   (void)opt;
-  if (!gptq_supported(t)) fail("gptq: type {} is not supported", ggml_type_name(t));
-  const int bs = grid_block_size(t);
-  if (cols % bs != 0) fail("gptq: {} columns are not a multiple of the {} block size {}", cols, ggml_type_name(t), bs);
+  gptq_check_shapes(t, rows, cols);
   if (int64_t(Ud.size()) != cols * cols) fail("gptq: U has {} entries, expected {}", Ud.size(), cols * cols);
   if (int64_t(importance.size()) != cols) fail("gptq: importance has {} entries, expected {}", importance.size(), cols);
   const int64_t n = cols;
-  const int64_t B = bs >= 256 ? 256 : 128;
+  const int64_t B = gptq_batch_columns(t);
   const size_t row_bytes = size_t(ggml_row_size(t, cols));
-  const size_t blk_bytes = size_t(ggml_type_info(t).type_size);
   std::vector<float> U(Ud.begin(), Ud.end());
   uint8_t* out = static_cast<uint8_t*>(dst);
 
@@ -110,37 +173,10 @@ size_t gptq_quantize_tensor_u(GgmlType t, const float* W, void* dst, int64_t row
     std::vector<float> w(static_cast<size_t>(R * n));
     std::memcpy(w.data(), W + r0 * n, size_t(R * n) * sizeof(float));
     std::vector<float> err(static_cast<size_t>(R * B));
-    std::vector<ElemGrid> grid(static_cast<size_t>(R * bs));
-    std::vector<int> lev(static_cast<size_t>(R * bs));
     for (int64_t i1 = 0; i1 < n; i1 += B) {
       const int64_t i2 = std::min(n, i1 + B);
-      for (int64_t j = i1; j < i2; ++j) {
-        const int64_t jb = j % bs;
-        if (jb == 0) {
-          for (int64_t r = 0; r < R; ++r) {
-            uint8_t* blk = out + size_t(r0 + r) * row_bytes + size_t(j / bs) * blk_bytes;
-            quantize_row(t, &w[size_t(r * n + j)], blk, bs, importance.data() + j);
-            block_grid(t, blk, &grid[size_t(r * bs)]);
-          }
-        }
-        const float ujj = U[size_t(j * n + j)];
-        const float* uj = &U[size_t(j * n)];
-        for (int64_t r = 0; r < R; ++r) {
-          float* wr = &w[size_t(r * n)];
-          const ElemGrid& g = grid[size_t(r * bs + jb)];
-          const int q = g.nearest(wr[j]);
-          lev[size_t(r * bs + jb)] = q;
-          const float e = (wr[j] - g.value(q)) / ujj;
-          err[size_t(r * B + (j - i1))] = e;
-          for (int64_t k = j + 1; k < i2; ++k) wr[k] -= e * uj[k];
-        }
-        if (jb == bs - 1) {
-          for (int64_t r = 0; r < R; ++r) {
-            uint8_t* blk = out + size_t(r0 + r) * row_bytes + size_t(j / bs) * blk_bytes;
-            set_block_levels(t, blk, &lev[size_t(r * bs)]);
-          }
-        }
-      }
+      gptq_lazy_batch(t, &w[size_t(i1)], n, err.data(), B, R, i1, i2, &U[size_t(i1 * n + i1)], n, importance.data(),
+                      out + size_t(r0) * row_bytes, row_bytes);
       if (i2 < n) {
         for (int64_t r = 0; r < R; ++r) {
           float* wr = &w[size_t(r * n)];
@@ -158,11 +194,9 @@ size_t gptq_quantize_tensor_u(GgmlType t, const float* W, void* dst, int64_t row
 
 size_t gptq_quantize_tensor(GgmlType t, const float* W, void* dst, int64_t rows, int64_t cols, const float* H,
                             const GptqOptions& opt) {
+  gptq_check_shapes(t, rows, cols);
   const std::vector<double> U = gptq_inverse_cholesky_upper(H, cols, opt.damp);
-  std::vector<float> imp(static_cast<size_t>(cols));
-  const std::vector<double> Hd = damped(H, cols, opt.damp);
-  for (int64_t i = 0; i < cols; ++i) imp[size_t(i)] = float(Hd[size_t(i * cols + i)]);
-  return gptq_quantize_tensor_u(t, W, dst, rows, cols, U, imp, opt);
+  return gptq_quantize_tensor_u(t, W, dst, rows, cols, U, gptq_importance(H, cols, opt.damp), opt);
 }
 
 double hessian_weighted_error(const float* W, const float* Q, int64_t rows, int64_t cols, const float* H) {

@@ -60,6 +60,28 @@ size_t gptq_quantize_tensor_u(GgmlType t, const float* W, void* dst, int64_t row
                               const std::vector<double>& U, const std::vector<float>& importance,
                               const GptqOptions& opt = {});
 
+// Pieces shared with the CUDA path (backend/cuda/gptq_cuda.h), which must produce the same output.
+//
+// Throws samq::Error for an unsupported type or a column count that is not a multiple of the
+// type's block size (the checks gptq_quantize_tensor makes).
+void gptq_check_shapes(GgmlType t, int64_t rows, int64_t cols);
+// lambda = damp * mean of the diagonal of H, non-positive diagonals counted as 1 (as damped).
+double gptq_damping_lambda(const float* H, int64_t n, double damp);
+// The block quantizer's importance: the damped diagonal (length n), as float.
+std::vector<float> gptq_importance(const float* H, int64_t n, double damp);
+// Columns per lazy batch: 256, or 128 for 32-element block types.
+int64_t gptq_batch_columns(GgmlType t);
+// One lazy batch [i1, i2) (i1 a multiple of gptq_batch_columns(t), i2 = min(n, i1 + B)) for R
+// rows: w + r * ldw holds columns [i1, i2) of row r, error-updated by every earlier batch; it is
+// updated in place through the batch. Writes the blocks of columns [i1, i2) of row r to
+// out + r * row_bytes (out: the first row's packed bytes) and the propagated errors
+// e_j = (w_j - q_j) / U[j][j] to err[r * lde + (j - i1)]. Ub: the batch's diagonal block of
+// the float copy of U, Ub[(j - i1) * ldu + (k - i1)] = U[j][k] for j, k in [i1, i2);
+// importance: gptq_importance (all n columns). The caller then applies
+// W[:, i2:] -= E * U[i1:i2, i2:] (in float, as w -= e * u one batch column after the other).
+void gptq_lazy_batch(GgmlType t, float* w, int64_t ldw, float* err, int64_t lde, int64_t R, int64_t i1, int64_t i2,
+                     const float* Ub, int64_t ldu, const float* importance, uint8_t* out, size_t row_bytes);
+
 // tr((W - Q) H (W - Q)^T) in double: the proxy loss GPTQ minimizes (tests, reports).
 double hessian_weighted_error(const float* W, const float* Q, int64_t rows, int64_t cols, const float* H);
 
