@@ -25,7 +25,6 @@ namespace samq::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kScoreBudget = int64_t(512) << 20;  // bytes of scores per chunk (forward)
 
 struct Chunking {
   int64_t gs = 1;  // query heads per kv head
@@ -123,7 +122,7 @@ void attention(Device& d, const AttentionArgs& a) {
     check(cudaMemsetAsync(a.out, 0, size_t(a.n_tokens * qw) * sizeof(float), d.stream), "cudaMemsetAsync", d);
     return;
   }
-  const Chunking c = plan(a, kScoreBudget);
+  const Chunking c = plan(a, attention_bytes());
   Tmp S(d, size_t(c.gs * c.ng * c.tb * nkv) * sizeof(float));
   for (int64_t g0 = 0; g0 < a.n_head_kv; g0 += c.ng) {
     const int64_t ngc = std::min(c.ng, a.n_head_kv - g0);
@@ -142,7 +141,7 @@ void attention_backward(Device& d, const AttentionArgs& a, const float* dout, fl
   validate(d, a, "attention_backward");
   if (a.n_tokens <= 0 || a.n_kv <= 0 || (!dq && !dk && !dv)) return;
   const int64_t hd = a.head_dim, qw = a.n_head * hd, kw = a.n_head_kv * hd, nkv = a.n_kv;
-  const Chunking c = plan(a, kScoreBudget / 2);  // two score-sized buffers: P and dP
+  const Chunking c = plan(a, attention_bytes() / 2);  // two score-sized buffers: P and dP
   const size_t chunk_bytes = size_t(c.gs * c.ng * c.tb * nkv) * sizeof(float);
   Tmp Pbuf(d, chunk_bytes), dPbuf(d, chunk_bytes);
   float* P = Pbuf.as<float>();

@@ -27,7 +27,6 @@ namespace samq::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kScratchBytes = int64_t(256) << 20;
 
 // db[i] += sum_t dy[t, i], in double, t in order (as bias_backward on the CPU).
 __global__ void col_sum_kernel(const float* dy, int64_t n, int64_t d, float* db) {
@@ -237,7 +236,7 @@ class CudaBackwardOps final : public BackwardOps {
     if (w.type == GgmlType::BF16) {
       // Token blocks keep the 16-bit halves of dy and x within the scratch budget.
       const int64_t per_token = (rows + cols) * 2 * int64_t(sizeof(uint16_t));
-      const int64_t tb = std::clamp<int64_t>(kScratchBytes / std::max<int64_t>(per_token, 1), 1, n);
+      const int64_t tb = std::clamp<int64_t>(scratch_bytes() / std::max<int64_t>(per_token, 1), 1, n);
       Tmp dyh(d_, size_t(tb * rows) * 2), dyl(d_, size_t(tb * rows) * 2);
       std::optional<Tmp> xh, xl;
       if (dw) {
@@ -409,7 +408,7 @@ class CudaBackwardOps final : public BackwardOps {
   void xtx_accumulate(const float* x, int64_t n, int64_t cols, double* H) const override {
     if (n <= 0 || cols <= 0) return;
     Scope s(d_);
-    const int64_t tb = std::clamp<int64_t>(kScratchBytes / (cols * int64_t(sizeof(double))), 1, n);
+    const int64_t tb = std::clamp<int64_t>(scratch_bytes() / (cols * int64_t(sizeof(double))), 1, n);
     Tmp xd(d_, size_t(tb * cols) * sizeof(double));
     if (cols > INT32_MAX || tb > INT32_MAX) fail("{}: xtx_accumulate: {} columns too many", d_.label, cols);
     const double one = 1.0;

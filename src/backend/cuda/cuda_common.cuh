@@ -88,6 +88,13 @@ class Tmp {
   void* p_ = nullptr;
 };
 
+// Byte budgets of the ops' scratch: dequantized weight tiles, 16-bit halves and double copies of
+// activations (scratch_bytes, 256 MiB), attention scores per chunk (attention_bytes, 512 MiB).
+// SAMQ_CUDA_SCRATCH_BYTES / SAMQ_CUDA_ATTN_BYTES override them (read per call: the tests force
+// the tiled and chunked paths on small shapes).
+int64_t scratch_bytes();
+int64_t attention_bytes();
+
 // Grid size for a grid-stride loop over n items.
 inline unsigned grid_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;

@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 
 #include "backend/cuda/cuda_backend.h"
@@ -81,6 +82,18 @@ Device& device(int index) {
   if (!devices[index]) devices[index] = open_device(index);
   return *devices[index];
 }
+
+namespace {
+int64_t env_bytes(const char* name, int64_t dflt) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return dflt;
+  const long long x = std::atoll(v);
+  return x > 0 ? int64_t(x) : dflt;
+}
+}  // namespace
+
+int64_t scratch_bytes() { return env_bytes("SAMQ_CUDA_SCRATCH_BYTES", int64_t(256) << 20); }
+int64_t attention_bytes() { return env_bytes("SAMQ_CUDA_ATTN_BYTES", int64_t(512) << 20); }
 
 void check(cudaError_t e, const char* what, const Device& d) {
   if (e == cudaSuccess) return;

@@ -170,8 +170,7 @@ std::vector<int32_t> checked_ids(Device& d, const int32_t* ids, int64_t n, int64
 }
 
 int64_t weight_tile_rows(int64_t rows, int64_t cols) {
-  constexpr int64_t kTileBytes = int64_t(256) << 20;
-  const int64_t per = std::max<int64_t>(1, kTileBytes / (std::max<int64_t>(cols, 1) * int64_t(sizeof(float))));
+  const int64_t per = std::max<int64_t>(1, scratch_bytes() / (std::max<int64_t>(cols, 1) * int64_t(sizeof(float))));
   return std::max<int64_t>(1, std::min(rows, per));
 }
 
