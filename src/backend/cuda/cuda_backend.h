@@ -5,6 +5,14 @@
 // Weights: Model::prepare_weights(cuda_ops(N)) uploads every tensor in its own ggml type
 // (prepare_weight); matmuls read F32/F16/BF16 weights in place through cuBLAS with fp32
 // accumulation, and dequantize other types (Q8_0, K-quants, ...) on the device first.
+//
+// Every op of a device is enqueued on that device's one stream in call order; download, the ops
+// that return a value, and release wait for it. Results do not vary from run to run (no float
+// atomics; reductions in fixed orders). Scratch stays within fixed budgets (256 MiB of weight
+// tiles and activation copies, 512 MiB of attention scores per chunk), overridable with
+// SAMQ_CUDA_SCRATCH_BYTES / SAMQ_CUDA_ATTN_BYTES. Files: cuda_context.cu (devices, checks,
+// GEMM wrappers), cuda_ops.cu (forward table), cuda_quant.cu (dequantization, activation
+// rounding), cuda_attention.cu, cuda_backward.cu; tests in tests/cuda/test_cuda_ops.cpp.
 #pragma once
 #include <string>
 

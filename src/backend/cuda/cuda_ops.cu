@@ -298,9 +298,13 @@ class CudaOps final : public Ops {
     cw->data = alloc(size_t(std::max<int64_t>(1, w.rows * cw->row_bytes)));
     cw->dev = &d_;  // from here on the destructor frees data
     if (w.rows > 0 && cw->row_bytes > 0) {
-      check(cudaMemcpy2DAsync(cw->data, size_t(cw->row_bytes), w.data, size_t(src_stride), size_t(cw->row_bytes),
-                              size_t(w.rows), cudaMemcpyHostToDevice, d_.stream),
-            "cudaMemcpy2DAsync (weight upload)", d_);
+      if (src_stride == cw->row_bytes)
+        check(cudaMemcpyAsync(cw->data, w.data, size_t(w.rows * cw->row_bytes), cudaMemcpyHostToDevice, d_.stream),
+              "cudaMemcpyAsync (weight upload)", d_);
+      else  // strided rows: packed on the device
+        check(cudaMemcpy2DAsync(cw->data, size_t(cw->row_bytes), w.data, size_t(src_stride), size_t(cw->row_bytes),
+                                size_t(w.rows), cudaMemcpyHostToDevice, d_.stream),
+              "cudaMemcpy2DAsync (weight upload)", d_);
       check(cudaStreamSynchronize(d_.stream), "cudaStreamSynchronize (weight upload)", d_);
     }
     return cw;
