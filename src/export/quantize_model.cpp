@@ -10,6 +10,9 @@
 #include "format/gguf.h"
 #include "quant/gptq.h"
 #include "quant/quantize.h"
+#if SAMQ_HAVE_CUDA
+#include "backend/cuda/gptq_cuda.h"
+#endif
 
 namespace samq {
 
@@ -153,7 +156,13 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
   ImportanceMatrix im;
   if (!opt.imatrix_path.empty()) im = load_importance_matrix(opt.imatrix_path);
   std::optional<HessianFile> hf;
-  if (!opt.hessian_path.empty()) hf.emplace(HessianFile::open(opt.hessian_path));
+  if (!opt.hessian_path.empty()) {
+#if !SAMQ_HAVE_CUDA
+    // Before anything is written: GPTQ would need a GPU this build cannot use.
+    if (opt.gptq_device >= 0) fail("GPTQ on cuda:{}: samq was built without CUDA", opt.gptq_device);
+#endif
+    hf.emplace(HessianFile::open(opt.hessian_path));
+  }
 
   GgufWriter w(out_path);
   add_source_metadata(w, src);
@@ -208,7 +217,16 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
         const std::vector<float> H = hf->mean(t.name);
         GptqOptions go;
         go.damp = opt.gptq_damp;
-        n = gptq_quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), H.data(), go);
+        if (opt.gptq_device >= 0) {
+#if SAMQ_HAVE_CUDA
+          n = gptq_quantize_tensor_cuda(types[i], f32.data(), q.data(), t.rows(), t.cols(), H.data(), go,
+                                        opt.gptq_device);
+#else
+          fail("GPTQ on cuda:{}: samq was built without CUDA", opt.gptq_device);
+#endif
+        } else {
+          n = gptq_quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), H.data(), go);
+        }
         ++r.n_with_hessian;
       } else {
         n = quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), imp ? imp->data() : nullptr);

@@ -67,6 +67,10 @@ struct QuantizeOptions {
   // as before. Recorded as metadata key samq.hessian (the file's sha256).
   std::string hessian_path;
   double gptq_damp = 0.01;
+  // Where GPTQ runs: -1 the CPU; N >= 0 cuda:N (backend/cuda/gptq_cuda.h: same algorithm and, up to
+  // rounding differences of the inverse Hessian factor, the same bytes). A build without CUDA fails
+  // with "built without CUDA" when GPTQ would run on a GPU.
+  int gptq_device = -1;
   bool progress = true;
 };
 

@@ -21,6 +21,9 @@
 //  - refit: NOT IMPLEMENTED yet (GptqOptions::refit is ignored). The idea: after a block's levels
 //    are fixed, re-fit its scales by least squares and keep them when that lowers the error.
 //
+// The same algorithm runs with its linear algebra on a GPU in backend/cuda/gptq_cuda.h (it calls
+// gptq_lazy_batch below for the in-batch step, so both produce the same blocks).
+//
 // Supported types: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_0, IQ4_XS, IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1.
 //
 // Memory: W (rows x cols f32), U (cols^2 double->f32) and per-thread batch buffers. For a 70B
