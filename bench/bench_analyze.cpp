@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   const Tokenizer tok = Tokenizer::from_hf_dir(dir, m->hparams.n_vocab);
   const std::string text = read_file(std::string(SAMQ_SHARED_DIR) + "/data/calib.txt").substr(0, 400000);
   const Calibration cal = calibration_from_text(text, "calib.txt", tok, 512, int64_t(chunks + 1) * 512);
-  SensitivityAccumulator acc(*m, cpu_ops());
+  SensitivityAccumulator acc(*m, cpu_backward_ops());
   acc.add_chunk(cal.chunks[0], 0);  // warm-up
   t0 = now();
   for (int i = 1; i <= chunks; ++i) acc.add_chunk(cal.chunks[i], i);

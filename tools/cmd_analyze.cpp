@@ -10,6 +10,7 @@
 #include "eval/perplexity.h"
 #include "calibration_options.h"
 #include "command.h"
+#include "device_option.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -24,6 +25,7 @@ namespace samq::cli {
 namespace {
 
 struct AnalyzeArgs : CalibrationOptions {
+  DeviceOption device;
   std::string out, imatrix_out, plot;
   std::string fisher = "full", labels = "model";
   uint64_t seed = 0x5a3d;
@@ -56,19 +58,21 @@ void measure(const AnalyzeArgs& a, Model& m, const Tokenizer& tok, const Analysi
 int run_analyze(const AnalyzeArgs& a) {
   if (a.fisher != "full" && a.fisher != "factored") fail("--fisher must be full or factored, not '{}'", a.fisher);
   if (a.labels != "model" && a.labels != "empirical") fail("--labels must be model or empirical, not '{}'", a.labels);
+  const Backend be = a.device.resolve();
   auto m = Model::load(a.model);
   const Tokenizer tok = model_tokenizer(a.model, *m);
   const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
-  std::fprintf(stderr, "samq analyze: %s (%s, %lld layers), %zu chunks of %lld tokens from %s (%lld tokens in the file), %d threads\n",
+  std::fprintf(stderr, "samq analyze: %s (%s, %lld layers), %zu chunks of %lld tokens from %s (%lld tokens in the file), %d threads, device %s\n",
                a.model.c_str(), m->hparams.arch.c_str(), (long long)m->hparams.n_layer, calib.chunks.size(),
-               (long long)a.ctx, a.calib.c_str(), (long long)calib.n_text_tokens, num_threads());
+               (long long)a.ctx, a.calib.c_str(), (long long)calib.n_text_tokens, num_threads(),
+               be.device.c_str());
   const ModelIdentity id = identify(a.model, *m);
   AnalyzeOptions opt;
   opt.full = a.fisher == "full";
   opt.labels = a.labels == "model" ? kModelLabels : kEmpirical;
   opt.seed = a.seed;
   opt.loss_from = a.loss_from;
-  AnalysisResult r = analyze_model(*m, cpu_ops(), calib, id, opt);
+  AnalysisResult r = analyze_model(*m, cpu_backward_ops(), calib, id, opt);
   write_file_atomic(a.out, r.doc.dump(1) + "\n");
   std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
                r.tokens_per_second, r.mean_loss, a.out.c_str());
@@ -131,6 +135,7 @@ void measure(const AnalyzeArgs& a, Model& m, const Tokenizer& tok, const Analysi
 std::function<int()> setup(CLI::App& sub) {
   auto a = std::make_shared<AnalyzeArgs>();
   a->declare(sub);
+  a->device.declare(sub);
   sub.add_option("-o,--output", a->out, "Output sensitivity.json")->required();
   sub.add_option("--fisher", a->fisher, "Fisher form: full (exact diagonal) or factored (rows x columns)")
       ->capture_default_str();

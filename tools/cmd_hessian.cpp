@@ -8,6 +8,7 @@
 #include "backend/ops.h"
 #include "calibration_options.h"
 #include "command.h"
+#include "device_option.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "model/model.h"
@@ -18,14 +19,16 @@ namespace {
 
 struct HessianArgs : CalibrationOptions {
   std::string out;
+  DeviceOption device;
 };
 
 int run_hessian(const HessianArgs& a) {
+  const Backend be = a.device.resolve();
   auto m = Model::load(a.model);
   const Calibration calib = a.load(*m);
-  std::fprintf(stderr, "samq hessian: %s, %zu chunks of %lld tokens from %s, %d threads\n", a.model.c_str(),
-               calib.chunks.size(), (long long)a.ctx, a.calib.c_str(), num_threads());
-  Hessians h = collect_hessians(*m, cpu_ops(), calib.chunks);
+  std::fprintf(stderr, "samq hessian: %s, %zu chunks of %lld tokens from %s, %d threads, device %s\n",
+               a.model.c_str(), calib.chunks.size(), (long long)a.ctx, a.calib.c_str(), num_threads(), be.device.c_str());
+  Hessians h = collect_hessians(*m, cpu_backward_ops(), calib.chunks);
   h.calib_sha256 = calib.sha256;
   write_hessian_gguf(a.out, h);
   size_t weights = 0;
@@ -38,6 +41,7 @@ int run_hessian(const HessianArgs& a) {
 std::function<int()> setup(CLI::App& sub) {
   auto a = std::make_shared<HessianArgs>();
   a->declare(sub);
+  a->device.declare(sub);
   sub.add_option("-o,--output", a->out, "Output Hessian file (GGUF, general.type samq.hessian)")->required();
   return [a] { return run_hessian(*a); };
 }

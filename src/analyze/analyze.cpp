@@ -113,13 +113,13 @@ nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& ac
   return doc;
 }
 
-AnalysisResult analyze_model(const Model& m, const Ops& ops, const Calibration& calib,
+AnalysisResult analyze_model(const Model& m, const BackwardOps& bops, const Calibration& calib,
                              const ModelIdentity& id, const AnalyzeOptions& opt) {
   FisherOptions fo;
   fo.full = opt.full;
   fo.seed = opt.seed;
   fo.loss_from = opt.loss_from;
-  SensitivityAccumulator acc(m, ops, fo);
+  SensitivityAccumulator acc(m, bops, fo);
   const auto t0 = std::chrono::steady_clock::now();
   {
     std::optional<Progress> bar;
@@ -137,6 +137,7 @@ AnalysisResult analyze_model(const Model& m, const Ops& ops, const Calibration& 
   r.doc = sensitivity_json(m, acc, calib, id, opt, opt.progress);
   r.doc["calibration"]["seconds"] = r.seconds;
   r.doc["calibration"]["tokens_per_second"] = r.tokens_per_second;
+  r.doc["device"] = bops.ops().device();
   // the importance matrix from the same forward passes
   for (const auto& s : acc.stats()) {
     if (!imatrix_collects(s.name) || s.col_sq.empty()) continue;

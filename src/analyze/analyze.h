@@ -21,6 +21,7 @@
 #include "analyze/imatrix.h"
 #include "analyze/predict.h"
 #include "backend/ops.h"
+#include "backend/ops_backward.h"
 #include "model/model.h"
 
 namespace samq {
@@ -48,7 +49,8 @@ struct AnalysisResult {
   double seconds = 0, tokens_per_second = 0, mean_loss = 0;
 };
 
-AnalysisResult analyze_model(const Model& m, const Ops& ops, const Calibration& calib,
+// The forward and backward passes run on bops' backend (the model's weights prepared for it).
+AnalysisResult analyze_model(const Model& m, const BackwardOps& bops, const Calibration& calib,
                              const ModelIdentity& id, const AnalyzeOptions& opt);
 
 // Builds sensitivity.json from a finished accumulator (used by analyze_model and by tests

@@ -3,9 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <unordered_map>
 
-#include "backend/ops_backward.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "model/tensor_names.h"
@@ -23,10 +23,10 @@ double uniform_hash(uint64_t seed, uint64_t a, uint64_t b) {
   return double(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
-SensitivityAccumulator::SensitivityAccumulator(const Model& m, const Ops& ops, FisherOptions o)
-    : m_(m), ops_(ops), opt_(o) {
-  mg_ = std::make_unique<ModelGradient>(m, ops);
-  grads_ = make_gradient_buffers(m.weights);
+SensitivityAccumulator::SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o)
+    : m_(m), bops_(bops), ops_(bops.ops()), opt_(o) {
+  mg_ = std::make_unique<ModelGradient>(m, bops);
+  grads_ = GradientBuffers(m.weights, ops_);
   const Tensor* head = &m.weights.lm_head();
   for_each_tensor(m.weights, [&](const Tensor& t) {
     TensorStats s;
@@ -41,113 +41,115 @@ SensitivityAccumulator::SensitivityAccumulator(const Model& m, const Ops& ops, F
     if (&t == head) s.linear = true;  // tied: token_embd is also the output head
     stats_.push_back(std::move(s));
   });
-  for (auto& s : stats_) {
+  auto zeroed = [&](auto& b, int64_t n) {
+    b = std::remove_reference_t<decltype(b)>(ops_, n);
+    b.zero();
+  };
+  dev_.resize(stats_.size());
+  for (size_t i = 0; i < stats_.size(); ++i) {
+    TensorStats& s = stats_[i];
+    DeviceStats& d = dev_[i];
     if (opt_.full)
-      for (int k = 0; k < 2; ++k) s.g2[k].assign(static_cast<size_t>(s.rows * s.cols), 0.0f);
+      for (int k = 0; k < 2; ++k) zeroed(d.g2[k], s.rows * s.cols);
     if (s.linear) {
-      for (int k = 0; k < 2; ++k) s.row_sq[k].assign(static_cast<size_t>(s.rows), 0.0);
-      s.col_sq.assign(static_cast<size_t>(s.cols), 0.0);
+      for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.rows);
+      zeroed(d.col_sq, s.cols);
     }
     if (s.embedding && !s.linear) {  // (tied embeddings use the output head's factors)
-      for (int k = 0; k < 2; ++k) s.row_sq[k].assign(static_cast<size_t>(s.cols), 0.0);
+      for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.cols);
       s.row_count.assign(static_cast<size_t>(s.rows), 0.0);
     }
   }
+  dirty_ = true;
 }
 
 SensitivityAccumulator::~SensitivityAccumulator() = default;
 
+void SensitivityAccumulator::sync() const {
+  if (!dirty_) return;
+  for (size_t i = 0; i < stats_.size(); ++i) {
+    TensorStats& s = stats_[i];
+    const DeviceStats& d = dev_[i];
+    for (int k = 0; k < 2; ++k) {
+      if (!d.g2[k].empty()) s.g2[k] = d.g2[k].to_host();
+      if (!d.row_sq[k].empty()) s.row_sq[k] = d.row_sq[k].to_host();
+    }
+    if (!d.col_sq.empty()) s.col_sq = d.col_sq.to_host();
+  }
+  dirty_ = false;
+}
+
+const std::vector<TensorStats>& SensitivityAccumulator::stats() const {
+  sync();
+  return stats_;
+}
+
 const TensorStats* SensitivityAccumulator::find(const std::string& name) const {
+  sync();
   for (const auto& s : stats_)
     if (s.name == name) return &s;
   return nullptr;
 }
 
-namespace {
-
-// sum over rows t of v[t, j]^2 into acc[j], in token order
-void add_col_sq(const float* v, int64_t n, int64_t w, double* acc) {
-  parallel_for(w, 64, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      double s = 0;
-      for (int64_t t = 0; t < n; ++t) s += double(v[t * w + j]) * v[t * w + j];
-      acc[j] += s;
-    }
-  });
-}
-
-}  // namespace
-
 void SensitivityAccumulator::add_chunk(std::span<const int32_t> tokens, int64_t chunk_index) {
   const int64_t n = int64_t(tokens.size()), V = m_.hparams.n_vocab;
   if (n < 2) fail("calibration chunk {} has {} tokens (need at least 2)", chunk_index, n);
-  std::unordered_map<std::string, TensorStats*> by_name;
-  for (auto& s : stats_) by_name[s.name] = &s;
+  std::unordered_map<std::string, size_t> by_name;
+  for (size_t i = 0; i < stats_.size(); ++i) by_name[stats_[i].name] = i;
+  dirty_ = true;
 
-  const auto& logits = mg_->forward(tokens);
-  std::vector<float> dl(static_cast<size_t>(n * V)), probs(static_cast<size_t>(n * V));
+  const float* logits = mg_->forward(tokens);
+  float* dl = dl_.reserve(ops_, n * V);
+  float* probs = probs_.reserve(ops_, n * V);
+  int32_t* labels_b = labels_.reserve(ops_, n);
   const int64_t from = std::clamp<int64_t>(opt_.loss_from, 0, n - 2);
   const int64_t T = n - 1 - from;
   const float scale = 1.0f;  // chunk-sum loss; per-token normalization happens at use
 
   for (int k = 0; k < 2; ++k) {
-    std::vector<int32_t> labels(static_cast<size_t>(n), -1);
     if (k == kEmpirical) {
+      std::vector<int32_t> labels(static_cast<size_t>(n), -1);
       for (int64_t t = from; t + 1 < n; ++t) labels[t] = tokens[t + 1];
-      loss_sum_ += softmax_cross_entropy_backward(ops_, logits.data(), labels.data(), n, V, scale,
-                                                  dl.data(), probs.data());
+      labels_.upload(labels.data(), n);
+      loss_sum_ += bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, probs);
     } else {
-      for (int64_t t = from; t + 1 < n; ++t)
-        labels[t] = sample_label(probs.data() + t * V, V, uniform_hash(opt_.seed, uint64_t(chunk_index), uint64_t(t)));
-      softmax_cross_entropy_backward(ops_, logits.data(), labels.data(), n, V, scale, dl.data());
+      std::vector<double> u(static_cast<size_t>(n), -1.0);
+      for (int64_t t = from; t + 1 < n; ++t) u[t] = uniform_hash(opt_.seed, uint64_t(chunk_index), uint64_t(t));
+      u_.reserve(ops_, n);
+      u_.upload(u.data(), n);
+      bops_.sample_labels(probs, n, V, u_.data(), labels_b);
+      bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
     }
-    zero_gradients(grads_);
+    grads_.zero();
     BackwardHooks hooks;
     hooks.on_linear = [&](const Tensor& w, const float* x, const float* dy, int64_t rows) {
-      TensorStats* s = by_name.at(w.name);
-      add_col_sq(dy, rows, w.rows, s->row_sq[k].data());
+      const size_t i = by_name.at(w.name);
+      bops_.col_sq_accumulate(dy, rows, w.rows, dev_[i].row_sq[k].data());
       if (k == kEmpirical) {
-        add_col_sq(x, rows, w.cols, s->col_sq.data());
-        s->n_rows_seen += rows;
+        bops_.col_sq_accumulate(x, rows, w.cols, dev_[i].col_sq.data());
+        stats_[i].n_rows_seen += rows;
       }
     };
     hooks.on_embedding = [&](const Tensor& w, const int32_t* ids, const float* dy, int64_t rows) {
-      TensorStats* s = by_name.at(w.name);
-      if (s->linear) return;
-      add_col_sq(dy, rows, w.cols, s->row_sq[k].data());
+      const size_t i = by_name.at(w.name);
+      TensorStats& s = stats_[i];
+      if (s.linear) return;
+      bops_.col_sq_accumulate(dy, rows, w.cols, dev_[i].row_sq[k].data());
       if (k == kEmpirical) {
-        for (int64_t t = 0; t < rows; ++t) s->row_count[ids[t]] += 1;
-        s->n_rows_seen += rows;
+        for (int64_t t = 0; t < rows; ++t) s.row_count[ids[t]] += 1;
+        s.n_rows_seen += rows;
       }
     };
-    mg_->backward(dl.data(), &grads_, &hooks);
+    mg_->backward(dl, &grads_, &hooks);
     // per-tensor reductions of the chunk gradient
     size_t ti = 0;
-    for_each_tensor(grads_, [&](const Tensor& g) {
-      TensorStats& s = stats_[ti++];
-      const float* gp = reinterpret_cast<const float*>(g.data);
-      const int64_t ne = g.n_elements();
-      if (k == kEmpirical) {
-        const int64_t nchunk = (ne + 65535) / 65536;
-        std::vector<double> part(static_cast<size_t>(nchunk), 0.0);
-        parallel_for(nchunk, 1, [&](int64_t b, int64_t e) {
-          for (int64_t c = b; c < e; ++c) {
-            double acc = 0;
-            for (int64_t i = c * 65536; i < std::min(ne, (c + 1) * 65536); ++i) acc += double(gp[i]) * gp[i];
-            part[c] = acc;
-          }
-        });
-        double ss = 0;
-        for (double p : part) ss += p;
-        s.grad_norm_sum += std::sqrt(ss);
-      }
-      if (opt_.full) {
-        float* f = s.g2[k].data();
-        parallel_for(ne, 1 << 16, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) f[i] += gp[i] * gp[i];
-        });
-      }
-    });
+    for (auto& g : grads_.entries()) {
+      TensorStats& s = stats_[ti];
+      DeviceStats& d = dev_[ti++];
+      const int64_t ne = g.rows * g.cols;
+      if (k == kEmpirical) s.grad_norm_sum += std::sqrt(bops_.sum_sq(g.g.data(), ne));
+      if (opt_.full) bops_.sq_accumulate(g.g.data(), ne, d.g2[k].data());
+    }
   }
   n_chunks_ += 1;
   n_tokens_ += n;

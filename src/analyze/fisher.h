@@ -23,7 +23,9 @@
 #include <string>
 #include <vector>
 
+#include "backend/buffer.h"
 #include "backend/ops.h"
+#include "backend/ops_backward.h"
 #include "model/backward.h"
 #include "model/model.h"
 
@@ -54,14 +56,15 @@ struct FisherOptions {
 
 class SensitivityAccumulator {
  public:
-  SensitivityAccumulator(const Model& m, const Ops& ops, FisherOptions o = {});
+  // The statistics accumulate in the backend's memory (bops); the host copies in stats() are
+  // brought up to date on first read after add_chunk.
+  SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o = {});
   ~SensitivityAccumulator();
 
   // One calibration chunk (fresh sequence); chunk_index keys the label sampling.
   void add_chunk(std::span<const int32_t> tokens, int64_t chunk_index);
 
-  std::vector<TensorStats>& stats() { return stats_; }
-  const std::vector<TensorStats>& stats() const { return stats_; }
+  const std::vector<TensorStats>& stats() const;
   const TensorStats* find(const std::string& name) const;
 
   int64_t n_chunks() const { return n_chunks_; }
@@ -79,12 +82,25 @@ class SensitivityAccumulator {
   std::vector<float> imatrix(const TensorStats& s) const;
 
  private:
+  // Backend-memory accumulators of one tensor (mirrors of TensorStats' vectors).
+  struct DeviceStats {
+    Buffer<float> g2[2];
+    Buffer<double> row_sq[2], col_sq;
+  };
+  void sync() const;
+
   const Model& m_;
+  const BackwardOps& bops_;
   const Ops& ops_;
   FisherOptions opt_;
   std::unique_ptr<ModelGradient> mg_;
-  ModelWeights grads_;
-  std::vector<TensorStats> stats_;
+  GradientBuffers grads_;
+  mutable std::vector<TensorStats> stats_;
+  std::vector<DeviceStats> dev_;
+  mutable bool dirty_ = false;
+  Buffer<float> dl_, probs_;
+  Buffer<int32_t> labels_;
+  Buffer<double> u_;
   int64_t n_chunks_ = 0, n_tokens_ = 0, n_loss_ = 0;
   double loss_sum_ = 0;
 };

@@ -3,7 +3,7 @@
 
 #include "analyze/activation_pass.h"
 
-#include <cblas.h>
+#include "backend/buffer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,29 +16,29 @@
 
 namespace samq {
 
-Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
+Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::vector<std::vector<int32_t>>& chunks,
                           bool progress) {
-  // activation name -> weights that read it (first one names the entry)
+  const Ops& ops = bops.ops();
+  // activation name -> weights that read it (first one names the entry); sums in backend memory
   const auto& readers = activation_readers();
   std::map<std::string, HessianEntry> acc;
-  std::vector<double> xd, tmp;
+  std::map<std::string, Buffer<double>> sums;
   auto add = [&](const std::vector<std::string>& weights, const float* x, int64_t rows, int64_t cols) {
     std::vector<std::string> present;
     for (const auto& w : weights)
       if (m.find(w)) present.push_back(w);
     if (present.empty()) return;
     HessianEntry& e = acc[present[0]];
-    if (e.sum.empty()) {
+    Buffer<double>& sum = sums[present[0]];
+    if (sum.empty()) {
       e.name = present[0];
       e.serves = present;
       e.n = cols;
-      e.sum.assign(size_t(cols * cols), 0.0);
+      sum = Buffer<double>(ops, cols * cols);
+      sum.zero();
     }
     if (e.n != cols) fail("hessian: {} input has {} columns, earlier {}", e.name, cols, e.n);
-    // Double precision so that diag(H) matches the imatrix's double sums.
-    xd.assign(x, x + rows * cols);
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(cols), int(rows), 1.0, xd.data(), int(cols), 1.0,
-                e.sum.data(), int(cols));
+    bops.xtx_accumulate(x, rows, cols, sum.data());
     e.count += double(rows);
   };
   ForwardHooks hooks;
@@ -60,6 +60,8 @@ Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std:
   forward_chunks(m, ops, chunks, opt, want_output, "hessian", progress);
   Hessians h;
   for (auto& [k, e] : acc) {
+    e.sum = sums[k].to_host();
+    // upper triangle accumulated; mirror it
     for (int64_t i = 0; i < e.n; ++i)
       for (int64_t j = 0; j < i; ++j) e.sum[size_t(i * e.n + j)] = e.sum[size_t(j * e.n + i)];
     h.entries.push_back(std::move(e));

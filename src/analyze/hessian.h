@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "backend/ops_backward.h"
 #include "model/model.h"
 
 namespace samq {
@@ -44,7 +45,7 @@ struct Hessians {
 };
 
 // Forward-only collection over chunks (each a fresh sequence), with a progress bar.
-Hessians collect_hessians(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
+Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::vector<std::vector<int32_t>>& chunks,
                           bool progress = true);
 
 void write_hessian_gguf(const std::string& path, const Hessians& h);  // atomic (temp + rename)

@@ -8,7 +8,7 @@
 #include <map>
 
 #include "core/error.h"
-#include "core/parallel.h"
+#include "backend/buffer.h"
 #include "format/gguf.h"
 #include "model/forward.h"
 #include "model/tensor_names.h"
@@ -36,40 +36,41 @@ bool imatrix_collects(const std::string& name) {
   return std::find(std::begin(kinds), std::end(kinds), p.kind) != std::end(kinds);
 }
 
-Imatrix collect_imatrix(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
+Imatrix collect_imatrix(const Model& m, const BackwardOps& bops, const std::vector<std::vector<int32_t>>& chunks,
                         bool progress) {
-  // activation name -> weights that read it
+  const Ops& ops = bops.ops();
+  // activation name -> weights that read it; one backend accumulator per activation
   const auto& readers = activation_readers();
-  std::map<std::string, ImatrixEntry> acc;
+  struct Acc {
+    std::vector<std::string> weights;
+    Buffer<double> sum2;
+    double count = 0;
+  };
+  std::map<std::pair<std::string, int>, Acc> acc;
   ForwardHooks hooks;
   hooks.on_activation = [&](std::string_view name, int layer, const float* x, int64_t rows, int64_t cols) {
     auto it = readers.find(std::string(name));
     if (it == readers.end() || layer < 0) return;
-    std::vector<double> s(static_cast<size_t>(cols), 0.0);
-    parallel_for(cols, 64, [&](int64_t b, int64_t e) {
-      for (int64_t j = b; j < e; ++j) {
-        double a = 0;
-        for (int64_t t = 0; t < rows; ++t) a += double(x[t * cols + j]) * x[t * cols + j];
-        s[j] = a;
-      }
-    });
-    for (const auto& w : layer_weight_names(layer, it->second)) {
-      if (!m.find(w)) continue;
-      ImatrixEntry& e = acc[w];
-      if (e.sum2.empty()) {
-        e.name = w;
-        e.sum2.assign(static_cast<size_t>(cols), 0.0);
-      }
-      for (int64_t j = 0; j < cols; ++j) e.sum2[j] += s[j];
-      e.count += double(rows);
+    Acc& a = acc[{std::string(name), layer}];
+    if (a.sum2.empty()) {
+      for (const auto& w : layer_weight_names(layer, it->second))
+        if (m.find(w)) a.weights.push_back(w);
+      a.sum2 = Buffer<double>(ops, cols);
+      a.sum2.zero();
     }
+    bops.col_sq_accumulate(x, rows, cols, a.sum2.data());
+    a.count += double(rows);
   };
   ForwardOptions opt;
   opt.hooks = &hooks;
   opt.skip_logits = true;
   forward_chunks(m, ops, chunks, opt, false, "imatrix", progress);
   Imatrix im;
-  for (auto& [k, e] : acc) im.entries.push_back(std::move(e));
+  for (auto& [k, a] : acc) {
+    const std::vector<double> sum2 = a.sum2.to_host();
+    for (const auto& w : a.weights) im.entries.push_back({w, sum2, a.count});
+  }
+  std::sort(im.entries.begin(), im.entries.end(), [](auto& a, auto& b) { return a.name < b.name; });
   im.chunk_count = uint32_t(chunks.size());
   im.chunk_size = chunks.empty() ? 0 : uint32_t(chunks[0].size());
   return im;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "backend/ops_backward.h"
 #include "model/model.h"
 
 namespace samq {
@@ -36,8 +37,9 @@ struct Imatrix {
 // True for the weights llama-imatrix collects by default.
 bool imatrix_collects(const std::string& weight_name);
 
-// Forward-only collection over chunks (each a fresh sequence), with a progress bar.
-Imatrix collect_imatrix(const Model& m, const Ops& ops, const std::vector<std::vector<int32_t>>& chunks,
+// Forward-only collection over chunks (each a fresh sequence) on bops' backend, with a progress
+// bar.
+Imatrix collect_imatrix(const Model& m, const BackwardOps& bops, const std::vector<std::vector<int32_t>>& chunks,
                         bool progress = true);
 
 void write_imatrix_gguf(const std::string& path, const Imatrix& im);

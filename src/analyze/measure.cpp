@@ -4,6 +4,7 @@
 #include <cmath>
 #include <optional>
 
+#include "backend/buffer.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
@@ -32,9 +33,13 @@ SingleTensorKld::SingleTensorKld(Model& m, const Ops& ops, std::vector<std::vect
   for (const auto& ct : chunks_) {
     std::vector<std::vector<float>> in(size_t(L + 1));
     ForwardHooks hooks;
+    auto keep = [&](std::vector<float>& v, const float* d, int64_t count) {
+      v.resize(size_t(count));
+      ops.download(v.data(), d, sizeof(float) * size_t(count));
+    };
     hooks.on_activation = [&](std::string_view name, int layer, const float* d, int64_t rows, int64_t cols) {
-      if (name == "attn_inp" && layer >= 0) in[layer].assign(d, d + rows * cols);
-      if (name == "l_out" && layer == L - 1) in[L].assign(d, d + rows * cols);
+      if (name == "attn_inp" && layer >= 0) keep(in[layer], d, rows * cols);
+      if (name == "l_out" && layer == L - 1) keep(in[L], d, rows * cols);
     };
     KvCache cache(m, ctx_);
     Batch b;
@@ -68,7 +73,16 @@ SingleTensorKld::Result SingleTensorKld::run_from(int start_layer) {
     s.logits_from = first;
     ForwardOptions fo;
     fo.start_layer = start_layer;
-    fo.start_input = start_layer > 0 ? inputs_[c][start_layer].data() : nullptr;
+    Buffer<float> start;
+    if (start_layer > 0) {
+      const std::vector<float>& in = inputs_[c][start_layer];
+      if (ops_.host_memory()) {
+        fo.start_input = in.data();
+      } else {
+        start = Buffer<float>::from_host(ops_, in);
+        fo.start_input = start.data();
+      }
+    }
     forward(m_, ops_, b, fo);
     for (int64_t j = 0; j < eval_n_scored(ctx_); ++j)
       acc.add(&b.seqs[0].logits[j * V], V, chunks_[c][first + j + 1], &base_[c][j]);

@@ -112,6 +112,7 @@ class BackwardOps {
   virtual void xtx_accumulate(const float* x, int64_t n, int64_t cols, double* H) const = 0;
 };
 
-const BackwardOps& cpu_backward_ops();  // over cpu_ops() (src/backend/cpu/ops_backward.cpp)
+const BackwardOps& cpu_backward_ops();        // over cpu_ops() (src/backend/cpu/ops_backward.cpp)
+const BackwardOps& reference_backward_ops();  // over reference_ops() (the same functions)
 
 }  // namespace samq

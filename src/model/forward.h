@@ -8,15 +8,18 @@
 // Token rows of all sequences are concatenated so every matmul sees all of them
 // ((sum n_tokens, n_embd) x W^T); attention runs per sequence over its own cache.
 //
+// Every op runs on `ops`, with activations in its memory (backend/ops.h); the model's weights
+// must be prepared for it (Model::load(path, ops)). Only the logits come back to the host.
+//
 // For the sensitivity analysis:
-// - hooks.on_activation(name, layer, data, rows, cols) is called for each intermediate (see
+// - hooks.on_activation(name, layer, data, rows, cols) (data in the backend's memory) is called for each intermediate (see
 //   the list below) with rows = total tokens of the batch. layer = -1 for non-layer tensors.
 //   Names: "inp_embd"(-1), per layer: "attn_inp" (residual entering the layer), "attn_norm",
 //   "q", "k", "v" (after bias, q/k norm and rope), "kq_out" (attention output before
 //   attn_output), "attn_out", "ffn_inp" (residual after attention), "ffn_norm", "gate", "up",
 //   "ffn_act" (silu(gate)*up), "ffn_out", "l_out"; then "result_norm"(-1), "logits"(-1).
 // - start_layer / start_input: run layers start_layer.. only, starting from a saved "attn_inp"
-//   activation of that layer (rows = total tokens). KV caches of the skipped layers are left
+//   activation of that layer (rows = total tokens, backend memory). KV caches of the skipped layers are left
 //   untouched (they must not be needed later: use fresh caches per evaluation chunk).
 #pragma once
 #include <cstdint>
@@ -25,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/buffer.h"
 #include "backend/ops.h"
 #include "model/model.h"
 
@@ -32,25 +36,29 @@ namespace samq {
 
 // Per-sequence KV cache: for each layer, K and V rows (n_ctx, n_head_kv*head_dim) held as f32
 // but rounded to f16 on the way in when f16 is set (llama.cpp's default cache type; the
-// queries are then rounded to f16 too, as ggml's f16 dot product does).
+// queries are then rounded to f16 too, as ggml's f16 dot product does). The rows live in the
+// memory of a backend (by default the one the model's weights are prepared for, Model::ops).
 class KvCache {
  public:
   KvCache() = default;
   KvCache(const Model& m, int64_t n_ctx);
+  KvCache(const Model& m, int64_t n_ctx, const Ops& ops);
+  const Ops& ops() const { return *ops_; }
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_past() const { return n_past_; }  // tokens already in the cache
   void clear() { n_past_ = 0; }
   // Drops tokens after position n (n <= n_past), e.g. to rewind a sequence.
   void truncate(int64_t n);
 
-  float* k(int64_t layer) { return k_[layer].data(); }
+  float* k(int64_t layer) { return k_[layer].data(); }  // backend memory
   float* v(int64_t layer) { return v_[layer].data(); }
   int64_t n_past_ = 0;
   bool f16 = true;  // default: the model's ggml_numerics
 
  private:
+  const Ops* ops_ = nullptr;
   int64_t n_ctx_ = 0;
-  std::vector<std::vector<float>> k_, v_;
+  std::vector<Buffer<float>> k_, v_;
 };
 
 struct ForwardHooks {
@@ -78,8 +86,11 @@ struct Batch {
 struct ForwardOptions {
   const ForwardHooks* hooks = nullptr;
   int start_layer = 0;
-  const float* start_input = nullptr;  // (total tokens, n_embd) when start_layer > 0
+  const float* start_input = nullptr;  // (total tokens, n_embd) when start_layer > 0 (backend memory)
   bool skip_logits = false;            // stop after the last layer (e.g. activations only)
+  // Backend memory for the logits (rows in batch order, n_vocab each); when set, they stay there
+  // and the sequences' `logits` vectors are left alone (the analysis keeps them on the device).
+  float* logits_out = nullptr;
 };
 
 // Runs the batch; appends the tokens to each cache and fills each seq's logits.

@@ -212,7 +212,7 @@ std::shared_ptr<Model> load_hf(const std::string& dir) {
 
 }  // namespace
 
-std::shared_ptr<Model> Model::load(const std::string& path) {
+std::shared_ptr<Model> Model::load(const std::string& path, const Ops& ops) {
   std::shared_ptr<Model> m;
   if (std::filesystem::is_directory(path))
     m = load_hf(path);
@@ -221,19 +221,33 @@ std::shared_ptr<Model> Model::load(const std::string& path) {
   else
     fail("{}: no such file or directory", path);
   check_weights(*m);
-  m->prepare_weights(cpu_ops());
+  m->prepare_weights(ops);
   return m;
 }
 
-void Model::prepare_weights(const Ops& ops) {
-  auto prep = [&](Tensor& t) {
-    if (!t.present() || t.rows <= 1) return;
-    auto p = ops.prepare_weight(t.view());
-    t.prepared = std::shared_ptr<const PreparedWeight>(std::move(p));
-  };
-  for (LayerWeights& l : weights.layers)
-    for (Tensor* t : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down}) prep(*t);
-  prep(weights.output.present() ? weights.output : weights.token_embd);
+namespace {
+// Host-memory backends prepare the matmul weights only (and read the rest in place); device
+// backends need every tensor in their memory.
+void prepare_tensor(const Ops& ops, const ModelWeights& w, Tensor& t) {
+  t.prepared.reset();
+  if (!t.present()) return;
+  if (ops.host_memory()) {
+    const bool matmul = t.rows > 1 && (&t != &w.token_embd || !w.output.present());
+    if (!matmul) return;
+  }
+  t.prepared = std::shared_ptr<const PreparedWeight>(ops.prepare_weight(t.view()));
+}
+}  // namespace
+
+void Model::prepare_weights(const Ops& o) {
+  ops = &o;
+  for_each_tensor(weights, [&](Tensor& t) { prepare_tensor(o, weights, t); });
+}
+
+const float* backend_f32(const Tensor& t) {
+  if (t.prepared)
+    if (const void* p = t.prepared->backend_data()) return static_cast<const float*>(p);
+  return t.f32();
 }
 
 Tensor* Model::find(std::string_view name) {
@@ -249,6 +263,7 @@ Tensor Model::replace(Tensor t) {
     fail("replacing {}: shape ({}, {}) differs from ({}, {})", t.name, t.rows, t.cols, s->rows, s->cols);
   Tensor old = std::move(*s);
   *s = std::move(t);
+  if (!s->prepared) prepare_tensor(*ops, weights, *s);
   return old;
 }
 

@@ -77,11 +77,16 @@ void for_each_tensor(const ModelWeights& w, const std::function<void(const Tenso
 class Model {
  public:
   // path: a .gguf file or an HF directory (config.json + safetensors). Throws samq::Error.
-  // Matmul weights are also repacked for the CPU backend (cpu_ops().prepare_weight: int8 tiles
-  // for many-token matmuls, backend/cpu/packed_gemm.h) unless SAMQ_REPACK=0.
-  static std::shared_ptr<Model> load(const std::string& path);
-  // Makes the prepared forms of the matmul weights for `ops` (Model::load does it for cpu_ops()).
+  // The weights are prepared for `ops` (prepare_weights): for cpu_ops(), matmul weights are
+  // repacked (int8 tiles for many-token matmuls, backend/cpu/packed_gemm.h) unless
+  // SAMQ_REPACK=0; for a device backend every tensor is uploaded.
+  static std::shared_ptr<Model> load(const std::string& path, const Ops& ops = cpu_ops());
+  // Makes the prepared forms of the weights for `ops` and makes it the model's backend: matmul
+  // weights on host-memory backends, every tensor on device backends. Tensors replaced later
+  // (replace()) are prepared the same way.
   void prepare_weights(const Ops& ops);
+  // The backend the weights are prepared for (KV caches are made in its memory).
+  const Ops* ops = &cpu_ops();
 
   // For HF input: compute RoPE as HF transformers does for an F16/BF16 checkpoint (inverse
   // frequencies rounded to the checkpoint dtype, see RopeParams::inv_freq_type). Off by
@@ -116,6 +121,10 @@ class Model {
   std::shared_ptr<void> keep_alive;  // the memory map / source the views point into
   std::shared_ptr<const GgufFile> gguf;  // the file, when loaded from GGUF (metadata, vocab)
 };
+
+// A 1-D F32 tensor (norm weight, bias) as the prepared backend sees it: its device copy on
+// device backends, else the host data.
+const float* backend_f32(const Tensor& t);
 
 // The model's tokenizer: from the GGUF vocab arrays, or tokenizer.json of the HF directory.
 Tokenizer load_tokenizer(const Model& m);

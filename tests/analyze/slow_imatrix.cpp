@@ -19,7 +19,7 @@ TEST(ImatrixGolden, MatchesLlamaImatrixOnCalib600k) {
   const Tokenizer tok = Tokenizer::from_hf_dir(test::shared_path("models/refcode-32m"), m->hparams.n_vocab);
   const std::string text = read_file(test::shared_path("data/calib.txt")).substr(0, 600000);
   const Calibration calib = calibration_from_text(text, "calib.txt[0:600000]", tok, 512);
-  const Imatrix ours = collect_imatrix(*m, cpu_ops(), calib.chunks, true);
+  const Imatrix ours = collect_imatrix(*m, cpu_backward_ops(), calib.chunks, true);
   const Imatrix gold = read_imatrix_gguf(test::shared_path("golden/anchors/refcode-32m-imatrix.gguf"));
   ASSERT_EQ(ours.entries.size(), gold.entries.size());
   double worst = 1;

@@ -75,7 +75,7 @@ TEST(Prediction, FisherDlossTracksMeasuredKldOnRefcode32m) {
   ASSERT_EQ(calib.chunks.size(), 32u);
   AnalyzeOptions opt;
   opt.progress = true;
-  const AnalysisResult r = analyze_model(*m, cpu_ops(), calib, ModelIdentity{}, opt);
+  const AnalysisResult r = analyze_model(*m, cpu_backward_ops(), calib, ModelIdentity{}, opt);
   std::map<std::string, const nlohmann::json*> by_name;
   for (const auto& t : r.doc["tensors"]) by_name[t["name"]] = &t;
 

@@ -26,31 +26,33 @@ std::vector<std::vector<int32_t>> tiny_chunks(int n, int64_t len, int64_t vocab)
 TEST(Fisher, FullEqualsSquaredChunkGradientAndGradNorm) {
   test::TinyConfig cfg;
   auto m = test::make_tiny_model(cfg);
-  SensitivityAccumulator acc(*m, cpu_ops());
+  SensitivityAccumulator acc(*m, cpu_backward_ops());
   const auto chunks = tiny_chunks(2, 12, cfg.n_vocab);
   for (size_t i = 0; i < chunks.size(); ++i) acc.add_chunk(chunks[i], int64_t(i));
   // brute force: empirical gradient of each chunk, squared and summed
-  ModelGradient mg(*m, cpu_ops());
+  ModelGradient mg(*m, cpu_backward_ops());
   std::vector<std::vector<float>> g2;
   std::vector<double> gn;
   for (const auto& c : chunks) {
-    const auto& logits = mg.forward(c);
+    mg.forward(c);
+    const auto logits = mg.logits_host();
     const int64_t n = int64_t(c.size()), V = cfg.n_vocab;
     std::vector<int32_t> labels(n, -1);
     for (int64_t t = 0; t + 1 < n; ++t) labels[t] = c[t + 1];
     std::vector<float> dl(size_t(n * V));
     softmax_cross_entropy_backward(cpu_ops(), logits.data(), labels.data(), n, V, 1.0f, dl.data());
-    ModelWeights g = make_gradient_buffers(m->weights);
+    GradientBuffers g(m->weights, cpu_ops());
     mg.backward(dl.data(), &g, nullptr);
     size_t k = 0;
-    for_each_tensor(g, [&](const Tensor& t) {
-      const float* p = reinterpret_cast<const float*>(t.data);
-      if (g2.size() <= k) { g2.emplace_back(size_t(t.n_elements()), 0.0f); gn.push_back(0); }
+    for (auto& t : g.entries()) {
+      const float* p = t.g.data();
+      const int64_t ne = t.rows * t.cols;
+      if (g2.size() <= k) { g2.emplace_back(size_t(ne), 0.0f); gn.push_back(0); }
       double ss = 0;
-      for (int64_t i = 0; i < t.n_elements(); ++i) { g2[k][i] += p[i] * p[i]; ss += double(p[i]) * p[i]; }
+      for (int64_t i = 0; i < ne; ++i) { g2[k][i] += p[i] * p[i]; ss += double(p[i]) * p[i]; }
       gn[k] += std::sqrt(ss);
       ++k;
-    });
+    }
   }
   ASSERT_EQ(g2.size(), acc.stats().size());
   for (size_t k = 0; k < g2.size(); ++k) {
@@ -69,13 +71,13 @@ TEST(Fisher, FullEqualsSquaredChunkGradientAndGradNorm) {
 TEST(Fisher, FactoredFromRowAndColumnSums) {
   test::TinyConfig cfg;
   auto m = test::make_tiny_model(cfg);
-  SensitivityAccumulator acc(*m, cpu_ops());
+  SensitivityAccumulator acc(*m, cpu_backward_ops());
   const auto chunks = tiny_chunks(1, 10, cfg.n_vocab);
   acc.add_chunk(chunks[0], 0);
   // x of blk.0.ffn_down is the swiglu output: sum of squares per column, from the forward
-  ModelGradient mg(*m, cpu_ops());
+  ModelGradient mg(*m, cpu_backward_ops());
   mg.forward(chunks[0]);
-  const auto& act = mg.activation("ffn_act", 0);
+  const float* act = mg.activation("ffn_act", 0);
   const TensorStats* s = acc.find("blk.0.ffn_down.weight");
   ASSERT_NE(s, nullptr);
   for (int64_t i = 0; i < s->cols; ++i) {
@@ -98,7 +100,7 @@ TEST(Fisher, IndependentOfThreadCount) {
   const auto chunks = tiny_chunks(3, 16, cfg.n_vocab);
   auto run = [&](int threads) {
     set_num_threads(threads);
-    auto acc = std::make_unique<SensitivityAccumulator>(*m, cpu_ops());
+    auto acc = std::make_unique<SensitivityAccumulator>(*m, cpu_backward_ops());
     for (size_t i = 0; i < chunks.size(); ++i) acc->add_chunk(chunks[i], int64_t(i));
     return acc;
   };
@@ -143,7 +145,7 @@ TEST(Fisher, ModelFisherPredictsKlOfSmallPerturbation) {
   cfg.n_vocab = 37;
   auto m = test::make_tiny_model(cfg);
   const auto chunks = tiny_chunks(48, 16, cfg.n_vocab);
-  SensitivityAccumulator acc(*m, cpu_ops());
+  SensitivityAccumulator acc(*m, cpu_backward_ops());
   for (size_t i = 0; i < chunks.size(); ++i) acc.add_chunk(chunks[i], int64_t(i));
   std::mt19937 g(9);
   std::normal_distribution<float> nd(0.0f, 1.0f);

@@ -19,8 +19,8 @@ namespace {
 TEST(Hessian, DiagonalIsImatrixAndMatrixIsBruteForce) {
   const test::TinyCalibration setup;
   const auto& [cfg, m, chunks] = setup;
-  const Hessians h = collect_hessians(*m, cpu_ops(), chunks, false);
-  const Imatrix im = collect_imatrix(*m, cpu_ops(), chunks, false);
+  const Hessians h = collect_hessians(*m, cpu_backward_ops(), chunks, false);
+  const Imatrix im = collect_imatrix(*m, cpu_backward_ops(), chunks, false);
   // 4 inputs per layer + output.
   ASSERT_EQ(h.entries.size(), size_t(4 * cfg.n_layer + 1));
   size_t served = 0;
@@ -82,7 +82,7 @@ TEST(Hessian, GgufLayout) {
   test::TinyConfig cfg;
   auto m = test::make_tiny_model(cfg);
   std::vector<std::vector<int32_t>> chunks = {test::tiny_tokens(10, cfg.n_vocab, 4)};
-  Hessians h = collect_hessians(*m, cpu_ops(), chunks, false);
+  Hessians h = collect_hessians(*m, cpu_backward_ops(), chunks, false);
   h.calib_sha256 = "abc";
   const std::string path = test::temp_dir() + "/h.gguf";
   write_hessian_gguf(path, h);

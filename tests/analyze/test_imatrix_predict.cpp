@@ -21,8 +21,8 @@ namespace {
 TEST(Imatrix, ForwardCollectionMatchesAccumulatorAndRoundTrips) {
   const test::TinyCalibration setup;
   const auto& [cfg, m, chunks] = setup;
-  const Imatrix im = collect_imatrix(*m, cpu_ops(), chunks, false);
-  SensitivityAccumulator acc(*m, cpu_ops());
+  const Imatrix im = collect_imatrix(*m, cpu_backward_ops(), chunks, false);
+  SensitivityAccumulator acc(*m, cpu_backward_ops());
   for (size_t i = 0; i < chunks.size(); ++i) acc.add_chunk(chunks[i], int64_t(i));
   EXPECT_EQ(im.entries.size(), size_t(7 * cfg.n_layer));
   for (const auto& e : im.entries) {
@@ -80,7 +80,7 @@ TEST(Predict, CandidateTypesAndExactBytes) {
   cfg.head_dim = 64;
   cfg.n_ff = 96;
   auto m = test::make_tiny_model(cfg);
-  SensitivityAccumulator acc(*m, cpu_ops());
+  SensitivityAccumulator acc(*m, cpu_backward_ops());
   acc.add_chunk(test::tiny_tokens(8, cfg.n_vocab, 3), 0);
   for (const char* name : {"blk.0.ffn_gate.weight", "blk.0.ffn_down.weight"}) {
     const TensorStats* s = acc.find(name);

@@ -32,15 +32,17 @@ void check_model(const test::TinyConfig& cfg) {
   auto m = test::make_tiny_model(cfg);
   const auto tokens = test::tiny_tokens(9, cfg.n_vocab, 77);
   const int64_t n = int64_t(tokens.size()), v = cfg.n_vocab;
-  for (const Ops* ops : {&reference_ops(), &cpu_ops()}) {
-    ModelGradient mg(*m, *ops);
-    const auto& logits = mg.forward(tokens);
+  for (const BackwardOps* bops : {&reference_backward_ops(), &cpu_backward_ops()}) {
+    const Ops* ops = &bops->ops();
+    ModelGradient mg(*m, *bops);
+    mg.forward(tokens);
+    const auto logits = mg.logits_host();
     std::vector<int32_t> labels(n, -1);
     for (int64_t t = 0; t + 1 < n; ++t) labels[t] = tokens[t + 1];
     std::vector<float> dl(size_t(n * v));
     const double loss = softmax_cross_entropy_backward(*ops, logits.data(), labels.data(), n, v, 1.0f, dl.data());
     EXPECT_NEAR(loss, loss_of(*m, tokens), 1e-3 * std::abs(loss));
-    ModelWeights grads = make_gradient_buffers(m->weights);
+    GradientBuffers grads(m->weights, *ops);
     int linear_calls = 0;
     BackwardHooks hooks;
     hooks.on_linear = [&](const Tensor&, const float*, const float*, int64_t rows) {
@@ -53,22 +55,23 @@ void check_model(const test::TinyConfig& cfg) {
     // every tensor: a few elements by central differences (h chosen for float forward)
     std::mt19937 g(5);
     int checked = 0;
-    for_each_tensor(grads, [&](Tensor& gt) {
-      if (gt.name == "rope_freqs.weight") return;
+    for (auto& gt : grads.entries()) {
+      if (gt.name == "rope_freqs.weight") continue;
       Tensor* wt = m->find(gt.name);
       ASSERT_NE(wt, nullptr) << gt.name;
       float* w = reinterpret_cast<float*>(wt->owned->data());
-      const float* gr = reinterpret_cast<const float*>(gt.data);
+      const float* gr = gt.g.data();
+      const int64_t ne = gt.rows * gt.cols;
       double gmax = 0;
-      for (int64_t i = 0; i < gt.n_elements(); ++i) gmax = std::max(gmax, std::abs(double(gr[i])));
+      for (int64_t i = 0; i < ne; ++i) gmax = std::max(gmax, std::abs(double(gr[i])));
       for (int s = 0; s < 4; ++s) {
         // the largest-gradient element first, then random ones
         int64_t i = 0;
         if (s == 0) {
-          for (int64_t j = 1; j < gt.n_elements(); ++j)
+          for (int64_t j = 1; j < ne; ++j)
             if (std::abs(gr[j]) > std::abs(gr[i])) i = j;
         } else {
-          i = int64_t(g() % uint64_t(gt.n_elements()));
+          i = int64_t(g() % uint64_t(ne));
         }
         const float w0 = w[i];
         const float h = 1e-2f * std::max(1.0f, std::abs(w0));
@@ -82,7 +85,7 @@ void check_model(const test::TinyConfig& cfg) {
             << ops->name() << " " << gt.name << "[" << i << "] (max |g| " << gmax << ")";
         ++checked;
       }
-    });
+    }
     EXPECT_GT(checked, 40);
   }
 }

@@ -221,3 +221,121 @@ int32_t sample_label(const float* p, int64_t v, double u) {
 }
 
 }  // namespace samq
+
+// ---- the table over host memory (backend/ops_backward.h: BackwardOps), for reference_ops()
+// and cpu_ops(): the functions above plus the statistics of the analysis.
+namespace samq {
+namespace {
+
+// Row r0..r1 of W as f32 (the forward weight in any type), into a reused per-thread buffer.
+const float* weight_f32(const WeightView& w, std::vector<float>& scratch) {
+  if (w.type == GgmlType::F32) return static_cast<const float*>(w.data);
+  scratch.resize(size_t(w.rows * w.cols));
+  parallel_for(w.rows, 64, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) dequantize_weight_row(w, r, scratch.data() + r * w.cols);
+  });
+  return scratch.data();
+}
+
+class HostBackwardOps final : public BackwardOps {
+ public:
+  HostBackwardOps(const Ops& fwd, const char* name) : fwd_(fwd), name_(name) {}
+  const char* name() const override { return name_; }
+  const Ops& ops() const override { return fwd_; }
+
+  void matmul_backward(const float* x, const float* dy, int64_t n, const WeightView& w, float* dx, float* dw,
+                       float* db) const override {
+    static thread_local std::vector<float> scratch;
+    const float* wf = dx ? weight_f32(w, scratch) : nullptr;
+    samq::matmul_backward(x, dy, n, wf, w.rows, w.cols, dx, dw, db);
+  }
+  void rms_norm_backward(const float* x, const float* dy, int64_t n, int64_t d, const float* weight, float eps,
+                         float* dx, float* dweight) const override {
+    samq::rms_norm_backward(fwd_, x, dy, n, d, weight, eps, dx, dweight);
+  }
+  void rope_backward(float* dx, int64_t n, int64_t n_head, int64_t head_dim, const int32_t* pos,
+                     const RopeParams& p) const override {
+    samq::rope_backward(fwd_, dx, n, n_head, head_dim, pos, p);
+  }
+  void attention_backward(const AttentionArgs& a, const float* dout, float* dq, float* dk,
+                          float* dv) const override {
+    std::vector<float> probs(static_cast<size_t>(a.n_head * a.n_tokens * a.n_kv));
+    std::vector<float> out(static_cast<size_t>(a.n_tokens * a.n_head * a.head_dim));
+    AttentionArgs f = a;
+    f.out = out.data();
+    f.probs = probs.data();
+    fwd_.attention(f);  // recompute the softmax weights
+    samq::attention_backward(f, probs.data(), dout, dq, dk, dv);
+  }
+  void swiglu_backward(const float* gate, const float* up, const float* dy, int64_t n, float* dgate,
+                       float* dup) const override {
+    samq::swiglu_backward(gate, up, dy, n, dgate, dup);
+  }
+  double softmax_cross_entropy_backward(const float* logits, const int32_t* labels, int64_t n, int64_t v,
+                                        float scale, float* dlogits, float* probs_out) const override {
+    return samq::softmax_cross_entropy_backward(fwd_, logits, labels, n, v, scale, dlogits, probs_out);
+  }
+  void sample_labels(const float* p, int64_t n, int64_t v, const double* u, int32_t* labels) const override {
+    for (int64_t t = 0; t < n; ++t) labels[t] = u[t] < 0 ? -1 : sample_label(p + t * v, v, u[t]);
+  }
+  void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) const override {
+    samq::embedding_backward(ids, dy, n, d, dE);
+  }
+  void bias_backward(const float* dy, int64_t n, int64_t d, float* db) const override {
+    samq::bias_backward(dy, n, d, db);
+  }
+
+  void col_sq_accumulate(const float* v, int64_t n, int64_t w, double* acc) const override {
+    parallel_for(w, 64, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        double s = 0;
+        for (int64_t t = 0; t < n; ++t) s += double(v[t * w + j]) * v[t * w + j];
+        acc[j] += s;
+      }
+    });
+  }
+  void sq_accumulate(const float* g, int64_t n, float* acc) const override {
+    parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) acc[i] += g[i] * g[i];
+    });
+  }
+  // Partial sums over fixed chunks of 65536, added in chunk order.
+  double sum_sq(const float* g, int64_t n) const override {
+    const int64_t nchunk = (n + 65535) / 65536;
+    std::vector<double> part(static_cast<size_t>(nchunk), 0.0);
+    parallel_for(nchunk, 1, [&](int64_t b, int64_t e) {
+      for (int64_t c = b; c < e; ++c) {
+        double acc = 0;
+        for (int64_t i = c * 65536; i < std::min(n, (c + 1) * 65536); ++i) acc += double(g[i]) * g[i];
+        part[c] = acc;
+      }
+    });
+    double s = 0;
+    for (double p : part) s += p;
+    return s;
+  }
+  void xtx_accumulate(const float* x, int64_t n, int64_t cols, double* H) const override {
+    // Double precision so that diag(H) matches the imatrix's double sums.
+    static thread_local std::vector<double> xd;
+    xd.assign(x, x + n * cols);
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, int(cols), int(n), 1.0, xd.data(), int(cols), 1.0, H,
+                int(cols));
+  }
+
+ private:
+  const Ops& fwd_;
+  const char* name_;
+};
+
+}  // namespace
+
+const BackwardOps& cpu_backward_ops() {
+  static const HostBackwardOps b(cpu_ops(), "cpu");
+  return b;
+}
+const BackwardOps& reference_backward_ops() {
+  static const HostBackwardOps b(reference_ops(), "reference");
+  return b;
+}
+
+}  // namespace samq
