@@ -33,7 +33,7 @@ using namespace samq;
 namespace {
 
 // n draws of N(0, 1), in parallel chunks with their own seeds (same values for any thread count).
-std::vector<float> randn_par(size_t n, uint32_t seed) {
+[[maybe_unused]] std::vector<float> randn_par(size_t n, uint32_t seed) {
   std::vector<float> v(n);
   constexpr int64_t kChunk = 1 << 20;
   const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
@@ -48,7 +48,7 @@ std::vector<float> randn_par(size_t n, uint32_t seed) {
   return v;
 }
 
-double now_s() {
+[[maybe_unused]] double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 

@@ -1,6 +1,8 @@
 // GPTQ into ggml blocks (quant/gptq.h).
 #include "quant/gptq.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +17,28 @@ namespace samq {
 bool gptq_supported(GgmlType t) { return grid_supported(t); }
 
 namespace {
+
+// w[k] -= e * u[k] for k in [0, n): the product and the difference each rounded to float. The
+// AVX2 version (no FMA in its target, and the build never contracts) gives the plain loop's bits.
+__attribute__((target("avx2"))) void sub_scaled_avx2(float* w, const float* u, float e, int64_t n) {
+  const __m256 ve = _mm256_set1_ps(e);
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    _mm256_storeu_ps(w + k, _mm256_sub_ps(_mm256_loadu_ps(w + k), _mm256_mul_ps(ve, _mm256_loadu_ps(u + k))));
+  for (; k < n; ++k) w[k] -= e * u[k];
+}
+
+void sub_scaled_plain(float* w, const float* u, float e, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) w[k] -= e * u[k];
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+
+inline void sub_scaled(float* w, const float* u, float e, int64_t n) {
+  if (n <= 0) return;
+  if (kHaveAvx2) sub_scaled_avx2(w, u, e, n);
+  else sub_scaled_plain(w, u, e, n);
+}
 
 // Damped, symmetrized H in double; zero diagonals (dead inputs) get 1 before damping.
 std::vector<double> damped(const float* H, int64_t n, double damp) {
@@ -136,7 +160,7 @@ void gptq_lazy_batch(GgmlType t, float* w, int64_t ldw, float* err, int64_t lde,
       lev[size_t(r * bs + jb)] = q;
       const float e = (wr[jl] - g.value(q)) / ujj;
       err[size_t(r * lde + jl)] = e;
-      for (int64_t kl = jl + 1; kl < nb; ++kl) wr[kl] -= e * uj[kl];
+      sub_scaled(wr + jl + 1, uj + jl + 1, e, nb - jl - 1);  // wr[kl] -= e * uj[kl], kl in (jl, nb)
     }
     if (jb == bs - 1) {
       for (int64_t r = 0; r < R; ++r) {
@@ -183,7 +207,7 @@ size_t gptq_quantize_tensor_u(GgmlType t, const float* W, void* dst, int64_t row
           for (int64_t jj = 0; jj < i2 - i1; ++jj) {
             const float e = err[size_t(r * B + jj)];
             const float* uj = &U[size_t((i1 + jj) * n)];
-            for (int64_t k = i2; k < n; ++k) wr[k] -= e * uj[k];
+            sub_scaled(wr + i2, uj + i2, e, n - i2);  // wr[k] -= e * uj[k], k in [i2, n)
           }
         }
       }
