@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/sha256.h"
+#include "device_option.h"
 #include "eval/perplexity.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -20,15 +21,17 @@ namespace {
 struct EvalArgs {
   std::string model, text, base, base_logits, save_logits, json_out;
   int64_t ctx = 512, chunks = -1, text_bytes = -1;
+  DeviceOption device;
 };
 
 int run_eval(const EvalArgs& a) {
   if (!a.base.empty() && !a.base_logits.empty()) fail("give either --base or --base-logits, not both");
   if (a.text.empty() && a.base_logits.empty()) fail("--text FILE is required (unless --base-logits gives the tokens)");
+  const Backend be = a.device.resolve();
   auto model = Model::load(a.model);
-  std::fprintf(stderr, "samq eval: %s (%s, %lld layers, %lld threads, %s ops)\n", a.model.c_str(),
+  std::fprintf(stderr, "samq eval: %s (%s, %lld layers, %lld threads, %s ops, device %s)\n", a.model.c_str(),
                model->hparams.arch.c_str(), (long long)model->hparams.n_layer, (long long)num_threads(),
-               cpu_ops().name());
+               cpu_ops().name(), be.device.c_str());
   const Tokenizer tok = load_tokenizer(*model);
   std::vector<int32_t> tokens;
   std::string text_sha;
@@ -89,6 +92,7 @@ SAMQ_COMMAND(eval, 50, "Perplexity and KL divergence against a base, as llama-pe
   sub.add_option("--base-logits", a->base_logits, "Saved base logits (from --save-logits) for KL divergence");
   sub.add_option("--save-logits", a->save_logits, "Save this model's logits as a base for later runs");
   sub.add_option("--json", a->json_out, "Write every figure to this JSON file (eval.json)");
+  a->device.declare(sub);
   return [a] { return run_eval(*a); };
 });
 

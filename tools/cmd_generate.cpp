@@ -6,6 +6,7 @@
 #include "command.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "device_option.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -20,10 +21,13 @@ struct GenArgs {
   int64_t ctx = 0;
   SamplerParams sp;
   bool ignore_eos = false;
+  DeviceOption device;
 };
 
 int run_generate(GenArgs& a) {
   using clk = std::chrono::steady_clock;
+  const Backend be = a.device.resolve();
+  std::fprintf(stderr, "samq generate: %s, %d threads, device %s\n", a.model.c_str(), num_threads(), be.device.c_str());
   auto m = Model::load(a.model);
   const Tokenizer tok = load_tokenizer(*m);
   std::vector<int32_t> ids = tok.encode(a.prompt, tok.add_bos_default() && tok.bos() >= 0, false);
@@ -76,6 +80,7 @@ SAMQ_COMMAND(generate, 60, "Generate text from a prompt (streams tokens, prints 
   sub.add_option("--top-p", a->sp.top_p, "Top-p (1 = off)")->capture_default_str();
   sub.add_option("--seed", a->sp.seed, "Random seed")->capture_default_str();
   sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after an end-of-generation token");
+  a->device.declare(sub);
   return [a] { return run_generate(*a); };
 });
 

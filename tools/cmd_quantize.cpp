@@ -1,8 +1,10 @@
 // samq quantize: MODEL + plan.json -> mixed-precision GGUF.
 #include <cstdio>
+#include <optional>
 
 #include "command.h"
 #include "core/error.h"
+#include "device_option.h"
 #include "export/quantize_model.h"
 #include "export/source_model.h"
 #include "plan/plan.h"
@@ -13,6 +15,7 @@ namespace {
 struct QuantizeArgs {
   std::string model, plan, output, imatrix, hessian;
   double damp = 0.01;
+  DeviceOption device;
 };
 
 std::function<int()> setup(CLI::App& sub) {
@@ -26,7 +29,16 @@ std::function<int()> setup(CLI::App& sub) {
                  "Input Hessians (samq hessian): GPTQ for every weight that has one (the rest as without)")
       ->check(CLI::ExistingFile);
   sub.add_option("--gptq-damp", a->damp, "GPTQ dampening: lambda = damp * mean(diag H)")->capture_default_str();
+  a->device.declare(sub, "Where GPTQ (--hessian) runs");
   return [a]() {
+    // Only GPTQ (--hessian) runs on --device; without it the spec is checked but no device opened.
+    std::optional<Backend> gptq_be;
+    if (!a->hessian.empty())
+      gptq_be = a->device.resolve();
+    else
+      a->device.preview();
+    std::fprintf(stderr, "samq quantize: %s with %s -> %s, %s\n", a->model.c_str(), a->plan.c_str(), a->output.c_str(),
+                 gptq_be ? ("GPTQ on device " + gptq_be->device).c_str() : "device cpu (no --hessian: no GPTQ)");
     const plan::Plan p = plan::read_plan(a->plan);
     auto src = open_source_model(a->model);
     if (!p.model_sha256.empty() && p.model_sha256 != "synthetic" && p.model_sha256 != src->identity_sha256())

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/sha256.h"
+#include "device_option.h"
 #include "export/source_model.h"
 #include "plan/plan.h"
 #include "plan/presets.h"
@@ -41,6 +42,7 @@ struct RunArgs {
   int64_t calib_tokens = 65536, ctx = 512, eval_bytes = -1, eval_chunks = -1;
   std::string compare = "auto";
   bool no_eval = false, no_gptq = false;
+  DeviceOption device;  // passed on to every stage that runs the model
 };
 
 std::string self_exe() {
@@ -122,6 +124,10 @@ json read_json(const std::string& p) { return json::parse(read_file(p)); }
 
 int run_pipeline(const RunArgs& a) {
   if (budget_desc(a).empty()) fail("give one budget: --target-bpw, --target-size, --fit-memory or --max-kld");
+  // Each stage opens the device itself (a child process); this one only checks the spec.
+  std::fprintf(stderr, "samq run: %s -> %s, %d threads, device %s\n", a.model.c_str(), a.dir.c_str(), num_threads(),
+               a.device.preview().c_str());
+  const std::vector<std::string> dev = a.device.args();
   fs::create_directories(a.dir);
   fs::create_directories(a.dir + "/compare");
   const std::string D = a.dir;
@@ -140,9 +146,12 @@ int run_pipeline(const RunArgs& a) {
   } else {
     st.stage("analyze", {"analyze/1", model_sha, calib_sha, std::to_string(a.calib_tokens), std::to_string(a.ctx)},
              {"sensitivity.json", "imatrix.gguf"}, [&] {
-               run_samq({"analyze", a.model, "--calib", a.calib, "--tokens", std::to_string(a.calib_tokens), "--ctx",
-                         std::to_string(a.ctx), "-o", D + "/sensitivity.json", "--imatrix-out", D + "/imatrix.gguf",
-                         "--plot", D + "/sensitivity.svg"});
+               std::vector<std::string> args = {"analyze", a.model, "--calib", a.calib, "--tokens",
+                                                std::to_string(a.calib_tokens), "--ctx", std::to_string(a.ctx), "-o",
+                                                D + "/sensitivity.json", "--imatrix-out", D + "/imatrix.gguf", "--plot",
+                                                D + "/sensitivity.svg"};
+               args.insert(args.end(), dev.begin(), dev.end());
+               run_samq(args);
              });
   }
   const std::string imatrix = !a.imatrix.empty() ? a.imatrix : a.sensitivity.empty() ? D + "/imatrix.gguf" : "";
@@ -154,8 +163,11 @@ int run_pipeline(const RunArgs& a) {
   if (!a.no_gptq && hessian.empty() && !a.calib.empty()) {
     st.stage("hessian", {"hessian/1", model_sha, calib_sha, std::to_string(a.calib_tokens), std::to_string(a.ctx)},
              {"hessian.gguf"}, [&] {
-               run_samq({"hessian", a.model, "--calib", a.calib, "--tokens", std::to_string(a.calib_tokens), "--ctx",
-                         std::to_string(a.ctx), "-o", D + "/hessian.gguf"});
+               std::vector<std::string> args = {"hessian", a.model, "--calib", a.calib, "--tokens",
+                                                std::to_string(a.calib_tokens), "--ctx", std::to_string(a.ctx), "-o",
+                                                D + "/hessian.gguf"};
+               args.insert(args.end(), dev.begin(), dev.end());
+               run_samq(args);
              });
     hessian = D + "/hessian.gguf";
   }
@@ -186,6 +198,7 @@ int run_pipeline(const RunArgs& a) {
                std::vector<std::string> args = {"quantize", a.model, D + "/" + plan_rel, "-o", D + "/" + out_rel};
                if (!imatrix.empty()) args.insert(args.end(), {"--imatrix", imatrix});
                if (use_h) args.insert(args.end(), {"--hessian", hessian});
+               args.insert(args.end(), dev.begin(), dev.end());
                run_samq(args);
              });
   };
@@ -254,6 +267,7 @@ int run_pipeline(const RunArgs& a) {
       std::vector<std::string> args = {"eval", a.model, "--text", a.eval_text, "--save-logits", D + "/base.logits",
                                        "--json", D + "/eval-base.json"};
       args.insert(args.end(), eopts.begin(), eopts.end());
+      args.insert(args.end(), dev.begin(), dev.end());
       run_samq(args);
     });
     for (auto& e : entries) {
@@ -262,6 +276,7 @@ int run_pipeline(const RunArgs& a) {
                  std::vector<std::string> args = {"eval", D + "/" + e.gguf_rel, "--base-logits", D + "/base.logits",
                                                   "--json", D + "/" + e.eval_rel};
                  args.insert(args.end(), eopts.begin(), eopts.end());
+                 args.insert(args.end(), dev.begin(), dev.end());
                  run_samq(args);
                });
       const json ev = read_json(D + "/" + e.eval_rel);
@@ -355,6 +370,7 @@ std::function<int()> setup(CLI::App& sub) {
       ->check(CLI::ExistingFile);
   sub.add_flag("--no-gptq", a->no_gptq, "Round with the importance matrix only (no input Hessians, no GPTQ)");
   sub.add_flag("--no-eval", a->no_eval, "Stop after quantizing (no evaluation)");
+  a->device.declare(sub, "Where the stages run (passed to analyze, hessian, quantize and eval)");
   return [a] { return run_pipeline(*a); };
 }
 }  // namespace
