@@ -272,7 +272,11 @@ void check_matmul(const TestWeight& w, int64_t n, bool with_bias, bool rounding,
   const auto y = dy.to_host();
   const std::string what = type_name(w.host.type) + " n=" + std::to_string(n) + (with_bias ? " bias" : "") +
                            (rounding ? " ggml rounding" : " f32 activations");
-  EXPECT_LE(rel_err(y, cpu_y), bound) << what << " vs cpu";
+  // ggml's Q4_1/Q5_1 dot adds m * s, s = fp16(d * sum(q)) of the Q8_1 activation block: cpu_ops'
+  // fused kernels (few tokens) carry that fp16 rounding (2^-11 relative of the m term; 2e-3 in
+  // tests/backend/test_quant_dot.cpp), the op's definition (reference_ops) and this backend do not.
+  const bool q8_1 = rounding && (w.host.type == GgmlType::Q4_1 || w.host.type == GgmlType::Q5_1);
+  EXPECT_LE(rel_err(y, cpu_y), q8_1 ? 2e-3 : bound) << what << " vs cpu";
   EXPECT_LE(rel_err(y, ref_y), bound) << what << " vs reference";
 }
 
