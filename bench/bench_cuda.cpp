@@ -533,10 +533,10 @@ std::vector<std::vector<int32_t>> random_chunks(int count, int64_t ctx, int64_t 
 }
 
 double pct(double x, double peak) { return peak > 0 ? 100.0 * x / peak : 0.0; }
-std::string pct_str(double x, double peak) {
+std::string pct_str(double x, double peak, const char* suffix = "") {
   if (peak <= 0) return "n/a";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.1f%%", pct(x, peak));
+  char b[48];
+  std::snprintf(b, sizeof b, "%.1f%%%s", pct(x, peak), suffix);
   return b;
 }
 
@@ -554,8 +554,22 @@ void print_flop_model(const std::string& tag, const FlopModel& f, double n) {
   std::fflush(stdout);
 }
 
-// Runs every phase on model m over bops; prints as it goes. Throws on failure (the caller
-// records it; what was measured before stays in r).
+// Runs fn; a failure is printed and recorded in r, and the next phase still runs.
+template <class F>
+void phase(Result& r, const char* name, F fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    r.ok = false;
+    if (!r.error.empty()) r.error += "; ";
+    r.error += std::string(name) + ": " + e.what();
+    std::printf("[%s] %s FAILED: %s\n", r.label.c_str(), name, e.what());
+    std::fflush(stdout);
+  }
+}
+
+// Runs every phase on model m over bops; prints as it goes. A failed phase is recorded in r and
+// the next one still runs.
 void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg& rc, const Peaks& pk) {
   const Ops& ops = bops.ops();
   const std::string tag = "[" + r.label + "]";
@@ -576,8 +590,7 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
   const auto chunks = random_chunks(rc.warmup + rc.timed, n, V, 0xc0ffee + uint64_t(V));
 
   // ---- analyze: SensitivityAccumulator, full Fisher (default options)
-  r.failed_phase = "analyze";
-  {
+  phase(r, "analyze", [&] {
     MemSampler mem(rc.gpu, rc.device);
     SensitivityAccumulator acc(m, bops);
     for (int i = 0; i < rc.warmup; ++i) acc.add_chunk(chunks[i], i);
@@ -593,7 +606,7 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
     r.an_exec_tflops = (f.exec_mm_bf16(dn) + f.exec_mm_other(dn) + f.exec_attn_f32(dn)) * rc.timed / secs / 1e12;
     r.an_loss = acc.mean_loss();
     std::printf("%s analyze (SensitivityAccumulator, full Fisher): %d chunks in %.3f s = %.1f ms/chunk, %.1f "
-                "tokens/s, %.2f TFLOP/s useful = %s of bf16 peak (executed GEMMs %.2f TFLOP/s); mean loss %.3f "
+                "tokens/s, %.3g TFLOP/s useful = %s of bf16 peak (executed GEMMs %.3g TFLOP/s); mean loss %.3f "
                 "(ln V = %.3f)%s\n",
                 tag.c_str(), rc.timed, secs, 1e3 * r.an_s_chunk, r.an_tok_s, r.an_tflops,
                 pct_str(r.an_tflops, pk.bf16).c_str(), r.an_exec_tflops, r.an_loss, std::log(double(V)),
@@ -602,11 +615,10 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
       std::printf("%s   device memory peak during analyze: %.2f GiB in use%s\n", tag.c_str(),
                   double(r.mem_analyze) / kGiB, mem.failed() ? " (sampling failed)" : "");
     std::fflush(stdout);
-  }
+  });
 
   // ---- split of one chunk: forward, softmax-CE backward, zeroing, backward alone (ModelGradient)
-  r.failed_phase = "split";
-  {
+  phase(r, "split", [&] {
     MemSampler mem(rc.gpu, rc.device);
     ModelGradient mg(m, bops);
     GradientBuffers grads(m.weights, ops);
@@ -645,9 +657,9 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
     r.loss_s = median(tl);
     r.zero_s = median(tz);
     r.bwd_s = median(tb);
-    r.stats_s = r.an_s_chunk - r.fwd_s - 2 * (r.loss_s + r.zero_s + r.bwd_s);
-    std::printf("%s split of one analyze chunk (median of %d, ModelGradient alone): forward %.2f ms (%.2f TFLOP/s), "
-                "softmax-CE backward %.2f ms, zero gradients %.2f ms, backward %.2f ms (%.2f TFLOP/s useful)\n",
+    r.stats_s = r.an_s_chunk > 0 ? r.an_s_chunk - r.fwd_s - 2 * (r.loss_s + r.zero_s + r.bwd_s) : 0.0;
+    std::printf("%s split of one analyze chunk (median of %d, ModelGradient alone): forward %.2f ms (%.3g TFLOP/s), "
+                "softmax-CE backward %.2f ms, zero gradients %.2f ms, backward %.2f ms (%.3g TFLOP/s useful)\n",
                 tag.c_str(), reps, 1e3 * r.fwd_s, f.fwd(dn) / r.fwd_s / 1e12, 1e3 * r.loss_s, 1e3 * r.zero_s,
                 1e3 * r.bwd_s, f.bwd(dn) / r.bwd_s / 1e12);
     std::printf("%s   analyze chunk %.2f ms = forward %.2f + 2 x (CE %.2f + zero %.2f + backward %.2f) + statistics, "
@@ -655,11 +667,10 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
                 tag.c_str(), 1e3 * r.an_s_chunk, 1e3 * r.fwd_s, 1e3 * r.loss_s, 1e3 * r.zero_s, 1e3 * r.bwd_s,
                 1e3 * r.stats_s, pct(r.stats_s, r.an_s_chunk));
     std::fflush(stdout);
-  }
+  });
 
   // ---- eval forward: all logits into a device buffer; and as evaluate() does today
-  r.failed_phase = "eval";
-  {
+  phase(r, "eval", [&] {
     MemSampler mem(rc.gpu, rc.device);
     Buffer<float> logits(ops, n * V);
     auto run = [&](const std::vector<int32_t>& c, bool device_logits) {
@@ -692,19 +703,18 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
     r.ev_host_tok_s = dn * rc.timed / secs_h;
     r.mem_eval = mem.finish();
     std::printf("%s eval forward (KvCache per chunk, all %lld logits rows kept on the device via logits_out): %.2f "
-                "ms/chunk, %.1f tokens/s, %.2f TFLOP/s = %s of bf16 peak (KL is computed separately, not timed)\n",
+                "ms/chunk, %.1f tokens/s, %.3g TFLOP/s = %s of bf16 peak (KL is computed separately, not timed)\n",
                 tag.c_str(), (long long)n, 1e3 * r.ev_dev_s, r.ev_dev_tok_s, r.ev_dev_tflops,
                 pct_str(r.ev_dev_tflops, pk.bf16).c_str());
     std::printf("%s eval forward as evaluate() does today (logits of the scored half downloaded to the host): %.1f "
                 "tokens/s\n",
                 tag.c_str(), r.ev_host_tok_s);
     std::fflush(stdout);
-  }
+  });
 
   // ---- hessian: forward + xtx per distinct input (collect_hessians' loop, logits on the device),
   // then collect_hessians itself
-  r.failed_phase = "hessian";
-  {
+  phase(r, "hessian", [&] {
     MemSampler mem(rc.gpu, rc.device);
     {
       const auto& readers = activation_readers();
@@ -754,15 +764,15 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
       r.hs_syrk_tflops = f.hess_syrk_per_token() * r.hs_tok_s / 1e12;
       // xtx share: this loop minus a forward (the eval forward with device logits; without the head
       // when the model has no head Hessian, scaled by FLOPs)
-      const double fwd_est = r.ev_dev_s * f.hess_fwd(dn) / f.fwd(dn);
-      r.hs_xtx_s = per_chunk - fwd_est;
+      const double fwd_est = r.ev_dev_s * f.hess_fwd(dn) / f.fwd(dn);  // 0 when eval failed
+      r.hs_xtx_s = fwd_est > 0 ? per_chunk - fwd_est : 0.0;
       r.hs_xtx_syrk_tflops = r.hs_xtx_s > 0 ? f.hess_syrk_per_token() * dn / r.hs_xtx_s / 1e12 : 0;
-      std::printf("%s hessian (forward + xtx_accumulate per input, FP64: x to double + cublasDsyrk; logits kept on "
-                  "the device): %.2f ms/chunk, %.1f tokens/s; x^T x %.2f TFLOP/s full-product convention (2 c^2), "
-                  "Dsyrk %.2f TFLOP/s = %s of the f64 DGEMM peak\n",
+      std::printf("%s hessian (forward + xtx_accumulate per input in FP64 - on CUDA x to double + cublasDsyrk; "
+                  "logits kept in backend memory): %.2f ms/chunk, %.1f tokens/s; x^T x %.3g TFLOP/s full-product convention (2 c^2), "
+                  "Dsyrk %.3g TFLOP/s = %s of the f64 DGEMM peak\n",
                   tag.c_str(), 1e3 * per_chunk, r.hs_tok_s, r.hs_full_tflops, r.hs_syrk_tflops,
                   pct_str(r.hs_syrk_tflops, pk.f64).c_str());
-      std::printf("%s   xtx alone ~ %.2f ms/chunk (this loop minus the eval forward %.2f ms) -> Dsyrk ~%.2f TFLOP/s "
+      std::printf("%s   xtx alone ~ %.2f ms/chunk (this loop minus the eval forward %.2f ms) -> Dsyrk ~%.3g TFLOP/s "
                   "= %s of DGEMM peak, %s of the measured DSYRK (14336 x 512) rate\n",
                   tag.c_str(), 1e3 * r.hs_xtx_s, 1e3 * fwd_est, r.hs_xtx_syrk_tflops,
                   pct_str(r.hs_xtx_syrk_tflops, pk.f64).c_str(), pct_str(r.hs_xtx_syrk_tflops, pk.dsyrk).c_str());
@@ -801,14 +811,12 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
     }
     r.mem_hessian = mem.finish();
     if (rc.gpu) std::printf("%s   device memory peak during hessian: %.2f GiB\n", tag.c_str(), double(r.mem_hessian) / kGiB);
-  }
-  r.failed_phase.clear();
+  });
 }
 
 // refcode's analyze loop on the CPU (its own model copy, prepared for cpu_ops()).
 void run_cpu_analyze(Result& r, const std::string& path, int64_t ctx, int timed, const Peaks&) {
   const std::string tag = "[" + r.label + "]";
-  r.failed_phase = "cpu analyze";
   auto m = Model::load(path, cpu_ops());
   const FlopModel f(*m);
   const auto chunks = random_chunks(1 + timed, ctx, m->hparams.n_vocab, 0xc0ffee + uint64_t(m->hparams.n_vocab));
@@ -825,8 +833,9 @@ void run_cpu_analyze(Result& r, const std::string& path, int64_t ctx, int timed,
               tag.c_str(), r.cpu_threads, timed, secs, r.cpu_tok_s, r.cpu_gflops,
               r.an_tok_s > 0 ? (std::to_string(int(std::lround(r.an_tok_s / r.cpu_tok_s))) + "x").c_str() : "n/a");
   std::fflush(stdout);
-  r.failed_phase.clear();
 }
+
+double g_start = 0;  // process start (now_s), for the total run time
 
 void print_summary(const std::vector<Result>& rs, const Peaks& pk, const std::string& device) {
   std::printf("\n==================== bench_cuda summary ====================\n");
@@ -838,23 +847,28 @@ void print_summary(const std::vector<Result>& rs, const Peaks& pk, const std::st
   std::printf("%-30s %-38s %12s %9s %8s\n", "model", "phase", "tokens/s", "TFLOP/s", "% peak");
   for (const Result& r : rs) {
     const char* name = r.label.c_str();
-    auto row = [&](const char* phase, double tok, double tf, const std::string& p) {
+    auto row = [&](const char* phase, double tok, double tf, const std::string& p) {  // tf 0: not shown
       if (tok <= 0) return;
-      std::printf("%-30s %-38s %12.1f %9.2f %8s\n", name, phase, tok, tf, p.c_str());
+      if (tf > 0)
+        std::printf("%-30s %-38s %12.1f %9.3g %8s\n", name, phase, tok, tf, p.c_str());
+      else
+        std::printf("%-30s %-38s %12.1f %9s %8s\n", name, phase, tok, "-", p.c_str());
       name = "";
     };
-    row("analyze (full Fisher, fwd+2 bwd)", r.an_tok_s, r.an_tflops, pct_str(r.an_tflops, pk.bf16) + "b");
-    if (r.an_s_chunk > 0 && r.fwd_s > 0)
-      std::printf("%-30s %-38s %s\n", name, "  ms/chunk: total|fwd|CE|zero|bwd|stats",
-                  (std::to_string(1e3 * r.an_s_chunk).substr(0, 7) + " | " +
-                   std::to_string(1e3 * r.fwd_s).substr(0, 6) + " | " + std::to_string(1e3 * r.loss_s).substr(0, 5) +
-                   " x2 | " + std::to_string(1e3 * r.zero_s).substr(0, 5) + " x2 | " +
-                   std::to_string(1e3 * r.bwd_s).substr(0, 6) + " x2 | " + std::to_string(1e3 * r.stats_s).substr(0, 6))
-                      .c_str());
-    row("hessian loop (fwd + Dsyrk, FP64)", r.hs_tok_s, r.hs_syrk_tflops, pct_str(r.hs_syrk_tflops, pk.f64) + "d");
+    row("analyze (full Fisher, fwd+2 bwd)", r.an_tok_s, r.an_tflops, pct_str(r.an_tflops, pk.bf16, " b"));
+    if (r.an_s_chunk > 0 && r.fwd_s > 0) {
+      std::printf("%-30s %-38s %.2f = fwd %.2f + 2 x (CE %.2f + zero %.2f + bwd %.2f) + stats %.2f\n", name,
+                  "  ms per analyze chunk", 1e3 * r.an_s_chunk, 1e3 * r.fwd_s, 1e3 * r.loss_s, 1e3 * r.zero_s,
+                  1e3 * r.bwd_s, 1e3 * r.stats_s);
+      name = "";
+    }
+    row("hessian loop (fwd + Dsyrk, FP64)", r.hs_tok_s, r.hs_syrk_tflops, pct_str(r.hs_syrk_tflops, pk.f64, " d"));
+    if (r.hs_xtx_s > 0)
+      std::printf("%-30s %-38s %12s %9.3g %8s\n", name, "  xtx alone (loop - eval fwd), est.", "",
+                  r.hs_xtx_syrk_tflops, pct_str(r.hs_xtx_syrk_tflops, pk.f64, " d").c_str());
     row("collect_hessians (per extra chunk)", r.hc_marginal_tok_s, 0, "");
     row("collect_hessians (overall)", r.hc_total_tok_s, 0, "");
-    row("eval fwd (device logits)", r.ev_dev_tok_s, r.ev_dev_tflops, pct_str(r.ev_dev_tflops, pk.bf16) + "b");
+    row("eval fwd (device logits)", r.ev_dev_tok_s, r.ev_dev_tflops, pct_str(r.ev_dev_tflops, pk.bf16, " b"));
     row("eval fwd (host logits, today)", r.ev_host_tok_s, 0, "");
     if (r.cpu_tok_s > 0) {
       row("CPU analyze", r.cpu_tok_s, r.cpu_gflops / 1e3, "");
@@ -867,10 +881,11 @@ void print_summary(const std::vector<Result>& rs, const Peaks& pk, const std::st
                   name, "device memory", double(mem) / kGiB, r.weight_bytes / kGiB, double(r.mem_base) / kGiB,
                   double(r.mem_analyze) / kGiB, double(r.mem_split) / kGiB, double(r.mem_eval) / kGiB,
                   double(r.mem_hessian) / kGiB);
-    if (!r.ok) std::printf("%-30s FAILED in %s: %s\n", r.label.c_str(), r.failed_phase.c_str(), r.error.c_str());
+    if (!r.ok) std::printf("%-30s FAILED: %s\n", r.label.c_str(), r.error.c_str());
   }
   std::printf("(%% peak: b = of the bf16 GEMM peak, d = of the f64 DGEMM peak; memory = cudaMemGetInfo total-free, "
               "incl. the CUDA context and the backend's cached temporaries)\n");
+  std::printf("total run time %.1f s\n", now_s() - g_start);
 }
 
 int cpu_smoke(const Options& o) {
@@ -882,6 +897,7 @@ int cpu_smoke(const Options& o) {
   {
     Result r;
     r.label = bench::SyntheticConfig::tiny().label;
+    r.failed_phase = "build";
     try {
       const double t0 = now_s();
       auto m = bench::make_synthetic_model(bench::SyntheticConfig::tiny());
@@ -900,10 +916,12 @@ int cpu_smoke(const Options& o) {
       rc.ctx = o.ctx == 512 ? 128 : o.ctx;
       rc.warmup = 1;
       rc.timed = o.chunks > 0 ? o.chunks : 2;
+      r.failed_phase = "run";
       run_model(r, *m, cpu_backward_ops(), rc, pk);
     } catch (const std::exception& e) {
       r.ok = false;
-      r.error = e.what();
+      if (!r.error.empty()) r.error += "; ";
+      r.error += r.failed_phase + ": " + e.what();
       std::printf("[%s] FAILED in %s: %s\n", r.label.c_str(), r.failed_phase.c_str(), e.what());
     }
     rs.push_back(std::move(r));
@@ -940,13 +958,7 @@ int cpu_smoke(const Options& o) {
   if (!o.skip_cpu && (o.model_only.empty() || o.model_only == "refcode")) {
     Result r;
     r.label = "refcode-32m";
-    try {
-      run_cpu_analyze(r, o.refcode, o.ctx, 1, pk);
-    } catch (const std::exception& e) {
-      r.ok = false;
-      r.error = e.what();
-      std::printf("[%s] FAILED: %s\n", r.label.c_str(), e.what());
-    }
+    phase(r, "cpu analyze", [&] { run_cpu_analyze(r, o.refcode, o.ctx, 1, pk); });
     rs.push_back(std::move(r));
   }
   print_summary(rs, pk, "cpu");
@@ -958,6 +970,7 @@ int cpu_smoke(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  g_start = now_s();
   const Options o = parse(argc, argv);
   set_num_threads(o.threads);
   Progress::set_quiet(true);
@@ -1034,12 +1047,14 @@ int main(int argc, char** argv) {
       rc.timed = o.chunks > 0 ? o.chunks : 16;
       rc.gpu = true;
       rc.device = o.device;
+      r.failed_phase = "run";
       run_model(r, *m, cuda_backward_ops(o.device), rc, pk);
       m.reset();
-      if (!o.skip_cpu) run_cpu_analyze(r, o.refcode, o.ctx, o.cpu_chunks, pk);
+      if (!o.skip_cpu) phase(r, "cpu analyze", [&] { run_cpu_analyze(r, o.refcode, o.ctx, o.cpu_chunks, pk); });
     } catch (const std::exception& e) {
       r.ok = false;
-      r.error = e.what();
+      if (!r.error.empty()) r.error += "; ";
+      r.error += r.failed_phase + ": " + e.what();
       std::printf("[%s] FAILED in %s: %s\n", r.label.c_str(), r.failed_phase.c_str(), e.what());
     }
     std::fflush(stdout);
@@ -1070,10 +1085,12 @@ int main(int argc, char** argv) {
       rc.timed = o.chunks > 0 ? o.chunks : 8;
       rc.gpu = true;
       rc.device = o.device;
+      r.failed_phase = "run";
       run_model(r, *m, cuda_backward_ops(o.device), rc, pk);
     } catch (const std::exception& e) {
       r.ok = false;
-      r.error = e.what();
+      if (!r.error.empty()) r.error += "; ";
+      r.error += r.failed_phase + ": " + e.what();
       std::printf("[%s] FAILED in %s: %s\n", r.label.c_str(), r.failed_phase.c_str(), e.what());
     }
     std::fflush(stdout);

@@ -128,7 +128,7 @@ void fill(Tensor& t, uint64_t key, Gen gen) {
 // A matmul weight: per-row log-normal scales, a few outlier input columns.
 inline Tensor linear(const std::string& name, GgmlType type, int64_t rows, int64_t cols, uint64_t key) {
   Tensor t = alloc_tensor(name, type, rows, cols);
-  std::vector<float> row_scale(size_t(rows)), col_scale(size_t(cols), 1.0f);
+  std::vector<float> row_scale(static_cast<size_t>(rows)), col_scale(static_cast<size_t>(cols), 1.0f);
   Rng g(key ^ 0x51ca1e5ull);
   for (auto& s : row_scale) s = std::exp(0.25f * g.gauss());
   const int64_t n_out = std::max<int64_t>(1, cols / 1024);  // ~0.1% outlier columns
@@ -142,7 +142,7 @@ inline Tensor linear(const std::string& name, GgmlType type, int64_t rows, int64
 inline Tensor norm(const std::string& name, int64_t n, uint64_t key) {
   Tensor t = alloc_tensor(name, GgmlType::F32, 1, n);
   Rng g(key ^ 0x4e024dull);
-  std::vector<float> boost(size_t(n), 1.0f);
+  std::vector<float> boost(static_cast<size_t>(n), 1.0f);
   for (int64_t i = 0; i < std::max<int64_t>(1, n / 512); ++i) boost[size_t(g.next() % uint64_t(n))] = 4.0f;
   fill(t, key, [&](Rng& r, int64_t, int64_t c) { return boost[c] * (1.0f + 0.1f * r.gauss()); });
   return t;
