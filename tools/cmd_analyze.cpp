@@ -59,7 +59,7 @@ int run_analyze(const AnalyzeArgs& a) {
   if (a.fisher != "full" && a.fisher != "factored") fail("--fisher must be full or factored, not '{}'", a.fisher);
   if (a.labels != "model" && a.labels != "empirical") fail("--labels must be model or empirical, not '{}'", a.labels);
   const Backend be = a.device.resolve();
-  auto m = Model::load(a.model);
+  auto m = Model::load(a.model, *be.ops);
   const Tokenizer tok = model_tokenizer(a.model, *m);
   const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
   std::fprintf(stderr, "samq analyze: %s (%s, %lld layers), %zu chunks of %lld tokens from %s (%lld tokens in the file), %d threads, device %s\n",
@@ -72,7 +72,7 @@ int run_analyze(const AnalyzeArgs& a) {
   opt.labels = a.labels == "model" ? kModelLabels : kEmpirical;
   opt.seed = a.seed;
   opt.loss_from = a.loss_from;
-  AnalysisResult r = analyze_model(*m, cpu_backward_ops(), calib, id, opt);
+  AnalysisResult r = analyze_model(*m, *be.grad, calib, id, opt);
   write_file_atomic(a.out, r.doc.dump(1) + "\n");
   std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
                r.tokens_per_second, r.mean_loss, a.out.c_str());
@@ -106,7 +106,7 @@ void measure(const AnalyzeArgs& a, Model& m, const Tokenizer& tok, const Analysi
   for (int64_t c = 0; c < a.measure_chunks && (c + 1) * a.ctx <= int64_t(toks.size()); ++c)
     chunks.push_back(eval_chunk_tokens(toks, a.ctx, c, tok.bos()));
   if (chunks.empty()) fail("{}: shorter than one context of {} tokens", a.measure_text, a.ctx);
-  SingleTensorKld meas(m, cpu_ops(), chunks);
+  SingleTensorKld meas(m, *m.ops, chunks);
   nlohmann::json out;
   out["schema"] = "samq.measured-kld/1";
   out["model"] = r.doc["model"];

@@ -28,10 +28,10 @@ int run_eval(const EvalArgs& a) {
   if (!a.base.empty() && !a.base_logits.empty()) fail("give either --base or --base-logits, not both");
   if (a.text.empty() && a.base_logits.empty()) fail("--text FILE is required (unless --base-logits gives the tokens)");
   const Backend be = a.device.resolve();
-  auto model = Model::load(a.model);
+  auto model = Model::load(a.model, *be.ops);
   std::fprintf(stderr, "samq eval: %s (%s, %lld layers, %lld threads, %s ops, device %s)\n", a.model.c_str(),
                model->hparams.arch.c_str(), (long long)model->hparams.n_layer, (long long)num_threads(),
-               cpu_ops().name(), be.device.c_str());
+               be.ops->name(), be.device.c_str());
   const Tokenizer tok = load_tokenizer(*model);
   std::vector<int32_t> tokens;
   std::string text_sha;
@@ -42,14 +42,14 @@ int run_eval(const EvalArgs& a) {
     tokens = tokenize_eval_text(tok, text);
   }
   std::optional<BaseLogits> base;
-  if (!a.base.empty()) base = BaseLogits::from_model(Model::load(a.base), cpu_ops());
+  if (!a.base.empty()) base = BaseLogits::from_model(Model::load(a.base, *be.ops), *be.ops);
   if (!a.base_logits.empty()) base = BaseLogits::from_file(a.base_logits);
   EvalOptions opt;
   opt.ctx = a.ctx;
   opt.max_chunks = a.chunks;
   BaseLogitsFile save;
   const int32_t bos = tok.add_bos_default() ? tok.bos() : -1;
-  const EvalResult r = evaluate(*model, cpu_ops(), tokens, bos, opt, base ? &*base : nullptr,
+  const EvalResult r = evaluate(*model, *be.ops, tokens, bos, opt, base ? &*base : nullptr,
                                 a.save_logits.empty() ? nullptr : &save);
   std::printf("chunks %lld x ctx %lld, %lld scored tokens, %.1f tokens/s\n", (long long)r.n_chunk,
               (long long)r.n_ctx, (long long)r.n_scored, r.tokens_per_second);
@@ -74,6 +74,7 @@ int run_eval(const EvalArgs& a) {
     if (!a.base.empty()) extra["base"] = {{"path", a.base}};
     if (!a.base_logits.empty()) extra["base_logits"] = {{"path", a.base_logits}};
     extra["threads"] = num_threads();
+    extra["device"] = be.device;
     write_file_atomic(a.json_out, eval_result_json(r, extra.dump()));
   }
   return 0;

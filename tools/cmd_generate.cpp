@@ -28,7 +28,7 @@ int run_generate(GenArgs& a) {
   using clk = std::chrono::steady_clock;
   const Backend be = a.device.resolve();
   std::fprintf(stderr, "samq generate: %s, %d threads, device %s\n", a.model.c_str(), num_threads(), be.device.c_str());
-  auto m = Model::load(a.model);
+  auto m = Model::load(a.model, *be.ops);
   const Tokenizer tok = load_tokenizer(*m);
   std::vector<int32_t> ids = tok.encode(a.prompt, tok.add_bos_default() && tok.bos() >= 0, false);
   if (ids.empty()) fail("the prompt tokenizes to nothing");
@@ -41,7 +41,7 @@ int run_generate(GenArgs& a) {
   const auto t0 = clk::now();
   Batch b;
   b.add(&cache, ids);
-  forward(*m, cpu_ops(), b);
+  forward(*m, *be.ops, b);
   const auto t1 = clk::now();
   int generated = 0;
   std::vector<int32_t> out;
@@ -56,7 +56,7 @@ int run_generate(GenArgs& a) {
       break;
     }
     b.seqs[0].tokens = {next};
-    forward(*m, cpu_ops(), b);
+    forward(*m, *be.ops, b);
   }
   const auto t2 = clk::now();
   std::fputc('\n', stdout);

@@ -24,11 +24,11 @@ struct HessianArgs : CalibrationOptions {
 
 int run_hessian(const HessianArgs& a) {
   const Backend be = a.device.resolve();
-  auto m = Model::load(a.model);
+  auto m = Model::load(a.model, *be.ops);
   const Calibration calib = a.load(*m);
   std::fprintf(stderr, "samq hessian: %s, %zu chunks of %lld tokens from %s, %d threads, device %s\n",
                a.model.c_str(), calib.chunks.size(), (long long)a.ctx, a.calib.c_str(), num_threads(), be.device.c_str());
-  Hessians h = collect_hessians(*m, cpu_backward_ops(), calib.chunks);
+  Hessians h = collect_hessians(*m, *be.grad, calib.chunks);
   h.calib_sha256 = calib.sha256;
   write_hessian_gguf(a.out, h);
   size_t weights = 0;

@@ -68,6 +68,7 @@ Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::ve
   }
   h.chunk_count = uint32_t(chunks.size());
   h.chunk_size = chunks.empty() ? 0 : uint32_t(chunks[0].size());
+  h.device = ops.device();
   return h;
 }
 
@@ -77,6 +78,7 @@ void write_hessian_gguf(const std::string& path, const Hessians& h) {
   w.set_u32("samq.hessian.chunk_count", h.chunk_count);
   w.set_u32("samq.hessian.chunk_size", h.chunk_size);
   w.set_str("samq.hessian.calib_sha256", h.calib_sha256.empty() ? "unknown" : h.calib_sha256);
+  w.set_str("samq.hessian.device", h.device.empty() ? "unknown" : h.device);
   std::vector<const HessianEntry*> sorted;
   for (const auto& e : h.entries) sorted.push_back(&e);
   std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->name < b->name; });

@@ -42,6 +42,7 @@ struct Hessians {
   std::vector<HessianEntry> entries;  // sorted by name
   uint32_t chunk_count = 0, chunk_size = 0;
   std::string calib_sha256;
+  std::string device;  // where it was collected (samq.hessian.device)
 };
 
 // Forward-only collection over chunks (each a fresh sequence), with a progress bar.
