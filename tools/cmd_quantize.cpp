@@ -1,6 +1,6 @@
 // samq quantize: MODEL + plan.json -> mixed-precision GGUF.
 #include <cstdio>
-#include <optional>
+#include <string>
 
 #include "command.h"
 #include "core/error.h"
@@ -31,14 +31,16 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--gptq-damp", a->damp, "GPTQ dampening: lambda = damp * mean(diag H)")->capture_default_str();
   a->device.declare(sub, "Where GPTQ (--hessian) runs");
   return [a]() {
-    // Only GPTQ (--hessian) runs on --device; without it the spec is checked but no device opened.
-    std::optional<Backend> gptq_be;
-    if (!a->hessian.empty())
-      gptq_be = a->device.resolve();
+    // Only GPTQ (--hessian) runs on --device (export/quantize_model.h: gptq_device, which opens it);
+    // ggml's quantizers run on the CPU.
+    const int cuda_index = a->device.cuda_index();
+    const std::string device = cuda_index < 0 ? "cpu" : "cuda:" + std::to_string(cuda_index);
+    if (a->hessian.empty())
+      std::fprintf(stderr, "samq quantize: %s with %s -> %s, device cpu (no --hessian, no GPTQ)\n", a->model.c_str(),
+                   a->plan.c_str(), a->output.c_str());
     else
-      a->device.preview();
-    std::fprintf(stderr, "samq quantize: %s with %s -> %s, %s\n", a->model.c_str(), a->plan.c_str(), a->output.c_str(),
-                 gptq_be ? ("GPTQ on device " + gptq_be->device).c_str() : "device cpu (no --hessian: no GPTQ)");
+      std::fprintf(stderr, "samq quantize: %s with %s -> %s, GPTQ on device %s\n", a->model.c_str(), a->plan.c_str(),
+                   a->output.c_str(), device.c_str());
     const plan::Plan p = plan::read_plan(a->plan);
     auto src = open_source_model(a->model);
     if (!p.model_sha256.empty() && p.model_sha256 != "synthetic" && p.model_sha256 != src->identity_sha256())
@@ -48,6 +50,7 @@ std::function<int()> setup(CLI::App& sub) {
     o.imatrix_path = a->imatrix;
     o.hessian_path = a->hessian;
     o.gptq_damp = a->damp;
+    o.gptq_device = cuda_index;
     const QuantizeResult r = quantize_model(*src, p, a->output, o);
     std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s%s\n", a->output.c_str(),
                  (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,

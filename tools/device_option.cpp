@@ -38,6 +38,11 @@ std::string DeviceOption::preview() const {
   return select_backend(spec).device;
 }
 
+int DeviceOption::cuda_index() const {
+  const std::string d = preview();
+  return d == "cpu" ? -1 : std::stoi(d.substr(5));
+}
+
 std::vector<std::string> DeviceOption::args() const {
   if (spec.empty()) return {};
   return {"--device", spec};

@@ -25,6 +25,8 @@ struct DeviceOption {
   // What resolve() would choose, "cpu" or "cuda:N", without opening a device (for `samq run`,
   // whose stages resolve it themselves); the same errors as resolve() for specs that cannot work.
   std::string preview() const;
+  // preview() as an index: -1 for the CPU, N for cuda:N (export/quantize_model.h: gptq_device).
+  int cuda_index() const;
   // The option for a child `samq` command: {"--device", spec}, or {} for the default.
   std::vector<std::string> args() const;
 };
