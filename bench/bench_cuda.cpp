@@ -4,8 +4,8 @@
 //   build/bench/bench_cuda [--model-only refcode|synth8b] [--chunks N] [--layers N] [--skip-cpu]
 //                          [--device N] [--warmup N] [--cpu-chunks N] [--threads N] [--refcode DIR]
 //
-// 1. Peaks (cuBLAS, 8192^3, random non-zero data, 3 warm-up calls, median of 15 timed calls by
-//    cudaEvents): bf16 x bf16 -> f32 (cublasGemmEx, CUBLAS_COMPUTE_32F), f32 SGEMM without TF32
+// 1. Peaks (cuBLAS, 8192^3, random non-zero data, >= 0.3 s of warm-up calls, median of 15 (bf16) or
+//    10 timed calls by cudaEvents): bf16 x bf16 -> f32 (cublasGemmEx, CUBLAS_COMPUTE_32F), f32 SGEMM without TF32
 //    (CUBLAS_COMPUTE_32F_PEDANTIC, as the backend's f32 GEMMs), f64 DGEMM, and cublasDsyrk at the
 //    Hessian's shape class (n = 14336 columns, k = 512 tokens).
 // 2. Per model (refcode-32m from HF bf16 via Model::load(path, cuda_ops()); a synthetic
@@ -13,10 +13,10 @@
 //    random token ids, chunks of 512 tokens, warm-up chunks first:
 //    - analyze: SensitivityAccumulator (full Fisher, default options) over cuda_backward_ops();
 //      then forward, softmax-CE, backward alone (ModelGradient) to split one chunk's time;
-//    - hessian: forward + xtx_accumulate per distinct input (as collect_hessians, logits kept on
-//      the device), then collect_hessians itself (host logits, download + mirror at the end);
 //    - eval: forward with all logits into a device Buffer (ForwardOptions::logits_out), and as
 //      evaluate() does today (scored half of the logits downloaded); KL is computed separately;
+//    - hessian: forward + xtx_accumulate per distinct input (as collect_hessians, logits kept on
+//      the device), then collect_hessians itself (host logits, download + mirror at the end);
 //    - refcode only: the same analyze loop on the CPU (cpu_backward_ops()), for the ratio;
 //    - device memory: peak of (total - free) by cudaMemGetInfo sampled every 2 ms during each phase.
 // 3. A summary table at the end.
@@ -286,8 +286,13 @@ struct GemmTime {
 };
 template <class F>
 GemmTime time_gemm(F launch, double flops, cudaStream_t st, int warm = 3, int reps = 15) {
-  for (int i = 0; i < warm; ++i) launch();
-  CK(cudaStreamSynchronize(st));
+  // warm-up: at least `warm` calls and 0.3 s of work (clocks ramp up)
+  const double t0 = now_s();
+  for (int i = 1;; ++i) {
+    launch();
+    if (i % 4 == 0 || i >= warm) CK(cudaStreamSynchronize(st));
+    if (i >= warm && now_s() - t0 >= 0.3) break;
+  }
   Events e(2 * reps);
   for (int i = 0; i < reps; ++i) {
     CK(cudaEventRecord(e.ev[2 * i], st));
