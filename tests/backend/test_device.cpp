@@ -3,6 +3,7 @@
 
 #include "backend/device.h"
 #include "common/error_text.h"
+#include "common/test_env.h"
 #ifdef SAMQ_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -39,7 +40,8 @@ TEST(Device, CudaBuiltMatchesTheBuild) {
 
 TEST(Device, UnknownSpecsNameTheSpec) {
   for (const char* spec : {"bogus", "gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1x", "CPU", "cpu:0"}) {
-    const std::string quoted = "'" + std::string(spec) + "'";
+    std::string quoted = "'";
+    quoted.append(spec).append("'");
     SAMQ_EXPECT_MESSAGE_HAS(test::error_text([&] { select_backend(spec); }), quoted.c_str(), "cpu, cuda, cuda:N");
   }
 }
@@ -68,6 +70,23 @@ TEST(Device, AutoIsCpuWithoutGpuElseCuda0) {
       EXPECT_EQ(be.device.rfind("cuda:0", 0), 0u) << be.device;
     }
   }
+}
+
+// The CLI side (tools/device_option.h): every command that runs the model documents --device
+// with its default, and a bad spec fails naming it.
+TEST(DeviceCli, EveryModelCommandDocumentsDevice) {
+  for (const char* cmd : {"analyze", "hessian", "quantize", "eval", "generate", "run"}) {
+    std::string out;
+    ASSERT_EQ(test::run_command(test::samq_binary() + " " + cmd + " --help", &out), 0) << cmd << ": " << out;
+    SAMQ_EXPECT_MESSAGE_HAS(out, "--device", "cpu, cuda (= cuda:0) or cuda:N", "(default: ");
+  }
+}
+
+TEST(DeviceCli, BadSpecFailsNamingIt) {
+  std::string out;
+  const std::string cmd = test::samq_binary() + " eval no-such-model.gguf --text no-such-text --device bogus";
+  EXPECT_EQ(test::run_command(cmd, &out), 1) << out;
+  SAMQ_EXPECT_MESSAGE_HAS(out, "samq eval: error: --device: unknown device 'bogus'");
 }
 
 }  // namespace
