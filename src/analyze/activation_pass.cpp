@@ -3,6 +3,7 @@
 
 #include <optional>
 
+#include "backend/buffer.h"
 #include "core/progress.h"
 #include "format/gguf.h"
 
@@ -27,11 +28,15 @@ void forward_chunks(const Model& m, const Ops& ops, const std::vector<std::vecto
                     const ForwardOptions& opt, bool logits, const char* label, bool progress) {
   std::optional<Progress> bar;
   if (progress) bar.emplace(label, int64_t(chunks.size()) * (chunks.empty() ? 0 : int64_t(chunks[0].size())), "tok");
+  // Logits (when the hooks need the rows before them) stay in backend memory: nothing reads them.
+  Buffer<float> scratch;
+  ForwardOptions o = opt;
   for (const auto& c : chunks) {
-    KvCache cache(m, int64_t(c.size()));
+    KvCache cache(m, int64_t(c.size()), ops);
     Batch b;
     b.add(&cache, c, logits);
-    forward(m, ops, b, opt);
+    if (logits && !opt.skip_logits) o.logits_out = scratch.reserve(ops, int64_t(c.size()) * m.hparams.n_vocab);
+    forward(m, ops, b, o);
     if (bar) bar->add(int64_t(c.size()));
   }
   if (bar) bar->finish();

@@ -102,13 +102,15 @@ void ModelGradient::backward(const float* dlogits, GradientBuffers* grads, const
                       bias && bias->present() ? grad_ptr(grads, *bias) : nullptr);
     if (hooks && hooks->on_linear) hooks->on_linear(w, x, dy, n);
   };
-  auto buf = [&](int64_t count) {
-    Buffer<float> b(ops_, count);
+  // Work buffers, kept across calls (grow only).
+  Scratch& w = scratch_;
+  auto buf = [&](Buffer<float>& b, int64_t count) -> Buffer<float>& {
+    b.reserve(ops_, count);
     return b;
   };
 
   // logits = result_norm W_out^T; result_norm = rms_norm(l_out[last]) * output_norm
-  Buffer<float> dres = buf(n * d), dnorm = buf(n * d);
+  Buffer<float>&dres = buf(w.dres, n * d), &dnorm = buf(w.dnorm, n * d);
   dres.zero();
   dnorm.zero();
   const Tensor& head = W.lm_head();
@@ -126,8 +128,8 @@ void ModelGradient::backward(const float* dlogits, GradientBuffers* grads, const
     pos_p = pos_b_.data();
   }
   const RopeParams rope = rope_params(m_);
-  Buffer<float> dact = buf(n * nff), dgate = buf(n * nff), dup = buf(n * nff);
-  Buffer<float> dq = buf(n * nq), dk = buf(n * nkv), dv = buf(n * nkv), dkq = buf(n * nq);
+  Buffer<float>&dact = buf(w.dact, n * nff), &dgate = buf(w.dgate, n * nff), &dup = buf(w.dup, n * nff);
+  Buffer<float>&dq = buf(w.dq, n * nq), &dk = buf(w.dk, n * nkv), &dv = buf(w.dv, n * nkv), &dkq = buf(w.dkq, n * nq);
 
   for (int l = last; l >= 0; --l) {
     const LayerWeights& L = W.layers[l];
@@ -169,11 +171,11 @@ void ModelGradient::backward(const float* dlogits, GradientBuffers* grads, const
     if (L.attn_q_norm.present() || L.attn_k_norm.present()) {
       // qwen3: q = rope(rms_norm_per_head(xa W_q^T + b_q) * q_norm); the pre-norm q is
       // recomputed through the forward matmul.
-      auto through_norm = [&](const Tensor& w, const Tensor& b, const Tensor& nw, int64_t heads, Buffer<float>& dgrad) {
+      auto through_norm = [&](const Tensor& wt, const Tensor& b, const Tensor& nw, int64_t heads, Buffer<float>& dgrad) {
         if (!nw.present()) return;
-        Buffer<float> pre = buf(n * w.rows), dpre = buf(n * w.rows);
+        Buffer<float>&pre = buf(scratch_.pre, n * wt.rows), &dpre = buf(scratch_.dpre, n * wt.rows);
         dpre.zero();
-        ops_.matmul(xa, n, wv(m_, w), opt_f32(b), pre.data());
+        ops_.matmul(xa, n, wv(m_, wt), opt_f32(b), pre.data());
         B.rms_norm_backward(pre.data(), dgrad.data(), n * heads, hd, backend_f32(nw), hp.rms_eps, dpre.data(),
                             grad_ptr(grads, nw));
         std::swap(dgrad, dpre);

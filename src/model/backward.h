@@ -92,6 +92,9 @@ class ModelGradient {
   Buffer<int32_t> tokens_b_, pos_b_;
   Buffer<float> logits_;
   std::map<std::pair<std::string, int>, Buffer<float>> acts_;
+  struct Scratch {
+    Buffer<float> dres, dnorm, dact, dgate, dup, dq, dk, dv, dkq, pre, dpre;
+  } scratch_;
 };
 
 }  // namespace samq

@@ -1,5 +1,5 @@
 // The forward op table on one GPU (backend/ops.h, backend/cuda/cuda_backend.h).
-// - memory: cudaMalloc'ed buffers; uploads, downloads and copies on the device's stream;
+// - memory: stream-ordered blocks of the device's pool; uploads, downloads and copies on the device's stream;
 //   upload and download wait, so host buffers may be reused as soon as they return.
 // - matmul: BF16/F16 weights with ggml's activation rounding: activations converted to the
 //   weight's 16-bit type and one cuBLAS GEMM on the weight bytes (16-bit inputs, f32 accumulate:
@@ -140,8 +140,7 @@ CudaWeight::~CudaWeight() {
   if (!data || !dev) return;
   std::lock_guard<std::recursive_mutex> lock(dev->mu);
   report(cudaSetDevice(dev->index), "cudaSetDevice", *dev);
-  report(cudaStreamSynchronize(dev->stream), "cudaStreamSynchronize", *dev);
-  report(cudaFree(data), "cudaFree (weight)", *dev);
+  report(cudaFreeAsync(data, dev->stream), "cudaFreeAsync (weight)", *dev);  // a block of the pool (alloc)
 }
 
 const CudaWeight& uploaded(const WeightView& w, const Device& d, const char* op) {
@@ -208,35 +207,37 @@ class CudaOps final : public Ops {
   // ---- memory
   bool host_memory() const override { return false; }
 
+  // Stream-ordered allocations from the device's pool (kept cached after release), so the
+  // buffers the model code makes and drops per chunk cost no cudaMalloc/cudaFree or sync.
   void* alloc(size_t bytes) const override {
     Scope s(d_);
     const size_t n = std::max<size_t>(bytes, 256);
     void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, n);
+    cudaError_t e = cudaMallocFromPoolAsync(&p, n, d_.pool, d_.stream);
     if (e == cudaErrorMemoryAllocation) {
-      // Cached temporaries of the ops go back to the device, then one more try.
+      // Cached blocks go back to the device, then one more try.
       (void)cudaGetLastError();
       check(cudaStreamSynchronize(d_.stream), "cudaStreamSynchronize", d_);
       check(cudaMemPoolTrimTo(d_.pool, 0), "cudaMemPoolTrimTo", d_);
-      e = cudaMalloc(&p, n);
+      e = cudaMallocFromPoolAsync(&p, n, d_.pool, d_.stream);
     }
     if (e != cudaSuccess) {
       (void)cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       (void)cudaMemGetInfo(&free_b, &total_b);
       (void)cudaGetLastError();
-      fail("{}: out of device memory: cudaMalloc of {} bytes failed ({}; {} of {} bytes free)", d_.label, bytes,
-              cudaGetErrorString(e), free_b, total_b);
+      fail("{}: out of device memory: allocating {} bytes failed ({}; {} of {} bytes free)", d_.label, bytes,
+           cudaGetErrorString(e), free_b, total_b);
     }
     return p;
   }
-  // Never throws (Buffer calls it from its destructor): errors are printed.
+  // Never throws (Buffer calls it from its destructor): errors are printed. Stream-ordered: the
+  // block is reused only by work queued after this point.
   void release(void* p) const override {
     if (!p) return;
     std::lock_guard<std::recursive_mutex> lock(d_.mu);
     report(cudaSetDevice(d_.index), "cudaSetDevice", d_);
-    report(cudaStreamSynchronize(d_.stream), "cudaStreamSynchronize", d_);  // no kernel still uses p
-    report(cudaFree(p), "cudaFree", d_);
+    report(cudaFreeAsync(p, d_.stream), "cudaFreeAsync", d_);
   }
   void upload(void* dst, const void* src, size_t bytes) const override {
     if (!bytes) return;
