@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/parallel.h"
 #include "model/forward.h"
 #include "model/tokenizer.h"
 
@@ -25,7 +26,14 @@ std::vector<int32_t> eval_chunk_tokens(const std::vector<int32_t>& tokens, int64
   return t;
 }
 
-void KldAccumulator::add(const float* logits, int64_t n_vocab, int32_t next, const TokenDist* base) {
+namespace {
+struct TokenStats {
+  float nll = 0, nll_base = 0, kld = 0, dp = 0;
+  bool same_top = false;
+};
+// One scored position's statistics (a pure function of its inputs).
+TokenStats token_stats(const float* logits, int64_t n_vocab, int32_t next, const TokenDist* base) {
+  TokenStats st;
   float mx = logits[0];
   int32_t imax = 0;
   for (int64_t i = 1; i < n_vocab; ++i)
@@ -37,18 +45,40 @@ void KldAccumulator::add(const float* logits, int64_t n_vocab, int32_t next, con
   for (int64_t i = 0; i < n_vocab; ++i) sum_exp += std::exp(logits[i] - mx);
   const float lse = mx + float(std::log(sum_exp));
   const float nll = lse - logits[next];
-  nll_.push_back(nll);
-  if (!base) return;
+  st.nll = nll;
+  if (!base) return st;
   const float nll_base = -base->log_prob(next);
   double kld = 0;
   for (size_t k = 0; k < base->ids.size(); ++k) {
     const float lp = base->scale * float(base->codes[k]) + base->min_log_prob;
     kld += std::exp(lp) * (lp - (logits[base->ids[k]] - lse));
   }
-  nll_base_.push_back(nll_base);
-  kld_.push_back(float(kld));
-  dp_.push_back(std::exp(-nll) - std::exp(-nll_base));
-  same_top_.push_back(imax == base->argmax());
+  st.nll_base = nll_base;
+  st.kld = float(kld);
+  st.dp = std::exp(-nll) - std::exp(-nll_base);
+  st.same_top = imax == base->argmax();
+  return st;
+}
+}  // namespace
+
+void KldAccumulator::add(const float* logits, int64_t n_vocab, int32_t next, const TokenDist* base) {
+  add_rows(logits, 1, n_vocab, &next, base);
+}
+
+void KldAccumulator::add_rows(const float* logits, int64_t rows, int64_t n_vocab, const int32_t* next,
+                              const TokenDist* base) {
+  std::vector<TokenStats> st(static_cast<size_t>(rows));
+  parallel_for(rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) st[size_t(j)] = token_stats(logits + j * n_vocab, n_vocab, next[j], base ? base + j : nullptr);
+  });
+  for (const TokenStats& t : st) {
+    nll_.push_back(t.nll);
+    if (!base) continue;
+    nll_base_.push_back(t.nll_base);
+    kld_.push_back(t.kld);
+    dp_.push_back(t.dp);
+    same_top_.push_back(t.same_top);
+  }
 }
 
 namespace {
@@ -120,8 +150,10 @@ EvalResult KldAccumulator::result() const {
 
 std::vector<TokenDist> base_chunk_dists(const std::vector<float>& logits, int64_t ctx, int64_t n_vocab) {
   // logits rows: positions first .. ctx-1 (as forward() returns with logits_from = first)
-  std::vector<TokenDist> out;
-  for (int64_t j = 0; j < eval_n_scored(ctx); ++j) out.push_back(encode_dist(&logits[j * n_vocab], n_vocab));
+  std::vector<TokenDist> out(static_cast<size_t>(eval_n_scored(ctx)));
+  parallel_for(int64_t(out.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) out[size_t(j)] = encode_dist(&logits[j * n_vocab], n_vocab);
+  });
   return out;
 }
 
@@ -189,8 +221,8 @@ EvalResult evaluate(const Model& m, const Ops& ops, const std::vector<int32_t>& 
     const std::vector<float> logits = chunk_logits(m, ops, ct);
     std::vector<TokenDist> dists;
     if (base) dists = base->chunk(c, ct);
-    for (int64_t j = 0; j < eval_n_scored(ctx); ++j)
-      acc.add(&logits[j * V], V, (*tokens)[c * ctx + first + j + 1], base ? &dists[j] : nullptr);
+    acc.add_rows(logits.data(), eval_n_scored(ctx), V, tokens->data() + c * ctx + first + 1,
+                 base ? dists.data() : nullptr);
     if (save) save->add_chunk(base_chunk_dists(logits, ctx, V));
     if (bar) bar->add(1);
   }

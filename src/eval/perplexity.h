@@ -60,6 +60,9 @@ class KldAccumulator {
   // One scored position: the model's logits row (n_vocab), the true next token, and the base
   // distribution (or nullptr for plain perplexity).
   void add(const float* logits, int64_t n_vocab, int32_t next_token, const TokenDist* base);
+  // `rows` consecutive positions at once (logits (rows, n_vocab), next (rows), base (rows) or
+  // null), computed in parallel and appended in order: the same results as add() row by row.
+  void add_rows(const float* logits, int64_t rows, int64_t n_vocab, const int32_t* next, const TokenDist* base);
   EvalResult result() const;  // aggregates (ppl, kld stats...) as llama-perplexity prints them
   int64_t count() const { return int64_t(nll_.size()); }
   std::vector<float> nll_, nll_base_, kld_, dp_;
