@@ -5,15 +5,11 @@
 //   auto m = bench::make_synthetic_model(bench::SyntheticConfig::llama3_8b(4));
 //   m->prepare_weights(cuda_ops());
 //
-// Statistics (loosely those of trained Llama checkpoints, so activations keep realistic
-// magnitudes and no NaN/Inf appears):
-//   - matmul weights W (rows, cols): N(0, 1) * std / sqrt(cols) * row_scale[r] * col_scale[c],
-//     row_scale log-normal (sigma 0.25), col_scale 1 except a few outlier input columns (x6);
-//   - token embedding N(0, 1) * 0.02 (Llama-3's embedding std is ~0.01-0.02);
-//   - norm weights 1 + 0.1 N(0, 1), a few channels x4 (activation outliers);
-//   - stored as BF16 (default; F32 possible); norms F32 as Model requires.
-// Values come from a counter-based generator keyed by (seed, tensor, chunk) and are filled in
-// parallel (core/parallel.h): the same model for any thread count.
+// Statistics and generator: export/synth_weights.h (shared with `samq synth`, which writes such
+// weights to disk as an HF checkpoint): trained-like per-row scales, outlier input columns,
+// norm weights around 1; matmul weights and the embedding stored as BF16 (default; F32
+// possible), norms F32 as Model requires. Values come from a counter-based generator keyed by
+// (seed, tensor, chunk) and are filled in parallel: the same model for any thread count.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -26,6 +22,7 @@
 #include "core/fp16.h"
 #include "core/ggml_type.h"
 #include "core/parallel.h"
+#include "export/synth_weights.h"
 #include "model/model.h"
 
 namespace samq::bench {
@@ -62,32 +59,10 @@ struct SyntheticConfig {
 
 namespace synth_detail {
 
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// xorshift64* stream seeded from a key; gauss() is the Irwin-Hall sum of four 16-bit uniforms,
-// scaled to unit variance (light tails, cheap: statistics for speed tests, not for science).
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t key) : s(mix64(key) | 1) {}
-  uint64_t next() {
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 0x2545f4914f6cdd1dull;
-  }
-  double uniform() { return double(next() >> 11) * (1.0 / 9007199254740992.0); }
-  float gauss() {
-    const uint64_t r = next();
-    const float sum = float(r & 0xffff) + float((r >> 16) & 0xffff) + float((r >> 32) & 0xffff) + float(r >> 48);
-    // mean 4 * 32767.5, variance 4 * (65536^2 - 1) / 12
-    return (sum - 131070.0f) * (1.0f / 37837.23f);
-  }
-};
+// The generator and the weight statistics live in export/synth_weights.h (shared with
+// `samq synth`); this header keeps its own names for bench_cuda.
+using synth::mix64;
+using synth::Rng;
 
 inline Tensor alloc_tensor(const std::string& name, GgmlType type, int64_t rows, int64_t cols) {
   Tensor t;
@@ -100,51 +75,24 @@ inline Tensor alloc_tensor(const std::string& name, GgmlType type, int64_t rows,
   return t;
 }
 
-// Fills rows of t in parallel: value(r, c) = gen(rng, r, c), stored in t's type (F32 or BF16).
+// Fills t in parallel: value(r, c) = gen(rng, r, c), stored in t's type (F32 or BF16).
 template <class Gen>
-void fill(Tensor& t, uint64_t key, Gen gen) {
-  const int64_t rows = t.rows, cols = t.cols;
-  const int64_t rows_per_chunk = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, cols));
-  const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
-  uint8_t* base = const_cast<uint8_t*>(t.data);
-  const GgmlType type = t.type;
-  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
-    for (int64_t ch = b; ch < e; ++ch) {
-      Rng rng(key * 0x100000001b3ull + uint64_t(ch));
-      const int64_t r1 = std::min(rows, (ch + 1) * rows_per_chunk);
-      for (int64_t r = ch * rows_per_chunk; r < r1; ++r) {
-        if (type == GgmlType::BF16) {
-          uint16_t* row = reinterpret_cast<uint16_t*>(base) + r * cols;
-          for (int64_t c = 0; c < cols; ++c) row[c] = f32_to_bf16(gen(rng, r, c));
-        } else {
-          float* row = reinterpret_cast<float*>(base) + r * cols;
-          for (int64_t c = 0; c < cols; ++c) row[c] = gen(rng, r, c);
-        }
-      }
-    }
-  });
+void fill(Tensor& t, uint64_t key, const Gen& gen) {
+  synth::fill_chunks(const_cast<uint8_t*>(t.data), t.type == GgmlType::BF16, t.rows, t.cols, key, 0,
+                     synth::n_chunks(t.rows, t.cols), gen);
 }
 
 // A matmul weight: per-row log-normal scales, a few outlier input columns.
 inline Tensor linear(const std::string& name, GgmlType type, int64_t rows, int64_t cols, uint64_t key) {
   Tensor t = alloc_tensor(name, type, rows, cols);
-  std::vector<float> row_scale(static_cast<size_t>(rows)), col_scale(static_cast<size_t>(cols), 1.0f);
-  Rng g(key ^ 0x51ca1e5ull);
-  for (auto& s : row_scale) s = std::exp(0.25f * g.gauss());
-  const int64_t n_out = std::max<int64_t>(1, cols / 1024);  // ~0.1% outlier columns
-  for (int64_t i = 0; i < n_out; ++i) col_scale[size_t(g.next() % uint64_t(cols))] = 6.0f;
-  const float base = 1.0f / std::sqrt(float(cols));
-  fill(t, key, [&](Rng& r, int64_t row, int64_t col) { return base * row_scale[row] * col_scale[col] * r.gauss(); });
+  fill(t, key, synth::LinearGen(rows, cols, key));
   return t;
 }
 
 // A norm weight (1, n), F32: around 1, a few channels x4.
 inline Tensor norm(const std::string& name, int64_t n, uint64_t key) {
   Tensor t = alloc_tensor(name, GgmlType::F32, 1, n);
-  Rng g(key ^ 0x4e024dull);
-  std::vector<float> boost(static_cast<size_t>(n), 1.0f);
-  for (int64_t i = 0; i < std::max<int64_t>(1, n / 512); ++i) boost[size_t(g.next() % uint64_t(n))] = 4.0f;
-  fill(t, key, [&](Rng& r, int64_t, int64_t c) { return boost[c] * (1.0f + 0.1f * r.gauss()); });
+  fill(t, key, synth::NormGen(n, key));
   return t;
 }
 
@@ -176,7 +124,7 @@ inline std::shared_ptr<Model> make_synthetic_model(const SyntheticConfig& c) {
   ModelWeights& w = m->weights;
   {
     Tensor e = alloc_tensor("token_embd.weight", c.type, c.n_vocab, c.n_embd);
-    fill(e, next_key(), [](Rng& r, int64_t, int64_t) { return 0.02f * r.gauss(); });
+    fill(e, next_key(), synth::EmbeddingGen{});
     w.token_embd = std::move(e);
   }
   const int64_t nq = c.n_head * c.head_dim, nkv = c.n_head_kv * c.head_dim;
