@@ -24,7 +24,7 @@
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", api_key, chat_template = "auto", alias, port_file;
+  std::string model, host = "127.0.0.1", api_key, api_key_file, metrics_auth = "auto", chat_template = "auto", alias, port_file;
   int port = 8080, parallel = 4, queue = 16, ctx = 0, http_threads = 0, read_timeout_s = 10, drain_timeout_ms = 15000;
   size_t max_body = 1 << 20;
   std::string fallback, fallback_url, fallback_model;
@@ -128,8 +128,10 @@ std::unique_ptr<Serving> load_serving(const ServeArgs& a, samq::serve::Metrics& 
     sv->chain.push_back(sv->fallback.get());
   }
   if (!a.fallback_url.empty()) {
+    // A fixed pool: as many client threads as requests the server admits at once, no more.
     sv->upstream = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
-                                                     a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000);
+                                                     a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000, "",
+                                                     std::max(1, a.parallel), a.parallel + a.queue);
     sv->chain.push_back(sv->upstream.get());
   }
   sv->router = std::make_unique<Router>(*sv->primary, sv->chain, a.router, &metrics);
@@ -150,11 +152,26 @@ int run_serve(const ServeArgs& a) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  // The key: --api-key-file, else --api-key (visible in the process list), else $SAMQ_API_KEY.
+  std::string key = a.api_key;
+  if (!a.api_key_file.empty()) {
+    std::ifstream f(a.api_key_file);
+    if (!f) samq::fail("--api-key-file '{}': cannot read it", a.api_key_file);
+    std::getline(f, key);
+    while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t')) key.pop_back();
+    if (key.empty()) samq::fail("--api-key-file '{}': the first line is empty", a.api_key_file);
+  } else if (const char* env = std::getenv("SAMQ_API_KEY"); env && *env && key.empty()) {
+    key = env;
+  }
+  if (a.faults && key.empty())
+    std::fprintf(stderr, "samq serve: WARNING: --enable-fault-injection without an API key: anyone who can reach the port can inject faults\n");
+
   Metrics metrics;
   ServerOptions opt;
   opt.host = a.host;
   opt.port = a.port;
-  opt.api_key = a.api_key;
+  opt.api_key = key;
+  opt.metrics_auth = a.metrics_auth;
   opt.http_threads = a.http_threads > 0 ? a.http_threads : 2 * (a.parallel + a.queue) + 16;
   opt.max_body_bytes = a.max_body;
   opt.read_timeout_s = a.read_timeout_s;
@@ -218,7 +235,12 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--host", a->host, "Address to listen on")->capture_default_str();
   sub.add_option("--port", a->port, "Port (0: any free port, see --port-file)")->capture_default_str();
   sub.add_option("--port-file", a->port_file, "Write the bound port to this file once listening");
-  sub.add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
+  sub.add_option("--api-key", a->api_key,
+                 "Require 'Authorization: Bearer KEY' on /v1/* (visible in the process list: prefer --api-key-file or $SAMQ_API_KEY)");
+  sub.add_option("--api-key-file", a->api_key_file, "Read the API key from the first line of this file");
+  sub.add_option("--metrics-auth", a->metrics_auth,
+                 "Who may read /metrics: auto (the API key when one is set), key, none")
+      ->check(CLI::IsMember({"auto", "key", "none"}))->capture_default_str();
   sub.add_option("--alias", a->alias, "Model id shown by /v1/models (default: the file name)");
   sub.add_option("--parallel", a->parallel, "Slots decoding together (continuous batching)")->capture_default_str();
   sub.add_option("--queue", a->queue, "Requests that may wait for a slot; beyond that, 429")->capture_default_str();

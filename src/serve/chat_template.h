@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "serve/request.h"
+
 namespace samq::serve {
 
 struct ChatMessage {
@@ -17,6 +19,7 @@ struct ChatMessage {
 
 struct RenderedChat {
   std::string prompt;
+  std::vector<PromptPart> parts;  // prompt = the parts' text joined; content parts not special
   bool add_bos = false;  // whether the tokenizer should still add BOS
   std::vector<std::string> stop;
 };

@@ -45,7 +45,11 @@ int EngineGenerator::n_vocab() const { return int(model_->hparams.n_vocab); }
 int32_t EngineGenerator::bos() const { return tok_->bos(); }
 
 std::vector<int32_t> EngineGenerator::tokenize(std::string_view text, bool add_bos) const {
-  return tok_->encode(text, add_bos && tok_->bos() >= 0, /*parse_special=*/true);
+  return tokenize(text, add_bos, /*parse_special=*/true);
+}
+
+std::vector<int32_t> EngineGenerator::tokenize(std::string_view text, bool add_bos, bool parse_special) const {
+  return tok_->encode(text, add_bos && tok_->bos() >= 0, parse_special);
 }
 
 std::string EngineGenerator::token_to_piece(int32_t id) const {

@@ -39,6 +39,7 @@ class EngineGenerator : public Generator {
   int32_t bos() const override;
 
   std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const override;
+  std::vector<int32_t> tokenize(std::string_view text, bool add_bos, bool parse_special) const override;
   std::string token_to_piece(int32_t id) const override;
   bool is_eog(int32_t id) const override;
 

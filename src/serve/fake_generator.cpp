@@ -9,11 +9,23 @@ namespace samq::serve {
 
 FakeGenerator::FakeGenerator(FakeGeneratorOptions o) : o_(std::move(o)), len_(o_.max_sequences, -1) {}
 
-std::vector<int32_t> FakeGenerator::tokenize(std::string_view text, bool add_bos) const {
+std::vector<int32_t> FakeGenerator::tokenize(std::string_view text, bool add_bos, bool parse_special) const {
   std::vector<int32_t> t;
   t.reserve(text.size() + 1);
   if (add_bos) t.push_back(kBos);
-  for (unsigned char c : text) t.push_back(c);
+  for (size_t i = 0; i < text.size();) {
+    bool matched = false;
+    for (int32_t k = 0; parse_special && k < int32_t(std::size(kSpecials)); ++k) {
+      const std::string_view sp = kSpecials[k];
+      if (text.substr(i, sp.size()) == sp) {
+        t.push_back(kFirstSpecial + k);
+        i += sp.size();
+        matched = true;
+        break;
+      }
+    }
+    if (!matched) t.push_back(static_cast<unsigned char>(text[i++]));
+  }
   return t;
 }
 

@@ -5,6 +5,8 @@
 //   after 'a'..'y' comes the next letter, after 'z' comes '.', after '.' comes EOS,
 //   after anything else comes 'a'.
 // So the prompt "x" continues "yz." and then ends; "a" continues "bcd...z." (26 tokens).
+// Ids 258.. are the Llama-3 and ChatML control tokens (kSpecials), matched in the text only
+// when special tokens are parsed; their piece is empty.
 // Each step sleeps step_ms + per_token_us * (tokens in the batch): a batch of sequences costs
 // little more than one, as on a real engine, so continuous batching shows in throughput.
 #pragma once
@@ -28,7 +30,9 @@ struct FakeGeneratorOptions {
 
 class FakeGenerator : public Generator {
  public:
-  static constexpr int32_t kBos = 256, kEos = 257, kVocab = 258;
+  static constexpr int32_t kBos = 256, kEos = 257, kFirstSpecial = 258, kVocab = 264;
+  static constexpr const char* kSpecials[] = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                                              "<|eot_id|>", "<|im_start|>", "<|im_end|>"};
   explicit FakeGenerator(FakeGeneratorOptions o = {});
 
   std::string model_id() const override { return o_.model_id; }
@@ -39,7 +43,8 @@ class FakeGenerator : public Generator {
   bool add_bos() const override { return true; }
   int32_t bos() const override { return kBos; }
 
-  std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const override;
+  std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const override { return tokenize(text, add_bos, true); }
+  std::vector<int32_t> tokenize(std::string_view text, bool add_bos, bool parse_special) const override;
   std::string token_to_piece(int32_t id) const override;
   bool is_eog(int32_t id) const override { return id == kEos; }
 

@@ -26,6 +26,7 @@ class FaultInjectingGenerator : public Generator {
   bool add_bos() const override { return in_->add_bos(); }
   int32_t bos() const override { return in_->bos(); }
   std::vector<int32_t> tokenize(std::string_view t, bool b) const override { return in_->tokenize(t, b); }
+  std::vector<int32_t> tokenize(std::string_view t, bool b, bool s) const override { return in_->tokenize(t, b, s); }
   std::string token_to_piece(int32_t id) const override { return in_->token_to_piece(id); }
   bool is_eog(int32_t id) const override { return in_->is_eog(id); }
   int create_sequence() override { return in_->create_sequence(); }

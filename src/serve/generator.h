@@ -43,7 +43,10 @@ class Generator {
   virtual int32_t bos() const = 0;
 
   // Tokenizer (thread-safe).
+  // Special-token strings (<|im_end|>, ...) become control ids.
   virtual std::vector<int32_t> tokenize(std::string_view text, bool add_bos) const = 0;
+  // parse_special = false: special-token strings stay plain text (message content).
+  virtual std::vector<int32_t> tokenize(std::string_view text, bool add_bos, bool parse_special) const = 0;
   virtual std::string token_to_piece(int32_t id) const = 0;  // raw bytes, may be partial UTF-8
   virtual bool is_eog(int32_t id) const = 0;
 

@@ -2,7 +2,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 #include <random>
 
 #include <fmt/format.h>
@@ -30,13 +33,47 @@ const char* type_name(const json& v) {
   }
 }
 
+// The key before the first number literal too large for a double ("" when none is found).
+std::string overflow_key(const std::string& body) {
+  for (size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (c == '"') {  // skip strings
+      for (++i; i < body.size() && body[i] != '"'; ++i)
+        if (body[i] == '\\') ++i;
+      continue;
+    }
+    if (!(c == '-' || (c >= '0' && c <= '9'))) continue;
+    size_t j = i;
+    while (j < body.size() && std::string_view("+-0123456789.eE").find(body[j]) != std::string_view::npos) ++j;
+    const std::string lit = body.substr(i, j - i);
+    errno = 0;
+    const double v = std::strtod(lit.c_str(), nullptr);
+    if (!std::isfinite(v) || errno == ERANGE) {
+      // Back to the ':' and the quoted key before it.
+      size_t k = body.rfind(':', i);
+      if (k == std::string::npos) return "";
+      const size_t qe = body.rfind('"', k), qs = qe == std::string::npos || qe == 0 ? std::string::npos : body.rfind('"', qe - 1);
+      if (qs == std::string::npos) return "";
+      return body.substr(qs + 1, std::min<size_t>(qe - qs - 1, 64));
+    }
+    i = j;
+  }
+  return "";
+}
+
 json parse_body(const std::string& body) {
   json j;
   try {
     j = json::parse(body);
   } catch (const json::parse_error& e) {
+    // Position only: nlohmann's text names its internals ("[json.exception.parse_error.101]").
     throw ApiError(400, "invalid_request_error", "invalid_json",
-                   std::string("We could not parse the JSON body of your request: ") + e.what());
+                   fmt::format("We could not parse the JSON body of your request (syntax error near byte {}). "
+                               "JSON has no NaN or Infinity; numbers must be finite.", e.byte));
+  } catch (const json::out_of_range&) {
+    // A number beyond double (1e400): name the key it belongs to.
+    throw ApiError(400, "invalid_request_error", "invalid_value",
+                   "A number in the request is out of range (it must be a finite double).", overflow_key(body));
   }
   if (!j.is_object())
     throw ApiError(400, "invalid_request_error", "invalid_json",
@@ -117,7 +154,9 @@ std::string message_content(const json& m, size_t i) {
   if (it->is_array()) {
     std::string out;
     for (auto& part : *it) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+      const auto type = part.is_object() ? part.find("type") : part.end();
+      if (!part.is_object() || type == part.end() || !type->is_string() || *type != "text" || !part.contains("text") ||
+          !part["text"].is_string())
         bad(param, fmt::format("Invalid content part in '{}': only {{\"type\": \"text\", \"text\": ...}} parts are supported.", param));
       out += part["text"].get<std::string>();
     }
@@ -128,7 +167,28 @@ std::string message_content(const json& m, size_t i) {
 
 }  // namespace
 
+// Any JSON access this file did not foresee is still the client's 400, with no internal text.
+template <class F>
+ApiRequest guarded(F&& f) {
+  try {
+    return f();
+  } catch (const json::exception&) {
+    throw ApiError(400, "invalid_request_error", "invalid_request",
+                   "The request has a value of an unexpected type or range.");
+  }
+}
+
+ApiRequest parse_completion_request_impl(const std::string& body, bool model_adds_bos);
+ApiRequest parse_chat_request_impl(const std::string& body, const std::string& chat_template, bool model_adds_bos);
+
 ApiRequest parse_completion_request(const std::string& body, bool model_adds_bos) {
+  return guarded([&] { return parse_completion_request_impl(body, model_adds_bos); });
+}
+ApiRequest parse_chat_request(const std::string& body, const std::string& chat_template, bool model_adds_bos) {
+  return guarded([&] { return parse_chat_request_impl(body, chat_template, model_adds_bos); });
+}
+
+ApiRequest parse_completion_request_impl(const std::string& body, bool model_adds_bos) {
   const json j = parse_body(body);
   ApiRequest r;
   r.kind = ApiKind::Completion;
@@ -152,7 +212,7 @@ ApiRequest parse_completion_request(const std::string& body, bool model_adds_bos
   return r;
 }
 
-ApiRequest parse_chat_request(const std::string& body, const std::string& chat_template, bool model_adds_bos) {
+ApiRequest parse_chat_request_impl(const std::string& body, const std::string& chat_template, bool model_adds_bos) {
   const json j = parse_body(body);
   ApiRequest r;
   r.kind = ApiKind::Chat;
@@ -178,6 +238,7 @@ ApiRequest parse_chat_request(const std::string& body, const std::string& chat_t
   }
   RenderedChat rc = render_chat(chat_template, msgs, model_adds_bos);
   r.gen.prompt = std::move(rc.prompt);
+  r.gen.parts = std::move(rc.parts);
   r.gen.add_bos = rc.add_bos;
   for (auto& s : rc.stop) r.gen.stop.push_back(s);
   auto mct = get_int(j, "max_completion_tokens", 1, 1 << 30);

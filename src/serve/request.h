@@ -31,9 +31,20 @@ struct ApiError : std::runtime_error {
   int retry_after_s;
 };
 
+// A piece of a rendered prompt: the chat template's own text (special = true: control tokens such
+// as <|im_start|> are parsed) or a client's message content (special = false: tokenized as plain
+// text, so "<|im_end|>" in a message is characters, never a control id).
+struct PromptPart {
+  std::string text;
+  bool special = false;
+};
+
 struct GenRequest {
   std::string route = "/v1/completions";  // for metrics
   std::string prompt;                     // already rendered through the chat template
+  // Chat requests: the same prompt in parts, tokenized part by part and joined (see PromptPart).
+  // Empty: `prompt` is tokenized with special tokens parsed (/v1/completions, as llama-server).
+  std::vector<PromptPart> parts;
   bool add_bos = true;                    // false when the template spells the BOS itself
   SamplingParams sampling;
   int max_tokens = 16;                    // <= 0: until the context is full

@@ -144,6 +144,13 @@ std::unique_ptr<Execution> Router::begin(const GenRequest& req, bool stream) {
       // Client errors, or nowhere else to go: the client gets the primary's answer.
       if (!fallback_ || e.status == 400 || e.status == 413) throw;
       if (metrics_) metrics_->fallback_activation(e.status == 429 ? "overload" : "unavailable");
+    } catch (const std::exception&) {
+      // Not a refusal but a fault (tokenizer error, bad_alloc, no thread left): it frees the
+      // probe slot, counts against the primary, and the request moves on.
+      if (probe) probe_abandoned();
+      record(false, false, 0, 0);
+      if (!fallback_) throw ApiError(500, "server_error", "internal_error", "The server had an error while processing your request.");
+      if (metrics_) metrics_->fallback_activation("error");
     }
   } else if (metrics_) {
     metrics_->fallback_activation("circuit_open");
@@ -152,8 +159,11 @@ std::unique_ptr<Execution> Router::begin(const GenRequest& req, bool stream) {
   for (size_t i = 0; i < fallbacks_.size(); ++i) {
     try {
       ex->ch_ = fallbacks_[i]->start(req);
-    } catch (const ApiError&) {
-      if (i + 1 == fallbacks_.size()) throw;
+    } catch (const std::exception& e) {
+      if (i + 1 == fallbacks_.size()) {
+        if (dynamic_cast<const ApiError*>(&e)) throw;
+        throw ApiError(500, "server_error", "internal_error", "The server had an error while processing your request.");
+      }
       if (metrics_) metrics_->fallback_activation("fallback_refused");
       continue;
     }
@@ -195,6 +205,7 @@ bool Execution::switch_to_fallback(const std::string& reason, std::optional<Even
   switched_ = true;
   GenRequest cont = req_;
   cont.prompt = req_.prompt + text_;
+  if (!cont.parts.empty() && !text_.empty()) cont.parts.push_back({text_, false});
   if (req_.max_tokens > 0) {
     cont.max_tokens = req_.max_tokens - tokens_;
     if (cont.max_tokens <= 0) {
@@ -214,6 +225,11 @@ bool Execution::switch_to_fallback(const std::string& reason, std::optional<Even
       if (can_switch()) continue;
       finished_ = true;
       out = Event::error(e.status, "primary failed (" + reason + ") and the fallback refused: " + e.what());
+      return true;
+    } catch (const std::exception&) {
+      if (can_switch()) continue;
+      finished_ = true;
+      out = Event::error(500, "primary failed (" + reason + ") and the fallback had an internal error");
       return true;
     }
     cur_ = b;

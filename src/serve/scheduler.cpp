@@ -71,7 +71,15 @@ int Scheduler::queued() const {
 std::shared_ptr<RequestChannel> Scheduler::submit(const GenRequest& req) {
   auto job = std::make_unique<Job>();
   job->req = req;
-  job->prompt = gen_.tokenize(req.prompt, req.add_bos);
+  if (req.parts.empty()) {
+    job->prompt = gen_.tokenize(req.prompt, req.add_bos);
+  } else {
+    // The template's skeleton with control tokens, message content as plain text, ids joined.
+    for (size_t i = 0; i < req.parts.size(); ++i) {
+      auto ids = gen_.tokenize(req.parts[i].text, i == 0 && req.add_bos, req.parts[i].special);
+      job->prompt.insert(job->prompt.end(), ids.begin(), ids.end());
+    }
+  }
   const int n_ctx = gen_.n_ctx();
   const int P = int(job->prompt.size());
   if (P == 0) throw ApiError(400, "invalid_request_error", "invalid_prompt", "the prompt is empty", "prompt");
@@ -194,7 +202,7 @@ void Scheduler::run() {
       batch.push_back(std::move(in));
       who.push_back(&s);
     }
-    if (!batch.empty()) {
+    if (!batch.empty()) try {
       bool ok = true;
       try {
         gen_.step(batch, logits);
@@ -244,6 +252,16 @@ void Scheduler::run() {
           finish(s, Event::done("length"));
         else if (len >= gen_.n_ctx()) finish(s, Event::done("length"));
         else s.next.assign(1, tok);
+      }
+    } catch (...) {
+      // Sampling, detokenizing or an allocation failed: these requests end with an error, the
+      // worker (and the process) carries on.
+      for (Slot* s : who) {
+        try {
+          finish(*s, Event::error(500, "internal error while generating"));
+        } catch (...) {
+          s->done = true;
+        }
       }
     }
     {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "serve/http_guard.h"
 #include "serve/openai_api.h"
 
 namespace samq::serve {
@@ -42,6 +43,34 @@ std::string route_label(const httplib::Request& req) {
   return "other";
 }
 
+// Equal strings in time that depends only on their lengths, not on where they differ.
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i)
+    diff |= static_cast<unsigned char>((i < a.size() ? a[i] : 0) ^ (i < b.size() ? b[i] : 0));
+  return diff == 0;
+}
+
+// "Bearer KEY" with the scheme in any case (RFC 7235); nullopt for another scheme.
+std::optional<std::string> bearer_token(const std::string& h) {
+  if (h.size() < 7) return std::nullopt;
+  for (size_t i = 0; i < 6; ++i)
+    if (std::tolower(static_cast<unsigned char>(h[i])) != "bearer"[i]) return std::nullopt;
+  if (h[6] != ' ' && h[6] != '\t') return std::nullopt;
+  size_t b = h.find_first_not_of(" \t", 6), e = h.find_last_not_of(" \t");
+  if (b == std::string::npos) return std::string();
+  return h.substr(b, e - b + 1);
+}
+
+std::string media_type(const std::string& content_type) {
+  std::string t = content_type.substr(0, content_type.find(';'));
+  t.erase(0, std::min(t.size(), t.find_first_not_of(" \t")));
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.pop_back();
+  for (auto& c : t) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return t;
+}
+
 // Decrements the in-flight count when the last holder (handler or streaming provider) lets go.
 struct InFlight {
   std::atomic<int>& n;
@@ -52,7 +81,7 @@ struct InFlight {
 }  // namespace
 
 struct Server::Impl {
-  httplib::Server svr;
+  GuardedHttpServer svr;
   std::atomic<bool> cancel_all{false};
   std::mutex shutdown_mu;
   bool bound = false;
@@ -123,6 +152,18 @@ void Server::install_routes() {
   if (threads <= 0) threads = 64;
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   svr.set_payload_max_length(opt_.max_body_bytes);
+  HttpLimits& lim = svr.limits();
+  lim.max_request_line = opt_.max_request_line;
+  lim.max_header_bytes = opt_.max_header_bytes;
+  lim.max_headers = opt_.max_headers;
+  lim.max_body_bytes = opt_.max_body_bytes;
+  lim.head_timeout_ms = lim.body_timeout_ms = opt_.read_timeout_s * 1000;
+  lim.write_timeout_ms = opt_.write_timeout_s * 1000;
+  lim.max_connections = opt_.max_connections > 0 ? opt_.max_connections : 4 * threads;
+  svr.set_reject_hook([this](int status, const std::string& reason) {
+    metrics_.request("front", status, "none");
+    if (status == 503) metrics_.rejected(reason);
+  });
   svr.set_read_timeout(opt_.read_timeout_s, 0);
   svr.set_write_timeout(opt_.write_timeout_s, 0);
   svr.set_keep_alive_timeout(5);
@@ -131,7 +172,8 @@ void Server::install_routes() {
   svr.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;  // our own handlers already wrote an error object
     if (res.status == 404)
-      send_error(res, 404, "unknown_url", "Unknown request URL: " + req.method + " " + req.path + ". Please check the URL.");
+      send_error(res, 404, "unknown_url",
+                 "Unknown request URL: " + req.method + " " + req.path.substr(0, 200) + ". Please check the URL.");
     else if (res.status == 413)
       send_error(res, 413, "request_too_large",
                  fmt::format("Request body too large: the limit is {} bytes (--max-body-bytes).", opt_.max_body_bytes));
@@ -142,14 +184,15 @@ void Server::install_routes() {
       send_error(res, res.status, "", std::string("HTTP error ") + std::to_string(res.status));
   });
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
+    // The exception's text stays in the server: it may name files, hosts or internals.
     try {
       std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
+    } catch (const ApiError& e) {
+      return send_error(res, e);
     } catch (...) {
     }
-    send_error(res, 500, "internal_error", what);
+    res.headers.clear();
+    send_error(res, 500, "internal_error", "The server had an error while processing your request.");
   });
   svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     std::string model = res.get_header_value("x-samq-served-by");
@@ -159,7 +202,8 @@ void Server::install_routes() {
   auto authorized = [this](const httplib::Request& req, httplib::Response& res) {
     if (opt_.api_key.empty()) return true;
     const std::string h = req.get_header_value("Authorization");
-    if (h == "Bearer " + opt_.api_key) return true;
+    const auto token = bearer_token(h);
+    if (constant_time_equal(token.value_or(std::string()), opt_.api_key) && token) return true;
     send_json(res, 401,
               error_object(401, "invalid_request_error", "invalid_api_key",
                            h.empty() ? "You didn't provide an API key. Provide it in the Authorization header (Bearer KEY)."
@@ -173,7 +217,16 @@ void Server::install_routes() {
     else send_json(res, 503, error_object(503, "server_error", draining_ ? "draining" : "not_ready",
                                           draining_ ? "The server is shutting down." : "The model is still loading."));
   });
-  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  auto metrics_allowed = [this, authorized](const httplib::Request& req, httplib::Response& res) {
+    if (opt_.metrics_auth == "none") return true;
+    if (opt_.metrics_auth == "key" && opt_.api_key.empty()) {
+      send_error(res, 403, "forbidden", "/metrics needs the API key (--metrics-auth key), and none is set.");
+      return false;
+    }
+    return authorized(req, res);
+  };
+  svr.Get("/metrics", [this, metrics_allowed](const httplib::Request& req, httplib::Response& res) {
+    if (!metrics_allowed(req, res)) return;
     res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   auto model_obj = [](const std::string& id) {
@@ -191,24 +244,48 @@ void Server::install_routes() {
     for (auto& m : opt_.extra_model_ids) data.push_back(model_obj(m));
     send_json(res, 200, {{"object", "list"}, {"data", data}});
   });
-  svr.Get(R"(/v1/models/(.+))", [this, authorized, model_obj, loading](const httplib::Request& req, httplib::Response& res) {
+  // GET /v1/models/{id}: a prefix match (cpp-httplib's std::regex recursion grows with the path).
+  auto model_by_id = [this, authorized, model_obj, loading](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(req, res) || loading(res)) return;
-    const std::string id = req.matches[1];
+    const std::string id = req.path.substr(std::string_view("/v1/models/").size());
+    if (id.empty() || id.size() > 256)
+      return send_error(res, 404, "model_not_found", "The model does not exist.");
     if (id == opt_.model_id || std::find(opt_.extra_model_ids.begin(), opt_.extra_model_ids.end(), id) != opt_.extra_model_ids.end())
       return send_json(res, 200, model_obj(id));
     send_json(res, 404, error_object(404, "invalid_request_error", "model_not_found",
                                      "The model '" + id + "' does not exist.", "model"));
+  };
+  // Browsers send cross-origin "simple" POSTs (text/plain, form types) without a CORS preflight:
+  // such a request must not reach the API. Non-browser clients send no Origin.
+  svr.set_pre_routing_handler([model_by_id](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "POST" && req.has_header("Origin") &&
+        media_type(req.get_header_value("Content-Type")) != "application/json") {
+      send_error(res, 415, "unsupported_media_type",
+                 "A request with an Origin header must have 'Content-Type: application/json'.");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (req.method == "GET" && req.path.rfind("/v1/models/", 0) == 0) {
+      model_by_id(req, res);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
   });
 
   {
-    svr.Post("/internal/fault", [this](const httplib::Request& req, httplib::Response& res) {
+    svr.Post("/internal/fault", [this, authorized](const httplib::Request& req, httplib::Response& res) {
       Router* router = router_.load(std::memory_order_acquire);
       if (!router || !opt_.fault_target)  // TEST ONLY, and only with --enable-fault-injection
         return send_error(res, 404, "unknown_url", "Unknown request URL: POST /internal/fault. Please check the URL.");
+      if (!authorized(req, res)) return;
       json j = json::parse(req.body, nullptr, false);
-      if (!j.is_object()) return send_error(res, 400, "invalid_json", "expected {\"fail\": bool, \"delay_ms\": int}");
-      if (j.contains("fail") && j["fail"].is_boolean()) opt_.fault_target->set_fail(j["fail"].get<bool>());
-      if (j.contains("delay_ms") && j["delay_ms"].is_number_integer()) opt_.fault_target->set_delay_ms(j["delay_ms"].get<int>());
+      const char* shape = "expected {\"fail\": bool, \"delay_ms\": int in [0, 10000]}";
+      if (!j.is_object()) return send_error(res, 400, "invalid_json", shape);
+      if (j.contains("fail") && !j["fail"].is_boolean()) return send_json(res, 400, error_object(400, "", "invalid_value", shape, "fail"));
+      if (j.contains("delay_ms") && (!j["delay_ms"].is_number_integer() || j["delay_ms"].get<int64_t>() < 0 ||
+                                     j["delay_ms"].get<int64_t>() > 10000))
+        return send_json(res, 400, error_object(400, "", "invalid_value", shape, "delay_ms"));
+      if (j.contains("fail")) opt_.fault_target->set_fail(j["fail"].get<bool>());
+      if (j.contains("delay_ms")) opt_.fault_target->set_delay_ms(int(j["delay_ms"].get<int64_t>()));
       send_json(res, 200, {{"fail", opt_.fault_target->failing()}, {"delay_ms", opt_.fault_target->delay_ms()},
                            {"circuit", circuit_state_name(router->state())}});
     });
@@ -237,6 +314,9 @@ void Server::install_routes() {
       if (!first) throw ApiError(503, "server_error", "shutting_down", "The server is shutting down.");
     } catch (const ApiError& e) {
       return send_error(res, e);
+    } catch (const std::exception&) {
+      // Tokenizer errors, bad_alloc, system_error (no thread left): an error object, no internals.
+      return send_error(res, 500, "internal_error", "The server had an error while processing your request.");
     }
     res.set_header("x-samq-served-by", ex->served_by());
     if (first->kind == Event::Error) {
@@ -288,6 +368,7 @@ void Server::install_routes() {
     if (st->ar.stream) {
       res.set_header("Cache-Control", "no-cache");
       res.set_chunked_content_provider("text/event-stream", [st, next_event, metrics, route](size_t, httplib::DataSink& sink) {
+       try {
         auto send = [&](const json& j) {
           const std::string s = "data: " + dump_json(j) + "\n\n";
           return sink.write(s.data(), s.size());
@@ -317,9 +398,19 @@ void Server::install_routes() {
             return true;
           }
         }
+       } catch (...) {
+        // Whatever threw (bad_alloc, a backend's bug): one SSE error event, then the end.
+        st->ex->cancel();
+        const std::string s = "data: " + dump_json(error_object(500, "", "internal_error",
+                                                    "The server had an error while processing your request.")) + "\n\n";
+        sink.write(s.data(), s.size());
+        sink.done();
+        return true;
+       }
       });
     } else {
       res.set_chunked_content_provider("application/json", [st, next_event, metrics, route](size_t, httplib::DataSink& sink) {
+       try {
         for (;;) {
           auto ev = next_event(sink, true);
           if (!ev) return false;
@@ -341,6 +432,14 @@ void Server::install_routes() {
             return true;
           }
         }
+       } catch (...) {
+        st->ex->cancel();
+        const std::string s = dump_json(error_object(500, "", "internal_error",
+                                                     "The server had an error while processing your request."));
+        sink.write(s.data(), s.size());
+        sink.done();
+        return true;
+       }
       });
     }
   };

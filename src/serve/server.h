@@ -1,10 +1,13 @@
 // serve/server.h — the HTTP front: OpenAI routes over cpp-httplib, SSE streaming, auth,
 // OpenAI error objects, /health, /ready, /metrics, graceful drain.
 //
-// cpp-httplib 0.11.4 has a fixed worker pool with an unbounded accept queue and no payload
-// cap by default, so the server sets the pool size (enough for every slot, queue entry and a
-// few probes), the payload cap (413), read/write timeouts (a slow client only holds its own
-// worker until the timeout), and does its own admission control (429 from the scheduler).
+// cpp-httplib 0.11.4 has a fixed worker pool with an unbounded accept queue, no payload cap for
+// chunked bodies, unbounded header parsing and gzip inflation, so every connection first goes
+// through serve/http_guard.h (bounded head, body and connection count, 411/413/414/415/431),
+// the pool size covers every slot, queue entry and a few probes, and admission control is
+// our own (429 from the scheduler). Auth compares keys in constant time; a browser's
+// cross-origin POST (an Origin header) must be application/json, so no simple CORS request
+// can reach the API.
 // Every response to a generation request carries x-samq-served-by.
 #pragma once
 #include <atomic>
@@ -25,8 +28,15 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                    // 0: pick a free port (see bound_port())
   std::string api_key;                // empty: no auth
+  // Who may read /metrics: "auto" (the API key when one is set), "key" (the API key; with no
+  // key set: nobody), "none" (anyone).
+  std::string metrics_auth = "auto";
   int http_threads = 0;               // 0: derived from slots and queue
   size_t max_body_bytes = 1 << 20;
+  // Front limits (serve/http_guard.h): request line, whole head, header count, connections
+  // (0: 4 x http_threads). read_timeout_s bounds the whole head and the whole body.
+  size_t max_request_line = 8192, max_header_bytes = 16384, max_headers = 64;
+  int max_connections = 0;
   int read_timeout_s = 10, write_timeout_s = 30;
   int drain_timeout_ms = 15000;
   std::string chat_template = "chatml";

@@ -12,8 +12,10 @@ namespace samq::serve {
 
 using nlohmann::json;
 
-UpstreamBackend::UpstreamBackend(const std::string& url, std::string model, int timeout_ms, std::string api_key)
-    : model_(std::move(model)), api_key_(std::move(api_key)), timeout_ms_(timeout_ms) {
+UpstreamBackend::UpstreamBackend(const std::string& url, std::string model, int timeout_ms, std::string api_key,
+                                 int workers, int queue)
+    : model_(std::move(model)), api_key_(std::move(api_key)), timeout_ms_(timeout_ms),
+      max_queue_(size_t(std::max(queue, 0))) {
   static const std::regex re(R"(^http://([^/:]+)(?::(\d+))?(/.*)?$)");
   std::smatch m;
   if (!std::regex_match(url, m, re)) fail("--fallback-url '{}': expected http://HOST[:PORT][/PATH]", url);
@@ -22,41 +24,53 @@ UpstreamBackend::UpstreamBackend(const std::string& url, std::string model, int 
   prefix_ = m[3].matched ? m[3].str() : "";
   while (!prefix_.empty() && prefix_.back() == '/') prefix_.pop_back();
   if (prefix_.size() >= 3 && prefix_.substr(prefix_.size() - 3) == "/v1") prefix_.resize(prefix_.size() - 3);
+  for (int i = 0; i < std::max(workers, 1); ++i) threads_.emplace_back([this] { work(); });
 }
 
 UpstreamBackend::~UpstreamBackend() {
-  std::list<Worker> ts;
   {
     std::lock_guard lk(mu_);
-    ts.swap(threads_);
+    stopping_ = true;
+    for (auto& [req, ch] : jobs_) ch->push(Event::error(503, "the server is shutting down"));
+    jobs_.clear();
   }
-  for (auto& w : ts)
-    if (w.t.joinable()) w.t.join();
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
 }
 
 std::shared_ptr<RequestChannel> UpstreamBackend::start(const GenRequest& req) {
   auto ch = std::make_shared<RequestChannel>();
-  std::lock_guard lk(mu_);
-  // Reap finished threads so the list stays short.
-  for (auto it = threads_.begin(); it != threads_.end();) {
-    if (*it->finished) {
-      it->t.join();
-      it = threads_.erase(it);
-    } else {
-      ++it;
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) throw ApiError(503, "server_error", "shutting_down", "the server is shutting down");
+    if (jobs_.size() >= max_queue_)
+      throw ApiError(429, "rate_limit_error", "server_overloaded", "the fallback's queue is full; retry later", "", 1);
+    jobs_.emplace_back(req, ch);
+  }
+  cv_.notify_one();
+  return ch;
+}
+
+void UpstreamBackend::work() {
+  for (;;) {
+    std::pair<GenRequest, std::shared_ptr<RequestChannel>> job;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stopping_ || !jobs_.empty(); });
+      if (stopping_ && jobs_.empty()) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    if (job.second->cancelled()) continue;
+    try {
+      run(std::move(job.first), job.second);
+    } catch (...) {
+      try {
+        job.second->push(Event::error(502, "the fallback upstream failed"));
+      } catch (...) {
+      }
     }
   }
-  auto fin = std::make_shared<std::atomic<bool>>(false);
-  threads_.push_back({std::thread([this, req, ch, fin] {
-                        try {
-                          run(req, ch);
-                        } catch (const std::exception& e) {
-                          ch->push(Event::error(502, std::string("fallback upstream: ") + e.what()));
-                        }
-                        *fin = true;
-                      }),
-                      fin});
-  return ch;
 }
 
 void UpstreamBackend::run(GenRequest req, std::shared_ptr<RequestChannel> ch) {

@@ -49,11 +49,12 @@ process.on("exit", killAll);
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => { killAll(); process.exit(1); });
 
 // Starts `samq serve ARGS --port 0`; resolves {url, port, proc, stop(), log()} once /ready is 200.
-export async function startServer(args, { readyTimeoutMs = 60000 } = {}) {
+export async function startServer(args, { readyTimeoutMs = 60000, env = undefined } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "samq-serve-"));
   const portFile = path.join(dir, "port");
   const proc = spawn(samqBinary(), ["serve", ...args, "--port", "0", "--port-file", portFile], {
     stdio: ["ignore", "pipe", "pipe"],
+    env: env ? { ...process.env, ...env } : process.env,
   });
   let log = "";
   proc.stdout.on("data", (d) => { log += d; });

@@ -1,0 +1,57 @@
+// serve/http_guard.h — a front check in front of cpp-httplib's request parser.
+//
+// Debian's cpp-httplib 0.11.4 reads request lines and header lines of any length and any number
+// of headers, ignores the payload cap for chunked bodies (CVE-2025-46728), inflates gzip/br
+// bodies without limit, and times out per read() rather than per request. GuardedHttpServer
+// overrides the per-connection entry point (process_and_close_socket) and reads each request
+// head itself, bounded in bytes and in time, before httplib sees it:
+//   - request line > max_request_line → 414; head > max_header_bytes or > max_headers → 431;
+//   - Content-Encoding other than identity → 415; Transfer-Encoding other than chunked, or
+//     chunked together with Content-Length → 400; POST/PUT/PATCH without either → 411;
+//     Content-Length (or a chunked body, decoded here and counted) above max_body_bytes → 413;
+//   - the whole head must arrive within head_timeout_ms and the whole body within
+//     body_timeout_ms (not per read): a trickling client is cut off;
+//   - at most max_connections connections are served at once; beyond, 503 and close.
+// A request that passes is replayed to httplib's parser (chunked bodies de-chunked, with a
+// Content-Length), which then reads no more than the declared body from the socket.
+// Rejections are OpenAI error objects with `Connection: close`.
+#pragma once
+#include <httplib.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+namespace samq::serve {
+
+struct HttpLimits {
+  size_t max_request_line = 8192;
+  size_t max_header_bytes = 16384;  // the whole head: request line + headers
+  size_t max_headers = 64;
+  size_t max_body_bytes = 1 << 20;
+  int head_timeout_ms = 10000;      // whole head, from its first byte
+  int body_timeout_ms = 10000;      // whole body, from the end of the head
+  int idle_timeout_ms = 5000;       // between requests of a keep-alive connection
+  int write_timeout_ms = 30000;     // one write() may block this long (slow readers)
+  int max_connections = 256;
+  size_t keep_alive_max = 1000;
+};
+
+// What the front decided about one request (for metrics); status 0: passed to httplib.
+using HttpRejectHook = std::function<void(int status, const std::string& reason)>;
+
+class GuardedHttpServer : public httplib::Server {
+ public:
+  explicit GuardedHttpServer(HttpLimits lim = {}) : lim_(lim) {}
+  HttpLimits& limits() { return lim_; }
+  void set_reject_hook(HttpRejectHook h) { on_reject_ = std::move(h); }
+  int open_connections() const { return conns_.load(); }
+
+ private:
+  bool process_and_close_socket(socket_t sock) override;
+  HttpLimits lim_;
+  HttpRejectHook on_reject_;
+  std::atomic<int> conns_{0};
+};
+
+}  // namespace samq::serve
