@@ -41,7 +41,7 @@ std::function<int()> setup(CLI::App& sub) {
       "same bytes for any --threads, and a tensor depends only on the seed, its name and its shape (so "
       "--layers 4 and --layers 32 share their first four layers). Written as a stream (~128 MiB in memory), "
       "each shard to a temp file renamed when complete.\n\n"
-      "Example: samq synth --like llama3-8b --layers 4 -o out/synth-8b-4L   (4 layers: ~5.3 GB)");
+      "Example: samq synth --like llama3-8b --layers 4 -o out/synth-8b-4L   (4 layers: ~3.9 GB)");
   sub.add_option("--like", a->like, like_help())->required();
   CLI::Option* layers_opt =
       sub.add_option("--layers", a->layers, "Layers to write: 1 up to the real model's count (default: all)");
@@ -74,9 +74,9 @@ std::function<int()> setup(CLI::App& sub) {
                    a->output.c_str(), r.like.c_str(), (long long)r.layers, s);
     else
       std::fprintf(stderr,
-                   "synth: wrote %s: %s shape, %lld layers, %lld tensors, %.3f B params, %d shard(s), %.2f GB, %.2f s "
+                   "synth: wrote %s: %s shape, %lld layers, %lld tensors, %.1f M params, %d shard(s), %.2f GB, %.2f s "
                    "(%.0f MB/s); random weights: for scale and speed tests only\n",
-                   a->output.c_str(), r.like.c_str(), (long long)r.layers, (long long)r.n_tensors, r.n_params / 1e9,
+                   a->output.c_str(), r.like.c_str(), (long long)r.layers, (long long)r.n_tensors, r.n_params / 1e6,
                    r.n_shards, r.file_bytes / 1e9, s, s > 0 ? r.file_bytes / 1e6 / s : 0.0);
     return 0;
   };
