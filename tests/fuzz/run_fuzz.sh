@@ -34,7 +34,8 @@ rm -rf "$work/corpus"
 "$work/build/fuzz_seed_gen" "$work/corpus" "$shared" || exit 1
 mkdir -p "$work/artifacts"
 status=0
-for t in gguf safetensors config; do
+for t in gguf safetensors config openai; do
+  mkdir -p "$work/corpus/$t"  # openai: no generated seeds, the committed corpus only
   dirs=("$work/corpus/$t")
   [ -d "$src/tests/fuzz/corpus/$t" ] && dirs+=("$src/tests/fuzz/corpus/$t")
   echo "== fuzz_$t: ${secs}s over ${dirs[*]}"

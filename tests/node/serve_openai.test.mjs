@@ -196,8 +196,9 @@ await test("a client that disconnects mid-stream frees its slot", async () => {
   if (c - before2 >= 1000) throw new Error(`non-streaming: generated ${c - before2} tokens: never cancelled`);
 });
 
-await test("metrics exposition", async () => {
-  const t = await (await fetch(`${srv.url}/metrics`)).text();
+await test("metrics exposition (needs the API key when one is set: --metrics-auth auto)", async () => {
+  if ((await fetch(`${srv.url}/metrics`)).status !== 401) throw new Error("/metrics readable without the key");
+  const t = await (await fetch(`${srv.url}/metrics`, { headers: { Authorization: `Bearer ${KEY}` } })).text();
   for (const name of ["samq_requests_total", "samq_time_to_first_token_seconds_bucket", "samq_inter_token_latency_seconds_bucket",
                       "samq_request_duration_seconds_bucket", "samq_queue_time_seconds_bucket", "samq_prompt_tokens_total",
                       "samq_generated_tokens_total", "samq_active_slots", "samq_queue_depth", "samq_kv_cache_used_bytes", "samq_circuit_state"])
