@@ -25,6 +25,7 @@ namespace {
 
 struct ServeArgs {
   std::string model, host = "127.0.0.1", api_key, api_key_file, metrics_auth = "auto", chat_template = "auto", alias, port_file;
+  int max_connections = 0;
   int port = 8080, parallel = 4, queue = 16, ctx = 0, http_threads = 0, read_timeout_s = 10, drain_timeout_ms = 15000;
   size_t max_body = 1 << 20;
   std::string fallback, fallback_url, fallback_model;
@@ -174,6 +175,7 @@ int run_serve(const ServeArgs& a) {
   opt.metrics_auth = a.metrics_auth;
   opt.http_threads = a.http_threads > 0 ? a.http_threads : 2 * (a.parallel + a.queue) + 16;
   opt.max_body_bytes = a.max_body;
+  opt.max_connections = a.max_connections;
   opt.read_timeout_s = a.read_timeout_s;
   opt.drain_timeout_ms = a.drain_timeout_ms;
   // Listen first (/health 200, /ready 503 while loading), then load the models.
@@ -267,6 +269,8 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--breaker-probes", a->router.breaker_probes, "Good probes that close the circuit again")->capture_default_str();
   sub.add_option("--max-body-bytes", a->max_body, "Largest request body; beyond it, 413")->capture_default_str();
   sub.add_option("--read-timeout-s", a->read_timeout_s, "Drop clients that send nothing for this long")->capture_default_str();
+  sub.add_option("--max-connections", a->max_connections,
+                 "Connections served at once; beyond, 503 (default: 4 x --http-threads)");
   sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (default: 2*(parallel+queue)+16)");
   sub.add_option("--drain-timeout-ms", a->drain_timeout_ms, "On SIGTERM, wait this long for requests in flight")
       ->capture_default_str();

@@ -45,6 +45,8 @@ struct Metrics::Impl {
       .Name("samq_kv_cache_capacity_bytes").Help("KV cache bytes allocated").Register(*reg);
   prometheus::Family<Counter>& fallback = prometheus::BuildCounter()
       .Name("samq_fallback_activations_total").Help("Requests (or their rest) sent to the fallback, by reason").Register(*reg);
+  prometheus::Family<Gauge>& conns = prometheus::BuildGauge()
+      .Name("samq_http_connections").Help("HTTP connections: open now, and the cap (--max-connections)").Register(*reg);
   prometheus::Family<Gauge>& circuit = prometheus::BuildGauge()
       .Name("samq_circuit_state").Help("Primary circuit breaker: 0 closed, 1 open, 2 half-open").Register(*reg);
   prometheus::Family<Gauge>& p99 = prometheus::BuildGauge()
@@ -80,6 +82,10 @@ void Metrics::kv_cache(const std::string& model, double used, double cap) {
   impl_->kv_cap.Add({{"model", model}}).Set(cap);
 }
 void Metrics::fallback_activation(const std::string& reason) { impl_->fallback.Add({{"reason", reason}}).Increment(); }
+void Metrics::http_connections(double open, double limit) {
+  impl_->conns.Add({{"kind", "open"}}).Set(open);
+  impl_->conns.Add({{"kind", "limit"}}).Set(limit);
+}
 void Metrics::circuit_state(int state) { impl_->circuit.Add({}).Set(state); }
 void Metrics::primary_p99(double s) { impl_->p99.Add({}).Set(s); }
 void Metrics::rejected(const std::string& reason) { impl_->rejected.Add({{"reason", reason}}).Increment(); }

@@ -14,6 +14,7 @@
 //   samq_circuit_state                                  gauge (0 closed, 1 open, 2 half-open)
 //   samq_primary_p99_latency_seconds                    gauge (the SLA's rolling p99)
 //   samq_rejected_requests_total{reason}                counter (queue_full, draining, too_large...)
+//   samq_http_connections{kind="open"|"limit"}          gauge (the front's connection cap)
 #pragma once
 #include <memory>
 #include <string>
@@ -40,6 +41,7 @@ class Metrics {
   void kv_cache(const std::string& model, double used_bytes, double capacity_bytes);
   void fallback_activation(const std::string& reason);
   void circuit_state(int state);
+  void http_connections(double open, double limit);
   void primary_p99(double seconds);
   void rejected(const std::string& reason);
 

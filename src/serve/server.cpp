@@ -227,6 +227,7 @@ void Server::install_routes() {
   };
   svr.Get("/metrics", [this, metrics_allowed](const httplib::Request& req, httplib::Response& res) {
     if (!metrics_allowed(req, res)) return;
+    metrics_.http_connections(impl_->svr.open_connections(), impl_->svr.limits().max_connections);
     res.set_content(metrics_.render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   auto model_obj = [](const std::string& id) {

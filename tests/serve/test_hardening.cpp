@@ -4,6 +4,11 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <map>
 #include <system_error>
 #include <thread>
@@ -271,4 +276,35 @@ TEST(InputErrors, ParamNamedNeverInternalText) {
     EXPECT_EQ(e.status, 400);
     EXPECT_EQ(std::string(e.what()).find("json.exception"), std::string::npos) << e.what();
   }
+}
+
+TEST(HttpFront, ConnectionCapAnswers503AndShowsInMetrics) {
+  FakeGenerator gen(FakeGeneratorOptions{});
+  Metrics metrics;
+  LocalBackend prim(gen, {1, 1, 512}, &metrics);
+  Router router(prim, nullptr, {}, &metrics);
+  ServerOptions o;
+  o.max_connections = 2;
+  Http h(router, o);
+  std::vector<int> idle;
+  for (int i = 0; i < 2; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(uint16_t(h.port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(200ms);
+  httplib::Client c("127.0.0.1", h.port);
+  auto r = c.Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  for (int fd : idle) ::close(fd);
+  std::this_thread::sleep_for(300ms);
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  EXPECT_NE(m->body.find("samq_http_connections{kind=\"limit\"} 2"), std::string::npos) << m->body;
 }
