@@ -17,6 +17,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -31,10 +40,81 @@ using namespace samq;
 
 namespace {
 
+// ---- which llama.cpp CPU build made the fixture ----------------------------------------------
+// llama.cpp's log-probs depend on the CPU backend variant node-llama-cpp loaded (ggml picks the
+// best libggml-cpu-<variant>.so the CPU supports): its AVX-512/AMX kernels sum in another order
+// than samq's AVX2 ones and than llama.cpp's own AVX2 build, which moves log-probs by a few 1e-2
+// and flips near-tie top-1s. The bounds below were measured against the build that recorded the
+// fixture, so they are checked only on a CPU that has every feature of that build (anywhere
+// else the comparison is skipped, naming the missing features). The fixture's
+// llama_cpp.cpu_features lists them as /proc/cpuinfo flag names (written by
+// tests/node/convert_interop.test.mjs); a fixture without that record was made with
+// node-llama-cpp 3.22.1's sapphirerapids build (AVX-512 + AMX), assumed here; keep in sync with
+// SAPPHIRERAPIDS_CPU_FEATURES in tests/node/interop-helpers.mjs.
+const std::vector<std::string> kSapphireRapidsFeatures = {
+    "sse4_2", "avx",      "f16c",     "fma",        "avx2",        "bmi2",        "avx512f",  "avx512cd",
+    "avx512vl", "avx512dq", "avx512bw", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"};
+
+// Whether this CPU has the feature named by its /proc/cpuinfo flag (unknown names: false).
+bool cpu_has(const std::string& f) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (f == "pni") return __builtin_cpu_supports("sse3");
+  if (f == "ssse3") return __builtin_cpu_supports("ssse3");
+  if (f == "sse4_2") return __builtin_cpu_supports("sse4.2");
+  if (f == "avx") return __builtin_cpu_supports("avx");
+  if (f == "f16c") return __builtin_cpu_supports("f16c");
+  if (f == "fma") return __builtin_cpu_supports("fma");
+  if (f == "avx2") return __builtin_cpu_supports("avx2");
+  if (f == "bmi2") return __builtin_cpu_supports("bmi2");
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512cd") return __builtin_cpu_supports("avx512cd");
+  if (f == "avx512vl") return __builtin_cpu_supports("avx512vl");
+  if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512vbmi") return __builtin_cpu_supports("avx512vbmi");
+  if (f == "avx512_vnni") return __builtin_cpu_supports("avx512vnni");
+  if (f == "avx512_bf16") return __builtin_cpu_supports("avx512bf16");
+  // AMX and AVX-VNNI: not known to every compiler's __builtin_cpu_supports (clang 14), so CPUID
+  // leaf 7 directly (the bits ggml-cpu/arch/x86/cpu-feats.cpp reads).
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (f == "amx_tile" || f == "amx_int8" || f == "amx_bf16") {
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (d >> (f == "amx_tile" ? 24 : f == "amx_int8" ? 25 : 22)) & 1;
+  }
+  if (f == "avx_vnni") {
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    return (a >> 4) & 1;
+  }
+#endif
+  return false;
+}
+
+// The fixture's llama.cpp build features: llama_cpp.cpu_features, else the sapphirerapids build.
+std::vector<std::string> fixture_cpu_features(const nlohmann::json& fx) {
+  if (fx.contains("llama_cpp") && fx["llama_cpp"].contains("cpu_features"))
+    return fx["llama_cpp"]["cpu_features"].get<std::vector<std::string>>();
+  return kSapphireRapidsFeatures;
+}
+
+// The features of `required` that `has` denies, comma-separated ("" when none is missing).
+std::string missing_cpu_features(const std::vector<std::string>& required,
+                                 const std::function<bool(const std::string&)>& has = cpu_has) {
+  std::string out;
+  for (const auto& f : required)
+    if (!has(f)) out += (out.empty() ? "" : ", ") + f;
+  return out;
+}
+
 void check_model(const std::string& fixture_name, const std::string& model_path, double min_same_top,
                  double max_lp, double max_gap) {
   const auto fx = nlohmann::json::parse(read_file(test::source_path("tests/data/llamacpp/greedy-fixture.json")));
   if (!fx["models"].contains(fixture_name)) GTEST_SKIP() << "fixture has no " << fixture_name;
+  const std::string missing = missing_cpu_features(fixture_cpu_features(fx));
+  if (!missing.empty())
+    GTEST_SKIP() << "this CPU lacks " << missing << " of the llama.cpp CPU build that recorded "
+                 << "greedy-fixture.json" << (fx["llama_cpp"].contains("cpu_features") ? "" : " (no record in it: assumed node-llama-cpp's sapphirerapids build)")
+                 << "; its log-probs and near-tie top-1s are not reproducible here";
   auto m = Model::load(model_path);
   const int64_t V = m->hparams.n_vocab;
   int positions = 0, same_top = 0;
@@ -76,6 +156,37 @@ void check_model(const std::string& fixture_name, const std::string& model_path,
 }
 
 }  // namespace
+
+TEST(LlamaCppFixture, CpuFeatureDetection) {
+  // The skip message's list: the missing features, in the fixture's order, comma-separated.
+  const auto none = [](const std::string&) { return false; };
+  const auto all = [](const std::string&) { return true; };
+  const auto avx2_only = [](const std::string& f) { return f.rfind("avx512", 0) != 0 && f.rfind("amx", 0) != 0; };
+  EXPECT_EQ(missing_cpu_features({"avx2", "avx512f"}, none), "avx2, avx512f");
+  EXPECT_EQ(missing_cpu_features(kSapphireRapidsFeatures, all), "");
+  EXPECT_EQ(missing_cpu_features(kSapphireRapidsFeatures, avx2_only),
+            "avx512f, avx512cd, avx512vl, avx512dq, avx512bw, avx512vbmi, avx512_vnni, avx512_bf16, amx_tile, amx_int8");
+  // A fixture without a record of its build means sapphirerapids; a recorded list wins.
+  EXPECT_EQ(fixture_cpu_features(nlohmann::json::parse(R"({"llama_cpp": {"gpu": false}})")), kSapphireRapidsFeatures);
+  EXPECT_EQ(fixture_cpu_features(nlohmann::json::parse(R"({"llama_cpp": {"cpu_features": ["avx2", "fma"]}})")),
+            (std::vector<std::string>{"avx2", "fma"}));
+  EXPECT_FALSE(cpu_has("no_such_feature"));
+  // cpu_has agrees with the kernel's flags on every name it knows.
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line) && line.rfind("flags", 0) != 0) {
+  }
+  if (line.empty()) return;  // not Linux/x86: nothing to compare with
+  std::istringstream flags(line.substr(line.find(':') + 1));
+  std::vector<std::string> have{std::istream_iterator<std::string>(flags), std::istream_iterator<std::string>()};
+  const auto listed = [&](const std::string& f) { return std::find(have.begin(), have.end(), f) != have.end(); };
+  for (const char* f : {"pni", "ssse3", "sse4_2", "avx", "f16c", "fma", "avx2", "bmi2", "avx_vnni", "avx512f", "avx512cd",
+                        "avx512vl", "avx512dq", "avx512bw", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile",
+                        "amx_int8", "amx_bf16"})
+    EXPECT_EQ(cpu_has(f), listed(f)) << f;
+  std::printf("features of the sapphirerapids build this CPU lacks: %s\n",
+              missing_cpu_features(kSapphireRapidsFeatures).empty() ? "nothing" : missing_cpu_features(kSapphireRapidsFeatures).c_str());
+}
 
 TEST(LlamaCppFixture, Bf16Model) {
   // The HF directory holds exactly the tensors of the BF16 GGUF (helper C's converter is

@@ -41,3 +41,70 @@ export const checks = {
     }
   },
 };
+
+// ---- which llama.cpp CPU build made a fixture, and can this machine reproduce its numerics ----
+// llama.cpp's log-probs depend on the CPU backend variant node-llama-cpp loads (ggml picks the
+// best libggml-cpu-<variant>.so the CPU supports): AVX-512/AMX kernels sum in another order than
+// AVX2 ones, so log-probs differ by a few 1e-2 and near-tie greedy choices can flip. Fixtures
+// record the CPU features of the build that made them (llama_cpp.cpu_features, /proc/cpuinfo flag
+// names); a machine lacking one of them cannot reproduce those numbers, and the comparisons
+// that depend on them are skipped there (everything else still runs).
+
+// llama.cpp's feature names (llama.systemInfo, "CPU : SSE3 = 1 | AVX2 = 1 | ...") -> the
+// /proc/cpuinfo flags each needs (ggml-cpu/arch/x86/cpu-feats.cpp: AVX512 = F+CD+VL+DQ+BW; the
+// AMX_INT8 build also needs AMX_TILE). Names that are not ISA features (LLAMAFILE, REPACK,
+// OPENMP, ...) map to nothing.
+const LLAMA_FEATURE_FLAGS = {
+  SSE3: ["pni"], SSSE3: ["ssse3"], AVX: ["avx"], AVX_VNNI: ["avx_vnni"], AVX2: ["avx2"], F16C: ["f16c"],
+  FMA: ["fma"], BMI2: ["bmi2"], AVX512: ["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+  AVX512_VBMI: ["avx512vbmi"], AVX512_VNNI: ["avx512_vnni"], AVX512_BF16: ["avx512_bf16"],
+  AMX_INT8: ["amx_tile", "amx_int8"],
+  NEON: ["asimd"], FP16_VA: ["asimdhp"], DOTPROD: ["asimddp"], MATMUL_INT8: ["i8mm"], SVE: ["sve"],
+};
+
+// The fixtures committed before llama_cpp.cpu_features existed were all recorded with
+// node-llama-cpp 3.22.1's libggml-cpu-sapphirerapids.so (an Intel Xeon with AVX-512 and AMX);
+// ggml/src/CMakeLists.txt: sapphirerapids = SSE42 AVX F16C FMA AVX2 BMI2 AVX512 AVX512_VBMI
+// AVX512_VNNI AVX512_BF16 AMX_TILE AMX_INT8. Keep in sync with tests/model/slow_llamacpp_fixture.cpp.
+export const SAPPHIRERAPIDS_CPU_FEATURES = [
+  "sse4_2", "avx", "f16c", "fma", "avx2", "bmi2", "avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw",
+  "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+];
+
+// The /proc/cpuinfo flags the loaded llama.cpp CPU backend needs, from llama.systemInfo
+// (sorted, without duplicates).
+export function llamaBuildCpuFeatures(systemInfo) {
+  const flags = new Set();
+  for (const m of String(systemInfo).matchAll(/([A-Z0-9_]+)\s*=\s*1\b/g))
+    for (const f of LLAMA_FEATURE_FLAGS[m[1]] ?? []) flags.add(f);
+  return [...flags].sort();
+}
+
+// This machine's CPU flags (first "flags"/"Features" line of /proc/cpuinfo); null if unreadable.
+export function machineCpuFlags(cpuinfo = null) {
+  let text = cpuinfo;
+  if (text === null) {
+    try {
+      text = fs.readFileSync("/proc/cpuinfo", "utf8");
+    } catch {
+      return null;
+    }
+  }
+  const line = text.split("\n").find((l) => /^(flags|Features)\s*:/.test(l));
+  return line ? new Set(line.slice(line.indexOf(":") + 1).trim().split(/\s+/)) : new Set();
+}
+
+// The llama.cpp build a fixture came from: {features (cpuinfo flags), source (how we know)}.
+export function fixtureCpuBuild(fixture) {
+  const lc = fixture?.llama_cpp ?? {};
+  if (Array.isArray(lc.cpu_features))
+    return {features: lc.cpu_features, source: "llama_cpp.cpu_features recorded in the fixture"};
+  if (typeof lc.system_info === "string")
+    return {features: llamaBuildCpuFeatures(lc.system_info), source: "llama_cpp.system_info recorded in the fixture"};
+  return {features: SAPPHIRERAPIDS_CPU_FEATURES, source: "no record in the fixture: assumed node-llama-cpp's sapphirerapids build"};
+}
+
+// The features of `required` this machine lacks (all of them when /proc/cpuinfo is unreadable).
+export function missingCpuFeatures(required, flags = machineCpuFlags()) {
+  return required.filter((f) => !flags || !flags.has(f));
+}

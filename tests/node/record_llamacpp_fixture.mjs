@@ -27,6 +27,8 @@ import os from "node:os";
 import path from "node:path";
 import {fileURLToPath} from "node:url";
 
+import {llamaBuildCpuFeatures} from "./interop-helpers.mjs";
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, "../..");
 const shared = process.env.SAMQ_SHARED_DIR ?? path.resolve(repo, "../shared");
@@ -162,7 +164,10 @@ const fixture = {
     "token per llama_decode; prefill_alt (optional): as prefill, in a context that differs only by " +
     "llama_cpp.prefill_alt_settings. greedy: from prompt_ids, temperature-0 steps {token, top5}. Log-probs are " +
     "logit - max - log(sum exp(logit - max)) from llama.cpp's raw logits, rounded to 1e-6.",
+  // system_info / cpu_features: the CPU build of llama.cpp that computed the log-probs (its
+  // numerics are ISA-specific; see fixtureCpuBuild in interop-helpers.mjs).
   llama_cpp: {binding: "node-llama-cpp", version: nlcVersion, gpu: false, cpu: os.cpus()[0]?.model ?? "?",
+              system_info: llama.systemInfo, cpu_features: llamaBuildCpuFeatures(llama.systemInfo),
               settings: {flashAttention, kv_cache_type_k: kvType, kv_cache_type_v: kvType, threads, batchSize,
                          contextSize, sequences: 1},
               ...(altFlash === null ? {} : {prefill_alt_settings: {flashAttention: altFlash}})},
