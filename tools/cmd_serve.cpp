@@ -173,7 +173,8 @@ int run_serve(const ServeArgs& a) {
   opt.port = a.port;
   opt.api_key = key;
   opt.metrics_auth = a.metrics_auth;
-  opt.http_threads = a.http_threads > 0 ? a.http_threads : 2 * (a.parallel + a.queue) + 16;
+  // Idle threads are cheap; slow clients hold one each until --read-timeout-s.
+  opt.http_threads = a.http_threads > 0 ? a.http_threads : std::max(2 * (a.parallel + a.queue) + 16, 128);
   opt.max_body_bytes = a.max_body;
   opt.max_connections = a.max_connections;
   opt.read_timeout_s = a.read_timeout_s;
@@ -270,8 +271,8 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--max-body-bytes", a->max_body, "Largest request body; beyond it, 413")->capture_default_str();
   sub.add_option("--read-timeout-s", a->read_timeout_s, "Drop clients that send nothing for this long")->capture_default_str();
   sub.add_option("--max-connections", a->max_connections,
-                 "Connections served at once; beyond, 503 (default: 4 x --http-threads)");
-  sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (default: 2*(parallel+queue)+16)");
+                 "Connections served at once; beyond, 503 (default and most: --http-threads - 4)");
+  sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (default: max(2*(parallel+queue)+16, 128))");
   sub.add_option("--drain-timeout-ms", a->drain_timeout_ms, "On SIGTERM, wait this long for requests in flight")
       ->capture_default_str();
   sub.add_flag("--fake-model", a->fake,

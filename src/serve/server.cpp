@@ -159,7 +159,11 @@ void Server::install_routes() {
   lim.max_body_bytes = opt_.max_body_bytes;
   lim.head_timeout_ms = lim.body_timeout_ms = opt_.read_timeout_s * 1000;
   lim.write_timeout_ms = opt_.write_timeout_s * 1000;
-  lim.max_connections = opt_.max_connections > 0 ? opt_.max_connections : 4 * threads;
+  // Each connection holds a worker while it is served, so the cap stays 4 below the pool: a few
+  // workers are always free to answer (or refuse) the next connection, e.g. a health check
+  // while clients trickle their heads.
+  const int ceiling = std::max(1, threads - 4);
+  lim.max_connections = opt_.max_connections > 0 ? std::min(opt_.max_connections, ceiling) : ceiling;
   svr.set_reject_hook([this](int status, const std::string& reason) {
     metrics_.request("front", status, "none");
     if (status == 503) metrics_.rejected(reason);

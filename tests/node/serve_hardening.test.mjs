@@ -186,6 +186,30 @@ await test("auth: bearer in any case, key file and env, /metrics and /internal/f
   }
 });
 
+await test("/health, /ready and /metrics answer within 1 s while 56 clients trickle their heads", async () => {
+  const s = await startServer(["--fake-model", "--read-timeout-s", "10"]);
+  const socks = [];
+  try {
+    for (let i = 0; i < 56; i++) {
+      const sock = net.createConnection({ host: "127.0.0.1", port: s.port });
+      sock.on("error", () => {});
+      sock.write("POST /v1/completions HTTP/1.1\r\nHost: x\r\n");
+      sock.timer = setInterval(() => sock.write("X: 1\r\n"), 300);
+      socks.push(sock);
+    }
+    await sleep(1000);
+    for (const route of ["/health", "/ready", "/metrics"]) {
+      const t0 = Date.now();
+      const r = await fetch(s.url + route, { signal: AbortSignal.timeout(5000) }).catch((e) => ({ status: String(e) }));
+      const ms = Date.now() - t0;
+      if (r.status !== 200 || ms > 1000) throw new Error(`${route}: ${r.status} after ${ms} ms`);
+    }
+  } finally {
+    for (const sock of socks) { clearInterval(sock.timer); sock.destroy(); }
+    await s.stop();
+  }
+});
+
 // Role forgery on the real tokenizer (refcode-32m: <|begin_of_text|> and <|end_of_text|> are
 // control tokens, the built-in llama3 template is used): a control-token string in a message
 // must cost as many tokens as its characters do, not one control id.
