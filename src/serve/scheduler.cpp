@@ -69,6 +69,20 @@ int Scheduler::queued() const {
 }
 
 std::shared_ptr<RequestChannel> Scheduler::submit(const GenRequest& req) {
+  // Refuse before the tokenizer runs: a full server spends nothing on a request it cannot take
+  // (checked again below, when the job is queued).
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) throw ApiError(503, "server_error", "shutting_down", "the server is shutting down");
+    const int waiting = int(queue_.size());
+    if (n_active_ + waiting >= opt_.parallel + opt_.queue) {
+      const int retry = std::max(1, int(std::ceil(avg_request_s_ * (1.0 + waiting) / opt_.parallel)));
+      if (metrics_) metrics_->rejected("queue_full");
+      throw ApiError(429, "rate_limit_error", "server_overloaded",
+                     fmt::format("all {} slots are busy and the queue of {} is full; retry later",
+                                 opt_.parallel, opt_.queue), "", retry);
+    }
+  }
   auto job = std::make_unique<Job>();
   job->req = req;
   if (req.parts.empty()) {

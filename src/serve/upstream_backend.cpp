@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <cstdio>
 #include <regex>
 
 #include "core/error.h"
@@ -153,14 +154,18 @@ void UpstreamBackend::run(GenRequest req, std::shared_ptr<RequestChannel> ch) {
   httplib::Error error = httplib::Error::Success;
   const bool ok = cli.send(hr, res, error);
   if (ch->cancelled()) return;
+  // Clients hear the status only: the upstream's address and payload stay in the server's log.
   if (!ok && status != 200) {
-    ch->push(Event::error(502, "fallback upstream " + host_ + ":" + std::to_string(port_) +
-                                   " failed: " + (status ? err_body : httplib::to_string(error))));
+    std::fprintf(stderr, "samq serve: fallback upstream %s:%d failed: %s\n", host_.c_str(), port_,
+                 (status ? err_body.substr(0, 500) : httplib::to_string(error)).c_str());
+    ch->push(Event::error(502, status ? "the fallback upstream failed (HTTP " + std::to_string(status) + ")"
+                                      : "the fallback upstream could not be reached"));
     return;
   }
   if (status != 200) {
-    ch->push(Event::error(status == 429 ? 429 : 502, "fallback upstream returned HTTP " +
-                                                         std::to_string(status) + ": " + err_body.substr(0, 500)));
+    std::fprintf(stderr, "samq serve: fallback upstream %s:%d returned HTTP %d: %s\n", host_.c_str(), port_, status,
+                 err_body.substr(0, 500).c_str());
+    ch->push(Event::error(status == 429 ? 429 : 502, "the fallback upstream returned HTTP " + std::to_string(status)));
     return;
   }
   if (!done && finish.empty()) {

@@ -308,3 +308,65 @@ TEST(HttpFront, ConnectionCapAnswers503AndShowsInMetrics) {
   EXPECT_EQ(m->status, 200);
   EXPECT_NE(m->body.find("samq_http_connections{kind=\"limit\"} 2"), std::string::npos) << m->body;
 }
+
+TEST(Disclosure, UpstreamErrorsNameNeitherTheHostNorItsPayload) {
+  FakeGenerator gen({.model_id = "up", .n_ctx = 64, .step_ms = 1});
+  Metrics metrics;
+  LocalBackend backend(gen, {2, 0, 512}, &metrics);
+  Router router(backend, nullptr, {}, &metrics);
+  int dead_port;
+  auto last_error = [](RequestChannel& ch) {
+    for (int i = 0; i < 200; ++i)
+      if (auto e = ch.pop(Clock::now() + 50ms); e && e->kind != Event::Text) return *e;
+    return Event::done("none");
+  };
+  GenRequest g;
+  g.prompt = std::string(100, 'a');  // longer than the upstream's context: its own 400
+  g.max_tokens = 4;
+  {
+    Http up(router);
+    dead_port = up.port;
+    UpstreamBackend b("http://127.0.0.1:" + std::to_string(up.port), "", 5000);
+    Event e = last_error(*b.start(g));
+    EXPECT_EQ(e.kind, Event::Error);
+    EXPECT_NE(e.message.find("400"), std::string::npos) << e.message;
+    EXPECT_EQ(e.message.find("context"), std::string::npos) << e.message;
+    EXPECT_EQ(e.message.find("127.0.0.1"), std::string::npos) << e.message;
+  }
+  UpstreamBackend gone("http://127.0.0.1:" + std::to_string(dead_port), "", 1000);
+  Event e = last_error(*gone.start(g));
+  EXPECT_EQ(e.kind, Event::Error);
+  EXPECT_EQ(e.message.find("127.0.0.1"), std::string::npos) << e.message;
+  EXPECT_EQ(e.message.find(std::to_string(dead_port)), std::string::npos) << e.message;
+}
+
+namespace {
+class CountingTokenizer : public FakeGenerator {
+ public:
+  using FakeGenerator::FakeGenerator;
+  std::vector<int32_t> tokenize(std::string_view t, bool b, bool s) const override {
+    ++calls;
+    return FakeGenerator::tokenize(t, b, s);
+  }
+  mutable std::atomic<int> calls{0};
+};
+}  // namespace
+
+TEST(Cost, TheOverloadRefusalComesBeforeTokenizing) {
+  CountingTokenizer gen(FakeGeneratorOptions{.step_ms = 20});
+  LocalBackend b(gen, {1, 0, 512}, nullptr);
+  GenRequest g;
+  g.prompt = "a";
+  g.max_tokens = 20;
+  auto busy = b.start(g);  // holds the only slot for ~400 ms
+  std::this_thread::sleep_for(50ms);
+  const int before = gen.calls;
+  try {
+    b.start(g);
+    ADD_FAILURE() << "accepted while full";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 429);
+  }
+  EXPECT_EQ(gen.calls, before) << "the refused prompt was tokenized";
+  busy->cancel();
+}
