@@ -9,10 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <system_error>
 #include <thread>
 
+#include "common/test_env.h"
 #include "serve/fake_generator.h"
 #include "serve/openai_api.h"
 #include "serve/router.h"
@@ -369,4 +372,28 @@ TEST(Cost, TheOverloadRefusalComesBeforeTokenizing) {
   }
   EXPECT_EQ(gen.calls, before) << "the refused prompt was tokenized";
   busy->cancel();
+}
+
+// The fuzz target's committed corpus (tests/fuzz/corpus/openai), replayed without clang: every
+// input parses or is a 400 ApiError without internals.
+TEST(InputErrors, FuzzCorpusReplays) {
+  const auto dir = samq::test::source_path("tests/fuzz/corpus/openai");
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::ifstream f(e.path(), std::ios::binary);
+    const std::string body((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    for (int kind = 0; kind < 3; ++kind) {
+      try {
+        if (kind == 0) parse_completion_request(body, true);
+        else parse_chat_request(body, kind == 1 ? "chatml" : "llama3", false);
+      } catch (const ApiError& err) {
+        EXPECT_EQ(err.status, 400) << e.path();
+        EXPECT_EQ(std::string(err.what()).find("json.exception"), std::string::npos) << e.path();
+      } catch (const std::exception& err) {
+        ADD_FAILURE() << e.path() << ": " << err.what();
+      }
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 5);
 }
