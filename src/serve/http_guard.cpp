@@ -324,9 +324,22 @@ class GuardedStream : public httplib::Stream {
   int write_timeout_ms_;
 };
 
+thread_local socket_t t_current_sock = INVALID_SOCKET;
+
 }  // namespace
 
+bool current_client_gone() {
+  if (t_current_sock == INVALID_SOCKET) return false;
+  char c;
+  const ssize_t r = ::recv(t_current_sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
+  struct Current {
+    explicit Current(socket_t s) { t_current_sock = s; }
+    ~Current() { t_current_sock = INVALID_SOCKET; }
+  } current(sock);
   struct Count {
     std::atomic<int>& n;
     int now;

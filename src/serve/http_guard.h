@@ -40,6 +40,11 @@ struct HttpLimits {
 // What the front decided about one request (for metrics); status 0: passed to httplib.
 using HttpRejectHook = std::function<void(int status, const std::string& reason)>;
 
+// From a handler: whether the client of the request this thread is serving has closed its side
+// (false outside a GuardedHttpServer handler). Lets a handler that waits before sending anything
+// (queued, in prefill) notice a client that left.
+bool current_client_gone();
+
 class GuardedHttpServer : public httplib::Server {
  public:
   explicit GuardedHttpServer(HttpLimits lim = {}) : lim_(lim) {}

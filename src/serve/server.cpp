@@ -315,7 +315,16 @@ void Server::install_routes() {
       ex = router.begin(ar.gen, ar.stream);
       // Wait for the first event here, so errors before any token get their own status and
       // x-samq-served-by names who really produced the answer.
-      while (!first && !impl_->cancel_all) first = ex->next(Clock::now() + std::chrono::milliseconds(250));
+      // A client that leaves while queued or in prefill frees its place within ~100 ms.
+      while (!first && !impl_->cancel_all) {
+        if (current_client_gone()) {
+          ex->cancel();
+          metrics_.rejected("client_gone");
+          res.status = 499;  // nginx's "client closed request"; nobody reads it
+          return;
+        }
+        first = ex->next(Clock::now() + std::chrono::milliseconds(100));
+      }
       if (!first) throw ApiError(503, "server_error", "shutting_down", "The server is shutting down.");
     } catch (const ApiError& e) {
       return send_error(res, e);

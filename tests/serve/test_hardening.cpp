@@ -397,3 +397,36 @@ TEST(InputErrors, FuzzCorpusReplays) {
   }
   EXPECT_GE(n, 5);
 }
+
+TEST(Disconnects, AClientThatLeavesWhileQueuedFreesItsPlace) {
+  FakeGenerator gen(FakeGeneratorOptions{.step_ms = 20});
+  Metrics metrics;
+  LocalBackend prim(gen, {1, 2, 512}, &metrics);
+  Router router(prim, nullptr, {}, &metrics);
+  Http h(router);
+  std::thread busy([&] {  // holds the only slot for ~1 s
+    httplib::Client c("127.0.0.1", h.port);
+    c.set_read_timeout(10, 0);
+    c.Post("/v1/completions", R"({"prompt":"a","max_tokens":40,"temperature":0,"stop":["never"]})", "application/json");
+  });
+  std::this_thread::sleep_for(150ms);
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(h.port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string body = R"({"prompt":"b","max_tokens":5})";
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::send(fd, req.data(), req.size(), 0), ssize_t(req.size()));
+  for (int i = 0; i < 50 && prim.scheduler().queued() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(prim.scheduler().queued(), 1);
+  ::close(fd);  // the queued client leaves
+  const auto t0 = Clock::now();
+  while (prim.scheduler().queued() > 0 && Clock::now() - t0 < 2s) std::this_thread::sleep_for(10ms);
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  EXPECT_EQ(prim.scheduler().queued(), 0);
+  EXPECT_LT(ms, 300) << "the queued request outlived its client";
+  busy.join();
+}
