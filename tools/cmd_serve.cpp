@@ -24,7 +24,8 @@
 namespace {
 
 struct ServeArgs {
-  std::string model, host = "127.0.0.1", api_key, api_key_file, metrics_auth = "auto", chat_template = "auto", alias, port_file;
+  std::string model, host = "127.0.0.1", api_key, api_key_file, metrics_auth = "auto", chat_template = "auto", port_file;
+  std::vector<std::string> aliases;
   int max_connections = 0;
   int port = 8080, parallel = 4, queue = 16, ctx = 0, http_threads = 0, read_timeout_s = 10, drain_timeout_ms = 15000;
   size_t max_body = 1 << 20;
@@ -104,7 +105,8 @@ struct Serving {
 std::unique_ptr<Serving> load_serving(const ServeArgs& a, samq::serve::Metrics& metrics) {
   using namespace samq::serve;
   auto sv = std::make_unique<Serving>();
-  sv->primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel, a.alias);
+  sv->primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel,
+                                    a.aliases.empty() ? std::string() : a.aliases.front());
   if (a.faults) {
     auto f = std::make_unique<FaultInjectingGenerator>(std::move(sv->primary_gen));
     sv->faults = f.get();
@@ -218,6 +220,7 @@ int run_serve(const ServeArgs& a) {
   facts.chat_template = sv->primary_gen->chat_template();
   facts.model_adds_bos = sv->primary_gen->add_bos();
   facts.extra_model_ids = sv->extra_ids;
+  if (a.aliases.size() > 1) facts.aliases.assign(a.aliases.begin() + 1, a.aliases.end());
   facts.fault_target = sv->faults;
   server.set_ready(*sv->router, facts);
   if (!server.draining())
@@ -244,7 +247,9 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--metrics-auth", a->metrics_auth,
                  "Who may read /metrics: auto (the API key when one is set), key, none")
       ->check(CLI::IsMember({"auto", "key", "none"}))->capture_default_str();
-  sub.add_option("--alias", a->alias, "Model id shown by /v1/models (default: the file name)");
+  sub.add_option("--alias", a->aliases,
+                 "Model id shown by /v1/models (default: the file name); repeat it for more names that requests may "
+                 "use. A request naming another model gets 404, as OpenAI answers");
   sub.add_option("--parallel", a->parallel, "Slots decoding together (continuous batching)")->capture_default_str();
   sub.add_option("--queue", a->queue, "Requests that may wait for a slot; beyond that, 429")->capture_default_str();
   sub.add_option("-c,--ctx-size", a->ctx, "Context per sequence (0: the model's, at most 4096)")->capture_default_str();

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -104,6 +105,7 @@ void Server::set_ready(Router& router, const ModelFacts& f) {
   opt_.chat_template = f.chat_template;
   opt_.model_adds_bos = f.model_adds_bos;
   opt_.extra_model_ids = f.extra_model_ids;
+  opt_.aliases = f.aliases;
   opt_.fault_target = f.fault_target;
   router_.store(&router, std::memory_order_release);
 }
@@ -255,7 +257,8 @@ void Server::install_routes() {
     const std::string id = req.path.substr(std::string_view("/v1/models/").size());
     if (id.empty() || id.size() > 256)
       return send_error(res, 404, "model_not_found", "The model does not exist.");
-    if (id == opt_.model_id || std::find(opt_.extra_model_ids.begin(), opt_.extra_model_ids.end(), id) != opt_.extra_model_ids.end())
+    if (id == opt_.model_id || std::find(opt_.extra_model_ids.begin(), opt_.extra_model_ids.end(), id) != opt_.extra_model_ids.end() ||
+        std::find(opt_.aliases.begin(), opt_.aliases.end(), id) != opt_.aliases.end())
       return send_json(res, 200, model_obj(id));
     send_json(res, 404, error_object(404, "invalid_request_error", "model_not_found",
                                      "The model '" + id + "' does not exist.", "model"));
@@ -312,6 +315,11 @@ void Server::install_routes() {
     try {
       ar = kind == ApiKind::Chat ? parse_chat_request(req.body, opt_.chat_template, opt_.model_adds_bos)
                                  : parse_completion_request(req.body, opt_.model_adds_bos);
+      if (!ar.model.empty() && ar.model != opt_.model_id &&
+          std::find(opt_.extra_model_ids.begin(), opt_.extra_model_ids.end(), ar.model) == opt_.extra_model_ids.end() &&
+          std::find(opt_.aliases.begin(), opt_.aliases.end(), ar.model) == opt_.aliases.end())
+        throw ApiError(404, "invalid_request_error", "model_not_found",
+                       "The model '" + ar.model.substr(0, 256) + "' does not exist.", "model");
       ex = router.begin(ar.gen, ar.stream);
       // Wait for the first event here, so errors before any token get their own status and
       // x-samq-served-by names who really produced the answer.

@@ -44,6 +44,9 @@ struct ServerOptions {
   bool model_adds_bos = true;
   std::string model_id;               // name in /v1/models
   std::vector<std::string> extra_model_ids;  // e.g. the in-process fallback
+  // More names a request's "model" may use for the primary (--alias repeated). Any other
+  // non-empty name gets 404 model_not_found.
+  std::vector<std::string> aliases;
   // TEST ONLY: POST /internal/fault {"fail": bool, "delay_ms": int} on this generator.
   FaultInjectingGenerator* fault_target = nullptr;
 };
@@ -58,7 +61,7 @@ class Server {
   struct ModelFacts {
     std::string model_id, chat_template = "chatml";
     bool model_adds_bos = true;
-    std::vector<std::string> extra_model_ids;
+    std::vector<std::string> extra_model_ids, aliases;
     FaultInjectingGenerator* fault_target = nullptr;
   };
   void set_ready(Router& router, const ModelFacts& facts);

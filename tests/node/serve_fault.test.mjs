@@ -25,7 +25,7 @@ function metric(text, re) {
 // Streams one completion; returns who served it, the text and the finish reason (throws on any error).
 async function request(client, i) {
   const { data: stream, response } = await client.completions
-    .create({ model: "x", prompt: `def f${i}(x):\n`, max_tokens: 24, temperature: 0, stream: true }).withResponse();
+    .create({ model: "primary", prompt: `def f${i}(x):\n`, max_tokens: 24, temperature: 0, stream: true }).withResponse();
   let text = "", finish = null;
   for await (const c of stream) if (c.choices.length) { text += c.choices[0].text; finish = c.choices[0].finish_reason ?? finish; }
   if (!finish) throw new Error("stream ended without finish_reason");

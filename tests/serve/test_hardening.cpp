@@ -430,3 +430,27 @@ TEST(Disconnects, AClientThatLeavesWhileQueuedFreesItsPlace) {
   EXPECT_LT(ms, 300) << "the queued request outlived its client";
   busy.join();
 }
+
+TEST(Models, AnUnknownModelIs404AndAliasesAreExplicit) {
+  FakeGenerator gen(FakeGeneratorOptions{});
+  Metrics metrics;
+  LocalBackend prim(gen, {1, 1, 512}, &metrics);
+  Router router(prim, nullptr, {}, &metrics);
+  ServerOptions o;
+  o.aliases = {"gpt-4o-mini"};
+  Http h(router, o);  // model id "m"
+  httplib::Client c("127.0.0.1", h.port);
+  auto r = c.Post("/v1/completions", R"({"model":"nope","prompt":"x","max_tokens":2})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  json j = json::parse(r->body, nullptr, false);
+  EXPECT_EQ(j["error"]["param"], "model") << r->body;
+  EXPECT_EQ(j["error"]["code"], "model_not_found") << r->body;
+  for (const char* body : {R"({"model":"m","prompt":"x","max_tokens":2})", R"({"model":"gpt-4o-mini","prompt":"x","max_tokens":2})",
+                           R"({"prompt":"x","max_tokens":2})"}) {
+    auto ok = c.Post("/v1/completions", body, "application/json");
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << body << " " << ok->body;
+  }
+  EXPECT_EQ(c.Get("/v1/models/gpt-4o-mini")->status, 200);
+}

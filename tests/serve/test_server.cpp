@@ -64,7 +64,7 @@ void expect_error(const httplib::Result& r, int status, const std::string& type)
 TEST(Server, CompletionAndHeaders) {
   Harness h({}, {2, 2, 512}, {});
   auto c = h.client();
-  auto r = c.Post("/v1/completions", R"({"model":"m","prompt":"x","max_tokens":10,"temperature":0})", "application/json");
+  auto r = c.Post("/v1/completions", R"({"model":"fake-model","prompt":"x","max_tokens":10,"temperature":0})", "application/json");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(r->get_header_value("x-samq-served-by"), "fake-model");
@@ -72,7 +72,7 @@ TEST(Server, CompletionAndHeaders) {
   EXPECT_EQ(j["choices"][0]["text"], "yz.");
   EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
   EXPECT_EQ(j["usage"]["completion_tokens"], 3);
-  EXPECT_EQ(j["model"], "m");
+  EXPECT_EQ(j["model"], "fake-model");
 }
 
 TEST(Server, StreamingFraming) {
