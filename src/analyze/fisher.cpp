@@ -6,22 +6,14 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "backend/gumbel.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "model/tensor_names.h"
 
 namespace samq {
 
-double uniform_hash(uint64_t seed, uint64_t a, uint64_t b) {
-  auto mix = [](uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  };
-  const uint64_t h = mix(mix(mix(seed) ^ a) ^ b);
-  return double(h >> 11) * (1.0 / 9007199254740992.0);
-}
+uint64_t label_key(uint64_t seed, uint64_t a, uint64_t b) { return splitmix64(splitmix64(splitmix64(seed) ^ a) ^ b); }
 
 SensitivityAccumulator::SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o)
     : m_(m), bops_(bops), ops_(bops.ops()), opt_(o) {
@@ -100,7 +92,6 @@ void SensitivityAccumulator::add_chunk(std::span<const int32_t> tokens, int64_t 
 
   const float* logits = mg_->forward(tokens);
   float* dl = dl_.reserve(ops_, n * V);
-  float* probs = probs_.reserve(ops_, n * V);
   int32_t* labels_b = labels_.reserve(ops_, n);
   const int64_t from = std::clamp<int64_t>(opt_.loss_from, 0, n - 2);
   const int64_t T = n - 1 - from;
@@ -111,13 +102,15 @@ void SensitivityAccumulator::add_chunk(std::span<const int32_t> tokens, int64_t 
       std::vector<int32_t> labels(static_cast<size_t>(n), -1);
       for (int64_t t = from; t + 1 < n; ++t) labels[t] = tokens[t + 1];
       labels_.upload(labels.data(), n);
-      loss_sum_ += bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, probs);
+      loss_sum_ += bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
     } else {
-      std::vector<double> u(static_cast<size_t>(n), -1.0);
-      for (int64_t t = from; t + 1 < n; ++t) u[t] = uniform_hash(opt_.seed, uint64_t(chunk_index), uint64_t(t));
-      u_.reserve(ops_, n);
-      u_.upload(u.data(), n);
-      bops_.sample_labels(probs, n, V, u_.data(), labels_b);
+      // labels drawn from the model's own distribution, keyed by (seed, chunk, position)
+      std::vector<int64_t> keys(static_cast<size_t>(n), -1);
+      for (int64_t t = from; t + 1 < n; ++t)
+        keys[t] = int64_t(label_key(opt_.seed, uint64_t(chunk_index), uint64_t(t)) >> 1);
+      keys_.reserve(ops_, n);
+      keys_.upload(keys.data(), n);
+      bops_.sample_labels(logits, n, V, keys_.data(), labels_b);
       bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
     }
     grads_.zero();

@@ -13,8 +13,9 @@
 // With model-sampled labels the per-position score functions are uncorrelated, so the squared
 // gradient of a chunk's summed loss is an unbiased estimate of the sum of per-token Fishers.
 //
-// One chunk costs a forward and two backward passes (empirical, model labels). Labels are
-// drawn from a counter-based RNG keyed by (seed, chunk, position) and every reduction runs in
+// One chunk costs a forward and two backward passes (empirical, model labels). Model labels are
+// drawn by the Gumbel-max trick from counter-based noise keyed by (seed, chunk, position)
+// (backend/gumbel.h: robust to tiny logit differences between backends) and every reduction runs in
 // a fixed order, so results do not depend on the thread count.
 #pragma once
 #include <cstdint>
@@ -98,14 +99,14 @@ class SensitivityAccumulator {
   mutable std::vector<TensorStats> stats_;
   std::vector<DeviceStats> dev_;
   mutable bool dirty_ = false;
-  Buffer<float> dl_, probs_;
+  Buffer<float> dl_;
   Buffer<int32_t> labels_;
-  Buffer<double> u_;
+  Buffer<int64_t> keys_;
   int64_t n_chunks_ = 0, n_tokens_ = 0, n_loss_ = 0;
   double loss_sum_ = 0;
 };
 
-// Counter-based uniform in [0, 1) (splitmix64 of the three keys): thread-count independent.
-double uniform_hash(uint64_t seed, uint64_t a, uint64_t b);
+// The key of the model-label draw at (seed, chunk, position) (backend/gumbel.h).
+uint64_t label_key(uint64_t seed, uint64_t a, uint64_t b);
 
 }  // namespace samq

@@ -63,9 +63,9 @@ void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t 
 // Bias add y = x + b (per row):  db += sum_t dy[t].
 void bias_backward(const float* dy, int64_t n, int64_t d, float* db);
 
-// A label drawn from the categorical distribution p (v entries summing to ~1), with u uniform
-// in [0, 1): the inverse CDF, so a fixed u gives a fixed label.
-int32_t sample_label(const float* p, int64_t v, double u);
+// argmax_i (logits[i] + gumbel_noise(key, i)) in double, the first index on ties: a draw from
+// softmax(logits) (backend/gumbel.h).
+int32_t gumbel_label(const float* logits, int64_t v, uint64_t key);
 
 // The backward and statistics ops of one backend, over its memory (every pointer in the
 // backend's memory, as for Ops; host arrays are named so). model/backward.h and src/analyze
@@ -94,9 +94,11 @@ class BackwardOps {
   // labels (n) in backend memory. Returns the loss (waits for the device).
   virtual double softmax_cross_entropy_backward(const float* logits, const int32_t* labels, int64_t n, int64_t v,
                                                 float scale, float* dlogits, float* probs_out) const = 0;
-  // labels[t] = sample_label(p + t*v, v, u[t]) for each row t with u[t] >= 0, else -1.
-  // u: n doubles in backend memory.
-  virtual void sample_labels(const float* p, int64_t n, int64_t v, const double* u, int32_t* labels) const = 0;
+  // labels[t] = gumbel_label(logits + t*v, v, keys[t]) for each row t with keys[t] >= 0, else -1:
+  // draws from softmax(logits) by the Gumbel-max trick (backend/gumbel.h). keys: n int64 in
+  // backend memory.
+  virtual void sample_labels(const float* logits, int64_t n, int64_t v, const int64_t* keys,
+                             int32_t* labels) const = 0;
   virtual void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) const = 0;
   virtual void bias_backward(const float* dy, int64_t n, int64_t d, float* db) const = 0;
 

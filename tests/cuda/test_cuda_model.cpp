@@ -99,12 +99,19 @@ TEST_P(CudaModel, LogitsMatchCpuEngine) {
   auto dev = Model::load(dir(), *g.ops);
   const int64_t n = GetParam() == "refcode-32m" ? 512 : 128;
   const auto tokens = calib_tokens(*cpu, n);
+  // Exact float32 numerics: the same function up to summation order, so within 2e-3.
+  cpu->ggml_numerics = dev->ggml_numerics = false;
+  const float d_exact = test::max_abs_diff(forward_logits(*cpu, cpu_ops(), tokens), forward_logits(*dev, *g.ops, tokens));
+  EXPECT_LE(d_exact, 2e-3f) << "exact float32 numerics";
+  // llama.cpp's numerics (the default): activations rounded to bf16/f16 before each matmul and an
+  // f16 KV cache, a discontinuous function of its inputs; reported, and held to the same bound.
+  cpu->ggml_numerics = dev->ggml_numerics = true;
   const auto a = forward_logits(*cpu, cpu_ops(), tokens);
   const auto b = forward_logits(*dev, *g.ops, tokens);
   const float d = test::max_abs_diff(a, b);
-  std::printf("[ %s ] %s: max |logit(cpu) - logit(gpu)| = %.3g over %lld tokens\n", GetParam().c_str(),
-              g.device.c_str(), d, (long long)n);
-  EXPECT_LE(d, 2e-3f);
+  std::printf("[ %s ] %s: max |logit(cpu) - logit(gpu)| over %lld tokens = %.3g (exact float32), %.3g (ggml numerics)\n",
+              GetParam().c_str(), g.device.c_str(), (long long)n, d_exact, d);
+  EXPECT_LE(d, 2e-3f) << "ggml numerics";
   // prefill then one token at a time (KV cache, positions), on each backend
   auto decode = [&](const Model& m, const Ops& ops) {
     KvCache c(m, n, ops);
@@ -231,8 +238,9 @@ TEST(CudaRefcode, AnalyzePlanAndGptqCliMatchCpu) {
       const double c = it.value()["dloss"].get<double>(), g = tg["candidates"][it.key()]["dloss"].get<double>();
       all_c.push_back(c);
       all_g.push_back(g);
+      // Below 1e-12 nats per token a Δloss is float rounding noise (f16 of bf16 weights: ~1e-18).
+      if (std::abs(c) < 1e-12 && std::abs(g) < 1e-12) continue;
       const double rel = std::abs(g - c) / std::max(std::abs(c), 1e-30);
-      if (c == 0 && g == 0) continue;
       if (rel > worst) {
         worst = rel;
         worst_at = tc["name"].get<std::string>() + " " + it.key();

@@ -767,36 +767,28 @@ TEST(CudaBackward, SoftmaxCrossEntropy) {
   EXPECT_THROW(gpu_grad().softmax_cross_entropy_backward(gl.data(), bad.data(), n, v, 1.0f, gd.data(), nullptr), Error);
 }
 
-TEST(CudaBackward, SampleLabelsEqualSampleLabel) {
+TEST(CudaBackward, SampleLabelsEqualGumbelLabel) {
   SKIP_WITHOUT_GPU();
-  const int64_t n = 64, v = 1001;
-  auto p = randn(size_t(n * v), 60, 2.0f);
-  for (int64_t t = 0; t < n; ++t) {  // rows: softmax of random logits (row 3 left unnormalized)
-    float* r = &p[size_t(t * v)];
-    double s = 0;
-    for (int64_t i = 0; i < v; ++i) s += (r[i] = std::exp(r[i]));
-    if (t != 3)
-      for (int64_t i = 0; i < v; ++i) r[i] = float(r[i] / s);
-  }
-  for (int64_t i = v / 2; i < v; ++i) p[size_t(5 * v + i)] = 0.0f;  // row 5: zeros at the end
-  std::mt19937 gen(61);
-  std::uniform_real_distribution<double> uni(0.0, 1.0);
-  std::vector<double> u(static_cast<size_t>(n));
-  for (auto& x : u) x = uni(gen);
-  u[0] = 0.0;
-  u[1] = 0.9999999999;
-  u[2] = -1.0;
-  u[5] = 0.99999;
-  u[7] = -0.5;
-  Buffer<float> gp = dev(p);
-  Buffer<double> gu = dev(u);
+  const int64_t n = 70, v = 32001;
+  auto l = randn(size_t(n * v), 60, 3.0f);
+  for (int64_t i = 0; i < v; ++i) l[size_t(4 * v + i)] = 0.5f;  // row 4: all equal (ties broken by the noise)
+  l[size_t(6 * v + 17)] = 80.0f;                                  // row 6: one dominant logit
+  std::vector<int64_t> keys(static_cast<size_t>(n));
+  std::mt19937_64 gen(61);
+  for (auto& k : keys) k = int64_t(gen() >> 1);
+  keys[2] = -1;
+  keys[9] = 0;
+  Buffer<float> gl_in = dev(l);
+  Buffer<int64_t> gk = dev(keys);
   Buffer<int32_t> gl = dev(std::vector<int32_t>(static_cast<size_t>(n), -7));
-  gpu_grad().sample_labels(gp.data(), n, v, gu.data(), gl.data());
+  gpu_grad().sample_labels(gl_in.data(), n, v, gk.data(), gl.data());
   const auto got = gl.to_host();
   for (int64_t t = 0; t < n; ++t) {
-    const int32_t want = u[static_cast<size_t>(t)] < 0 ? -1 : sample_label(&p[size_t(t * v)], v, u[static_cast<size_t>(t)]);
-    EXPECT_EQ(got[static_cast<size_t>(t)], want) << "row " << t << " u " << u[static_cast<size_t>(t)];
+    const int64_t k = keys[size_t(t)];
+    const int32_t want = k < 0 ? -1 : gumbel_label(&l[size_t(t * v)], v, uint64_t(k));
+    EXPECT_EQ(got[static_cast<size_t>(t)], want) << "row " << t;
   }
+  EXPECT_EQ(got[6], 17);
 }
 
 TEST(CudaBackward, EmbeddingAndBiasBackward) {

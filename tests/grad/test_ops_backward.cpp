@@ -253,14 +253,32 @@ TEST(GradOps, EmbeddingAndBias) {
   }), "db");
 }
 
-TEST(GradOps, SampleLabelInverseCdf) {
-  std::vector<float> p = {0.1f, 0.0f, 0.6f, 0.3f};
-  EXPECT_EQ(sample_label(p.data(), 4, 0.0), 0);
-  EXPECT_EQ(sample_label(p.data(), 4, 0.05), 0);
-  EXPECT_EQ(sample_label(p.data(), 4, 0.1001), 2);
-  EXPECT_EQ(sample_label(p.data(), 4, 0.69), 2);
-  EXPECT_EQ(sample_label(p.data(), 4, 0.71), 3);
-  EXPECT_EQ(sample_label(p.data(), 4, 0.99999), 3);
+// Gumbel-max draws follow softmax(logits): label frequencies over many keys against the
+// probabilities, within 5 binomial standard deviations (oracle: the softmax computed here in
+// double). Also a logit 40 nats above the rest always wins, and -1 keys give -1.
+TEST(GradOps, GumbelLabelsFollowTheSoftmax) {
+  const std::vector<float> l = {0.3f, -1.0f, 2.0f, 1.2f, -30.0f, 0.0f};
+  const int64_t v = int64_t(l.size()), draws = 200000;
+  double z = 0;
+  for (float x : l) z += std::exp(double(x));
+  std::vector<int64_t> count(static_cast<size_t>(v), 0);
+  for (int64_t k = 0; k < draws; ++k) ++count[size_t(gumbel_label(l.data(), v, uint64_t(k) * 7919u + 13u))];
+  for (int64_t i = 0; i < v; ++i) {
+    const double p = std::exp(double(l[size_t(i)])) / z;
+    const double sd = std::sqrt(double(draws) * p * (1 - p));
+    EXPECT_NEAR(double(count[size_t(i)]), double(draws) * p, 5 * sd + 1) << "label " << i;
+  }
+  std::vector<float> dominant(1000, 0.0f);
+  dominant[321] = 40.0f;
+  for (uint64_t k = 0; k < 100; ++k) EXPECT_EQ(gumbel_label(dominant.data(), 1000, k), 321);
+  const std::vector<int64_t> keys = {5, -1, 7};
+  std::vector<float> rows(3 * size_t(v));
+  for (int r = 0; r < 3; ++r) std::copy(l.begin(), l.end(), rows.begin() + r * v);
+  std::vector<int32_t> labels(3, -7);
+  cpu_backward_ops().sample_labels(rows.data(), 3, v, keys.data(), labels.data());
+  EXPECT_EQ(labels[0], gumbel_label(l.data(), v, 5));
+  EXPECT_EQ(labels[1], -1);
+  EXPECT_EQ(labels[2], gumbel_label(l.data(), v, 7));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "backend/gumbel.h"
 #include "core/parallel.h"
 
 namespace samq {
@@ -206,20 +207,21 @@ void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t 
   }
 }
 
-int32_t sample_label(const float* p, int64_t v, double u) {
-  double c = 0;
-  double total = 0;
-  for (int64_t i = 0; i < v; ++i) total += p[i];
-  const double target = u * total;
-  for (int64_t i = 0; i < v; ++i) {
-    c += p[i];
-    if (target < c) return int32_t(i);
-  }
-  for (int64_t i = v - 1; i >= 0; --i)
-    if (p[i] > 0) return int32_t(i);
-  return int32_t(v - 1);
-}
+}  // namespace samq
 
+namespace samq {
+int32_t gumbel_label(const float* logits, int64_t v, uint64_t key) {
+  double best = -INFINITY;
+  int32_t arg = 0;
+  for (int64_t i = 0; i < v; ++i) {
+    const double s = double(logits[i]) + gumbel_noise(key, uint64_t(i));
+    if (s > best) {
+      best = s;
+      arg = int32_t(i);
+    }
+  }
+  return arg;
+}
 }  // namespace samq
 
 // ---- the table over host memory (backend/ops_backward.h: BackwardOps), for reference_ops()
@@ -275,8 +277,10 @@ class HostBackwardOps final : public BackwardOps {
                                         float scale, float* dlogits, float* probs_out) const override {
     return samq::softmax_cross_entropy_backward(fwd_, logits, labels, n, v, scale, dlogits, probs_out);
   }
-  void sample_labels(const float* p, int64_t n, int64_t v, const double* u, int32_t* labels) const override {
-    for (int64_t t = 0; t < n; ++t) labels[t] = u[t] < 0 ? -1 : sample_label(p + t * v, v, u[t]);
+  void sample_labels(const float* logits, int64_t n, int64_t v, const int64_t* keys, int32_t* labels) const override {
+    parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) labels[t] = keys[t] < 0 ? -1 : gumbel_label(logits + t * v, v, uint64_t(keys[t]));
+    });
   }
   void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) const override {
     samq::embedding_backward(ids, dy, n, d, dE);

@@ -11,8 +11,8 @@
 // - sum_sq: a fixed two-level tree in double; xtx: x in double and cublasDsyrk.
 // - softmax_cross_entropy: one block per row; the loss per row in double (log-sum-exp), summed
 //   on the host in row order.
-// - sample_labels: one thread per row running the CPU's inverse CDF in double, in index order
-//   (the same sums, so the same labels).
+// - sample_labels: Gumbel-max over the logits (backend/gumbel.h), one block per row, the same
+//   noise and scores in double as the CPU, so the same labels.
 #include "backend/cuda/cuda_common.cuh"  // first: it includes fmt the way nvcc needs
 
 #include <algorithm>
@@ -21,6 +21,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_ops.cuh"
 #include "backend/cuda/cuda_quant.cuh"
+#include "backend/gumbel.h"
 
 namespace samq::cuda {
 
@@ -143,37 +144,44 @@ __global__ void softmax_xent_kernel(const float* logits, const int32_t* labels, 
   }
 }
 
-// labels[t] = inverse CDF of row t at u[t] (sample_label in ops_backward.cpp), -1 for u < 0.
-__global__ void sample_labels_kernel(const float* p, int64_t n, int64_t v, const double* u, int32_t* labels) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n; t += stride) {
-    const double ut = u[t];
-    if (ut < 0) {
-      labels[t] = -1;
+// labels[t] = gumbel_label(row t, keys[t]) (ops_backward.h): one block per row, each thread the
+// best of its strided indices, then a tree that keeps the larger score and, on ties, the lower
+// index; -1 for keys < 0.
+__global__ void sample_labels_kernel(const float* logits, int64_t n, int64_t v, const int64_t* keys, int32_t* labels) {
+  __shared__ double best_s[kThreads];
+  __shared__ int64_t best_i[kThreads];
+  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+    const int64_t key = keys[t];
+    if (key < 0) {
+      if (threadIdx.x == 0) labels[t] = -1;
       continue;
     }
-    const float* pr = p + t * v;
-    double total = 0;
-    for (int64_t i = 0; i < v; ++i) total += double(pr[i]);
-    const double target = ut * total;
-    double c = 0;
-    int64_t found = -1;
-    for (int64_t i = 0; i < v; ++i) {
-      c += double(pr[i]);
-      if (target < c) {
-        found = i;
-        break;
+    const float* l = logits + t * v;
+    double bs = -INFINITY;
+    int64_t bi = v;
+    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) {
+      const double sc = double(l[i]) + gumbel_noise(uint64_t(key), uint64_t(i));
+      if (sc > bs) {
+        bs = sc;
+        bi = i;
       }
     }
-    if (found < 0) {
-      found = v - 1;
-      for (int64_t i = v - 1; i >= 0; --i)
-        if (pr[i] > 0) {
-          found = i;
-          break;
+    best_s[threadIdx.x] = bs;
+    best_i[threadIdx.x] = bi;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w /= 2) {
+      if (int(threadIdx.x) < w) {
+        const double os = best_s[threadIdx.x + w];
+        const int64_t oi = best_i[threadIdx.x + w];
+        if (os > best_s[threadIdx.x] || (os == best_s[threadIdx.x] && oi < best_i[threadIdx.x])) {
+          best_s[threadIdx.x] = os;
+          best_i[threadIdx.x] = oi;
         }
+      }
+      __syncthreads();
     }
-    labels[t] = int32_t(found);
+    if (threadIdx.x == 0) labels[t] = int32_t(best_i[0] < v ? best_i[0] : 0);
+    __syncthreads();
   }
 }
 
@@ -349,11 +357,12 @@ class CudaBackwardOps final : public BackwardOps {
     return total;
   }
 
-  void sample_labels(const float* p, int64_t n, int64_t v, const double* u, int32_t* labels) const override {
+  void sample_labels(const float* logits, int64_t n, int64_t v, const int64_t* keys, int32_t* labels) const override {
     if (n <= 0) return;
     Scope s(d_);
     if (v <= 0) fail("{}: sample_labels over an empty vocabulary", d_.label);
-    sample_labels_kernel<<<grid_for(n, 64), 64, 0, d_.stream>>>(p, n, v, u, labels);
+    const unsigned blocks = unsigned(std::min<int64_t>(n, 65535));
+    sample_labels_kernel<<<blocks, kThreads, 0, d_.stream>>>(logits, n, v, keys, labels);
     check_launch("sample_labels_kernel", d_);
   }
 
