@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "analyze/analyze.h"
+#include "analyze/layer_stream.h"
 #include "analyze/measure.h"
 #include "eval/perplexity.h"
 #include "calibration_options.h"
@@ -31,6 +32,7 @@ struct AnalyzeArgs : CalibrationOptions {
   uint64_t seed = 0x5a3d;
   int64_t loss_from = 0;
   // validation: measured single-tensor KLDs
+  std::string stream = "auto", scratch, max_gpu_memory, max_host_memory;
   std::string measure_text, measure_out;
   int64_t measure_chunks = 64;
   std::vector<std::string> measure_types = {"q2_K", "q4_K"};
@@ -59,7 +61,12 @@ int run_analyze(const AnalyzeArgs& a) {
   if (a.fisher != "full" && a.fisher != "factored") fail("--fisher must be full or factored, not '{}'", a.fisher);
   if (a.labels != "model" && a.labels != "empirical") fail("--labels must be model or empirical, not '{}'", a.labels);
   const Backend be = a.device.resolve();
-  auto m = Model::load(a.model, *be.ops);
+  const StreamMode mode = parse_stream_mode(a.stream);
+  MemoryCaps caps;
+  caps.gpu = parse_memory_size(a.max_gpu_memory, "--max-gpu-memory");
+  caps.host = parse_memory_size(a.max_host_memory, "--max-host-memory");
+  // Layers are prepared (uploaded) later: all at once in memory, or one at a time when streamed.
+  auto m = Model::load(a.model, *be.ops, /*prepare_layers=*/false);
   const Tokenizer tok = model_tokenizer(a.model, *m);
   const Calibration calib = load_calibration(a.calib, tok, a.ctx, a.tokens);
   std::fprintf(stderr, "samq analyze: %s (%s, %lld layers), %zu chunks of %lld tokens from %s (%lld tokens in the file), %d threads, device %s\n",
@@ -72,7 +79,28 @@ int run_analyze(const AnalyzeArgs& a) {
   opt.labels = a.labels == "model" ? kModelLabels : kEmpirical;
   opt.seed = a.seed;
   opt.loss_from = a.loss_from;
-  AnalysisResult r = analyze_model(*m, *be.grad, calib, id, opt);
+  const bool on_host = be.ops->host_memory();
+  if (!on_host && caps.gpu == 0) caps.gpu = be.ops->memory_info().free;  // what the device has now
+  const AnalysisMemoryPlan plan = plan_analysis_memory(*m, on_host, int64_t(calib.chunks.size()), a.ctx, opt.full, caps,
+                                                       mode, a.scratch);
+  std::fprintf(stderr, "samq analyze: %s", plan.text().c_str());
+  AnalysisResult r;
+  if (plan.streamed) {
+    StreamOptions so;
+    if (plan.scratch) so.scratch_dir = a.scratch;
+    r = analyze_model_streamed(*m, *be.grad, calib, id, opt, so);
+  } else {
+    m->prepare_weights(*be.ops);
+    r = analyze_model(*m, *be.grad, calib, id, opt);
+  }
+  const Ops::MemoryInfo dev = be.ops->memory_info(), host = cpu_ops().memory_info();
+  r.doc["memory"] = {{"plan", plan.streamed ? (plan.scratch ? "streamed, checkpoints on disk" : "streamed") : "in-memory"},
+                     {"estimated_device_bytes", on_host ? 0 : plan.chosen.device},
+                     {"estimated_host_bytes", on_host ? plan.chosen.host + plan.chosen.device : plan.chosen.host},
+                     {"peak_device_bytes", on_host ? 0 : dev.peak_used},
+                     {"peak_host_rss_bytes", host.peak_used}};
+  std::fprintf(stderr, "samq analyze: peak memory: device %s, host RSS %s\n",
+               on_host ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
   write_file_atomic(a.out, r.doc.dump(1) + "\n");
   std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
                r.tokens_per_second, r.mean_loss, a.out.c_str());
@@ -85,7 +113,10 @@ int run_analyze(const AnalyzeArgs& a) {
     write_file_atomic(a.plot, sensitivity_svg(r.doc));
     std::fprintf(stderr, "samq analyze: wrote heat map %s\n", a.plot.c_str());
   }
-  if (!a.measure_out.empty()) measure(a, *m, tok, r);
+  if (!a.measure_out.empty()) {
+    if (plan.streamed) m->prepare_weights(*be.ops);  // measuring replaces tensors of every layer
+    measure(a, *m, tok, r);
+  }
   return 0;
 }
 
@@ -141,6 +172,12 @@ std::function<int()> setup(CLI::App& sub) {
       ->capture_default_str();
   sub.add_option("--labels", a->labels, "Fisher labels: model (sampled from the model) or empirical (text)")
       ->capture_default_str();
+  sub.add_option("--stream", a->stream,
+                 "auto: layer-streamed when the in-memory pass does not fit the memory caps; on; off")
+      ->capture_default_str();
+  sub.add_option("--scratch", a->scratch, "Directory for the streamed pass's residual checkpoints when host memory is short");
+  sub.add_option("--max-gpu-memory", a->max_gpu_memory, "Device memory cap, e.g. 80GB (default: free device memory)");
+  sub.add_option("--max-host-memory", a->max_host_memory, "Host memory cap, e.g. 64GB (default: none)");
   sub.add_option("--imatrix-out", a->imatrix_out, "Also write the importance matrix (llama.cpp GGUF imatrix format)");
   sub.add_option("--plot", a->plot, "Also write an SVG heat map of predicted Δloss at Q4_K");
   sub.add_option("--seed", a->seed, "Seed of the model-label sampling")->capture_default_str();

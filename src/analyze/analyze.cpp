@@ -5,6 +5,8 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <functional>
+#include <map>
 #include <optional>
 
 #include "core/error.h"
@@ -19,8 +21,50 @@ int default_signal(const AnalyzeOptions& opt) {
 }
 
 
-nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& acc, const Calibration& calib,
-                                const ModelIdentity& id, const AnalyzeOptions& opt, bool progress) {
+nlohmann::json tensor_json(const Model& m, const SensitivityAccumulator& acc, const TensorStats& s,
+                           const ModelIdentity& id, const AnalyzeOptions& opt) {
+  using nlohmann::json;
+  const int sig = default_signal(opt);
+  const std::string& name = s.name;
+  const Tensor* t = m.find(name);
+  if (!t) fail("sensitivity: tensor {} is not in the loaded model", name);
+  const auto parts = parse_gguf_name(name);
+  json jt;
+  jt["name"] = name;
+  jt["layer"] = parts.layer;
+  jt["kind"] = parts.kind;
+  jt["shape"] = {t->rows, t->cols};
+  jt["params"] = t->n_elements();
+  auto st = id.source_types.find(name);
+  jt["source_type"] = st != id.source_types.end() ? st->second : std::string(ggml_type_name(t->type));
+  jt["grad_norm"] = s.grad_norm_sum;
+  jt["fisher_trace"] = acc.fisher_trace(s, opt.labels);
+  const bool quantizable = t->rows > 1 && !keeps_f32(name, t->rows > 1 ? 2 : 1);
+  jt["quantizable"] = quantizable;
+  json cands = json::object();
+  if (!quantizable) {
+    cands["f32"] = {{"bytes", t->n_elements() * 4}, {"dloss", 0.0}};
+  } else {
+    const std::vector<float> w = m.tensor_f32(*t);
+    const std::vector<float> qim = imatrix_collects(name) ? acc.imatrix(s) : std::vector<float>{};
+    const auto preds =
+        predict_tensor(acc, s, w.data(), qim.empty() ? nullptr : qim.data(), candidate_types(t->cols));
+    for (const auto& p : preds) {
+      json sj = json::object();
+      for (int k = 0; k < kNumSignals; ++k) sj[predict_signal_name(k)] = p.dloss[k];
+      cands[std::string(ggml_type_name(p.type))] = {{"bytes", p.bytes}, {"dloss", p.dloss[sig]}, {"signals", sj}};
+    }
+  }
+  jt["candidates"] = cands;
+  return jt;
+}
+
+namespace {
+
+// The document around the tensors' entries (in file order; `entry` makes or finds each).
+nlohmann::json assemble(const Model& m, const SensitivityAccumulator& acc, const Calibration& calib,
+                        const ModelIdentity& id, const AnalyzeOptions& opt,
+                        const std::function<nlohmann::json(const std::string&)>& entry) {
   using nlohmann::json;
   const int sig = default_signal(opt);
   json doc;
@@ -53,55 +97,19 @@ nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& ac
                         {"seed", opt.seed},
                         {"loss_from", opt.loss_from}};
   doc["gguf_overhead_bytes"] = id.gguf_overhead_bytes;
-
   // tensors in file order (the caller's, else the model's visitor order)
   std::vector<std::string> order = id.tensor_order;
   if (order.empty())
     for_each_tensor(m.weights, [&](const Tensor& t) { order.push_back(t.name); });
-  std::optional<Progress> bar;
-  if (progress) bar.emplace("predict", int64_t(order.size()), "tensors");
   json tensors = json::array();
   std::map<int, std::map<std::string, double>> layer_sum;
   for (const std::string& name : order) {
-    const Tensor* t = m.find(name);
-    const TensorStats* s = acc.find(name);
-    if (!t || !s) fail("sensitivity: tensor {} is not in the loaded model", name);
-    const auto parts = parse_gguf_name(name);
-    json jt;
-    jt["name"] = name;
-    jt["layer"] = parts.layer;
-    jt["kind"] = parts.kind;
-    jt["shape"] = {t->rows, t->cols};
-    jt["params"] = t->n_elements();
-    auto st = id.source_types.find(name);
-    jt["source_type"] = st != id.source_types.end() ? st->second : std::string(ggml_type_name(t->type));
-    jt["grad_norm"] = s->grad_norm_sum;
-    const int lab = opt.labels;
-    jt["fisher_trace"] = acc.fisher_trace(*s, lab);
-    const bool quantizable = t->rows > 1 && !keeps_f32(name, t->rows > 1 ? 2 : 1);
-    jt["quantizable"] = quantizable;
-    json cands = json::object();
-    if (!quantizable) {
-      cands["f32"] = {{"bytes", t->n_elements() * 4}, {"dloss", 0.0}};
-    } else {
-      const std::vector<float> w = m.tensor_f32(*t);
-      const std::vector<float> qim = imatrix_collects(name) ? acc.imatrix(*s) : std::vector<float>{};
-      const auto preds = predict_tensor(acc, *s, w.data(), qim.empty() ? nullptr : qim.data(),
-                                        candidate_types(t->cols));
-      for (const auto& p : preds) {
-        json sj = json::object();
-        for (int k = 0; k < kNumSignals; ++k) sj[predict_signal_name(k)] = p.dloss[k];
-        const std::string tn(ggml_type_name(p.type));
-        cands[tn] = {{"bytes", p.bytes}, {"dloss", p.dloss[sig]}, {"signals", sj}};
-        if (p.type == GgmlType::Q4_K || p.type == GgmlType::Q2_K)
-          layer_sum[parts.layer]["dloss_" + tn] += p.dloss[sig];
-      }
-    }
-    jt["candidates"] = cands;
-    tensors.push_back(jt);
-    if (bar) bar->add(1);
+    json jt = entry(name);
+    for (const char* tn : {"q4_K", "q2_K"})
+      if (jt["candidates"].contains(tn))
+        layer_sum[jt["layer"].get<int>()][std::string("dloss_") + tn] += jt["candidates"][tn]["dloss"].get<double>();
+    tensors.push_back(std::move(jt));
   }
-  if (bar) bar->finish();
   doc["tensors"] = tensors;
   json layers = json::array();
   for (auto& [l, sums] : layer_sum) {
@@ -111,6 +119,71 @@ nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& ac
   }
   doc["layers"] = layers;
   return doc;
+}
+
+// The importance matrix of the analysed tokens (the linear weights' column sums).
+Imatrix imatrix_of(const SensitivityAccumulator& acc, const Calibration& calib) {
+  Imatrix im;
+  for (const auto& s : acc.stats()) {
+    if (!imatrix_collects(s.name) || s.col_sq.empty()) continue;
+    ImatrixEntry e;
+    e.name = s.name;
+    e.sum2 = s.col_sq;
+    e.count = double(s.n_rows_seen);
+    im.entries.push_back(std::move(e));
+  }
+  std::sort(im.entries.begin(), im.entries.end(), [](auto& a, auto& b) { return a.name < b.name; });
+  im.datasets = {calib.path};
+  im.chunk_count = uint32_t(calib.chunks.size());
+  im.chunk_size = uint32_t(calib.ctx);
+  return im;
+}
+
+}  // namespace
+
+nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& acc, const Calibration& calib,
+                                const ModelIdentity& id, const AnalyzeOptions& opt, bool progress) {
+  std::optional<Progress> bar;
+  int64_t n_tensors = 0;
+  for_each_tensor(m.weights, [&](const Tensor&) { ++n_tensors; });
+  if (progress) bar.emplace("predict", n_tensors, "tensors");
+  return assemble(m, acc, calib, id, opt, [&](const std::string& name) {
+    const TensorStats* s = acc.find(name);
+    if (!s) fail("sensitivity: tensor {} is not in the loaded model", name);
+    auto jt = tensor_json(m, acc, *s, id, opt);
+    if (bar) bar->add(1);
+    return jt;
+  });
+}
+
+AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const Calibration& calib,
+                                      const ModelIdentity& id, const AnalyzeOptions& opt, const StreamOptions& so_in) {
+  FisherOptions fo;
+  fo.full = opt.full;
+  fo.seed = opt.seed;
+  fo.loss_from = opt.loss_from;
+  SensitivityAccumulator acc(m, bops, fo, /*streamed=*/true);
+  std::map<std::string, nlohmann::json> entries;
+  StreamOptions so = so_in;
+  so.progress = opt.progress;
+  so.on_tensor_done = [&](const TensorStats& s) { entries[s.name] = tensor_json(m, acc, s, id, opt); };
+  const auto t0 = std::chrono::steady_clock::now();
+  acc.run_streamed(m, calib.chunks, so);
+  AnalysisResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.tokens_per_second = r.seconds > 0 ? double(acc.n_tokens()) / r.seconds : 0;
+  r.mean_loss = acc.mean_loss();
+  r.doc = assemble(m, acc, calib, id, opt, [&](const std::string& name) {
+    auto it = entries.find(name);
+    if (it == entries.end()) fail("sensitivity: tensor {} is not in the loaded model", name);
+    return std::move(it->second);
+  });
+  r.doc["calibration"]["seconds"] = r.seconds;
+  r.doc["calibration"]["tokens_per_second"] = r.tokens_per_second;
+  r.doc["calibration"]["streamed"] = true;
+  r.doc["device"] = bops.ops().device();
+  r.imatrix = imatrix_of(acc, calib);
+  return r;
 }
 
 AnalysisResult analyze_model(const Model& m, const BackwardOps& bops, const Calibration& calib,
@@ -138,19 +211,8 @@ AnalysisResult analyze_model(const Model& m, const BackwardOps& bops, const Cali
   r.doc["calibration"]["seconds"] = r.seconds;
   r.doc["calibration"]["tokens_per_second"] = r.tokens_per_second;
   r.doc["device"] = bops.ops().device();
-  // the importance matrix from the same forward passes
-  for (const auto& s : acc.stats()) {
-    if (!imatrix_collects(s.name) || s.col_sq.empty()) continue;
-    ImatrixEntry e;
-    e.name = s.name;
-    e.sum2 = s.col_sq;
-    e.count = double(s.n_rows_seen);
-    r.imatrix.entries.push_back(std::move(e));
-  }
-  std::sort(r.imatrix.entries.begin(), r.imatrix.entries.end(), [](auto& a, auto& b) { return a.name < b.name; });
-  r.imatrix.datasets = {calib.path};
-  r.imatrix.chunk_count = uint32_t(calib.chunks.size());
-  r.imatrix.chunk_size = uint32_t(calib.ctx);
+  r.doc["calibration"]["streamed"] = false;
+  r.imatrix = imatrix_of(acc, calib);
   return r;
 }
 

@@ -53,10 +53,19 @@ struct AnalysisResult {
 AnalysisResult analyze_model(const Model& m, const BackwardOps& bops, const Calibration& calib,
                              const ModelIdentity& id, const AnalyzeOptions& opt);
 
+// The same analysis, layer-streamed (analyze/layer_stream.h): m loaded with prepare_layers =
+// false; each tensor's predictions are made as soon as its layer is done. Same document, bit for
+// bit, as analyze_model (apart from the timing fields and calibration.streamed).
+AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const Calibration& calib,
+                                      const ModelIdentity& id, const AnalyzeOptions& opt, const StreamOptions& so);
+
 // Builds sensitivity.json from a finished accumulator (used by analyze_model and by tests
 // that reuse one accumulator for several reports).
 nlohmann::json sensitivity_json(const Model& m, const SensitivityAccumulator& acc, const Calibration& calib,
                                 const ModelIdentity& id, const AnalyzeOptions& opt, bool progress);
+// One tensor's entry of sensitivity.json (its statistics final).
+nlohmann::json tensor_json(const Model& m, const SensitivityAccumulator& acc, const TensorStats& s,
+                           const ModelIdentity& id, const AnalyzeOptions& opt);
 
 // Heat map of predicted Δloss at Q4_K, layer (rows) x tensor kind (columns), log colour scale.
 std::string sensitivity_svg(const nlohmann::json& doc);

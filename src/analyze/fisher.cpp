@@ -16,9 +16,12 @@ namespace samq {
 uint64_t label_key(uint64_t seed, uint64_t a, uint64_t b) { return splitmix64(splitmix64(splitmix64(seed) ^ a) ^ b); }
 
 SensitivityAccumulator::SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o)
+    : SensitivityAccumulator(m, bops, o, false) {}
+
+SensitivityAccumulator::SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o, bool streamed)
     : m_(m), bops_(bops), ops_(bops.ops()), opt_(o) {
   mg_ = std::make_unique<ModelGradient>(m, bops);
-  grads_ = GradientBuffers(m.weights, ops_);
+  if (!streamed) grads_ = GradientBuffers(m.weights, ops_);
   const Tensor* head = &m.weights.lm_head();
   for_each_tensor(m.weights, [&](const Tensor& t) {
     TensorStats s;
@@ -31,28 +34,41 @@ SensitivityAccumulator::SensitivityAccumulator(const Model& m, const BackwardOps
     s.embedding = &t == &m.weights.token_embd;
     s.linear = t.rows > 1 && !s.embedding;
     if (&t == head) s.linear = true;  // tied: token_embd is also the output head
+    if (s.embedding && !s.linear) s.row_count.assign(static_cast<size_t>(s.rows), 0.0);
     stats_.push_back(std::move(s));
   });
+  dev_.resize(stats_.size());
+  if (!streamed)
+    for (size_t i = 0; i < stats_.size(); ++i) open_tensor(i);
+  dirty_ = true;
+}
+
+void SensitivityAccumulator::open_tensor(size_t i) {
   auto zeroed = [&](auto& b, int64_t n) {
     b = std::remove_reference_t<decltype(b)>(ops_, n);
     b.zero();
   };
-  dev_.resize(stats_.size());
-  for (size_t i = 0; i < stats_.size(); ++i) {
-    TensorStats& s = stats_[i];
-    DeviceStats& d = dev_[i];
-    if (opt_.full)
-      for (int k = 0; k < 2; ++k) zeroed(d.g2[k], s.rows * s.cols);
-    if (s.linear) {
-      for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.rows);
-      zeroed(d.col_sq, s.cols);
-    }
-    if (s.embedding && !s.linear) {  // (tied embeddings use the output head's factors)
-      for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.cols);
-      s.row_count.assign(static_cast<size_t>(s.rows), 0.0);
-    }
+  const TensorStats& s = stats_[i];
+  DeviceStats& d = dev_[i];
+  if (opt_.full)
+    for (int k = 0; k < 2; ++k) zeroed(d.g2[k], s.rows * s.cols);
+  if (s.linear) {
+    for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.rows);
+    zeroed(d.col_sq, s.cols);
   }
-  dirty_ = true;
+  if (s.embedding && !s.linear)  // (tied embeddings use the output head's factors)
+    for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.cols);
+}
+
+void SensitivityAccumulator::close_tensor(size_t i) {
+  TensorStats& s = stats_[i];
+  DeviceStats& d = dev_[i];
+  for (int k = 0; k < 2; ++k) {
+    if (!d.g2[k].empty()) s.g2[k] = d.g2[k].to_host();
+    if (!d.row_sq[k].empty()) s.row_sq[k] = d.row_sq[k].to_host();
+  }
+  if (!d.col_sq.empty()) s.col_sq = d.col_sq.to_host();
+  d = DeviceStats();
 }
 
 SensitivityAccumulator::~SensitivityAccumulator() = default;
@@ -83,66 +99,86 @@ const TensorStats* SensitivityAccumulator::find(const std::string& name) const {
   return nullptr;
 }
 
+double SensitivityAccumulator::dlogits(int k, std::span<const int32_t> tokens, int64_t chunk_index,
+                                       const float* logits, float* dl) {
+  const int64_t n = int64_t(tokens.size()), V = m_.hparams.n_vocab;
+  int32_t* labels_b = labels_.reserve(ops_, n);
+  const int64_t from = std::clamp<int64_t>(opt_.loss_from, 0, n - 2);
+  const float scale = 1.0f;  // chunk-sum loss; per-token normalization happens at use
+  if (k == kEmpirical) {
+    std::vector<int32_t> labels(static_cast<size_t>(n), -1);
+    for (int64_t t = from; t + 1 < n; ++t) labels[t] = tokens[t + 1];
+    labels_.upload(labels.data(), n);
+    return bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
+  }
+  // labels drawn from the model's own distribution, keyed by (seed, chunk, position)
+  std::vector<int64_t> keys(static_cast<size_t>(n), -1);
+  for (int64_t t = from; t + 1 < n; ++t)
+    keys[t] = int64_t(label_key(opt_.seed, uint64_t(chunk_index), uint64_t(t)) >> 1);
+  keys_.reserve(ops_, n);
+  keys_.upload(keys.data(), n);
+  bops_.sample_labels(logits, n, V, keys_.data(), labels_b);
+  bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
+  return 0.0;
+}
+
+BackwardHooks SensitivityAccumulator::hooks_for(int k, const std::unordered_map<std::string, size_t>& by_name) {
+  BackwardHooks hooks;
+  hooks.on_linear = [this, k, &by_name](const Tensor& w, const float* x, const float* dy, int64_t rows) {
+    const size_t i = by_name.at(w.name);
+    bops_.col_sq_accumulate(dy, rows, w.rows, dev_[i].row_sq[k].data());
+    if (k == kEmpirical) {
+      bops_.col_sq_accumulate(x, rows, w.cols, dev_[i].col_sq.data());
+      stats_[i].n_rows_seen += rows;
+    }
+  };
+  hooks.on_embedding = [this, k, &by_name](const Tensor& w, const int32_t* ids, const float* dy, int64_t rows) {
+    const size_t i = by_name.at(w.name);
+    TensorStats& s = stats_[i];
+    if (s.linear) return;
+    bops_.col_sq_accumulate(dy, rows, w.cols, dev_[i].row_sq[k].data());
+    if (k == kEmpirical) {
+      for (int64_t t = 0; t < rows; ++t) s.row_count[ids[t]] += 1;
+      s.n_rows_seen += rows;
+    }
+  };
+  return hooks;
+}
+
+// Per-tensor reductions of the chunk gradient (every tensor with a buffer in g, except `skip`).
+void SensitivityAccumulator::reduce_gradients(int k, GradientBuffers& g,
+                                              const std::unordered_map<std::string, size_t>& by_name,
+                                              const std::string& skip) {
+  for (auto& e : g.entries()) {
+    if (e.name == skip) continue;
+    const size_t i = by_name.at(e.name);
+    TensorStats& s = stats_[i];
+    DeviceStats& d = dev_[i];
+    const int64_t ne = e.rows * e.cols;
+    if (k == kEmpirical) s.grad_norm_sum += std::sqrt(bops_.sum_sq(e.g.data(), ne));
+    if (opt_.full) bops_.sq_accumulate(e.g.data(), ne, d.g2[k].data());
+  }
+}
+
 void SensitivityAccumulator::add_chunk(std::span<const int32_t> tokens, int64_t chunk_index) {
   const int64_t n = int64_t(tokens.size()), V = m_.hparams.n_vocab;
   if (n < 2) fail("calibration chunk {} has {} tokens (need at least 2)", chunk_index, n);
+  if (grads_.entries().empty()) fail("sensitivity: add_chunk on a streamed accumulator (use run_streamed)");
   std::unordered_map<std::string, size_t> by_name;
   for (size_t i = 0; i < stats_.size(); ++i) by_name[stats_[i].name] = i;
   dirty_ = true;
 
   const float* logits = mg_->forward(tokens);
   float* dl = dl_.reserve(ops_, n * V);
-  int32_t* labels_b = labels_.reserve(ops_, n);
   const int64_t from = std::clamp<int64_t>(opt_.loss_from, 0, n - 2);
   const int64_t T = n - 1 - from;
-  const float scale = 1.0f;  // chunk-sum loss; per-token normalization happens at use
-
   for (int k = 0; k < 2; ++k) {
-    if (k == kEmpirical) {
-      std::vector<int32_t> labels(static_cast<size_t>(n), -1);
-      for (int64_t t = from; t + 1 < n; ++t) labels[t] = tokens[t + 1];
-      labels_.upload(labels.data(), n);
-      loss_sum_ += bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
-    } else {
-      // labels drawn from the model's own distribution, keyed by (seed, chunk, position)
-      std::vector<int64_t> keys(static_cast<size_t>(n), -1);
-      for (int64_t t = from; t + 1 < n; ++t)
-        keys[t] = int64_t(label_key(opt_.seed, uint64_t(chunk_index), uint64_t(t)) >> 1);
-      keys_.reserve(ops_, n);
-      keys_.upload(keys.data(), n);
-      bops_.sample_labels(logits, n, V, keys_.data(), labels_b);
-      bops_.softmax_cross_entropy_backward(logits, labels_b, n, V, scale, dl, nullptr);
-    }
+    const double loss = dlogits(k, tokens, chunk_index, logits, dl);
+    if (k == kEmpirical) loss_sum_ += loss;
     grads_.zero();
-    BackwardHooks hooks;
-    hooks.on_linear = [&](const Tensor& w, const float* x, const float* dy, int64_t rows) {
-      const size_t i = by_name.at(w.name);
-      bops_.col_sq_accumulate(dy, rows, w.rows, dev_[i].row_sq[k].data());
-      if (k == kEmpirical) {
-        bops_.col_sq_accumulate(x, rows, w.cols, dev_[i].col_sq.data());
-        stats_[i].n_rows_seen += rows;
-      }
-    };
-    hooks.on_embedding = [&](const Tensor& w, const int32_t* ids, const float* dy, int64_t rows) {
-      const size_t i = by_name.at(w.name);
-      TensorStats& s = stats_[i];
-      if (s.linear) return;
-      bops_.col_sq_accumulate(dy, rows, w.cols, dev_[i].row_sq[k].data());
-      if (k == kEmpirical) {
-        for (int64_t t = 0; t < rows; ++t) s.row_count[ids[t]] += 1;
-        s.n_rows_seen += rows;
-      }
-    };
+    const BackwardHooks hooks = hooks_for(k, by_name);
     mg_->backward(dl, &grads_, &hooks);
-    // per-tensor reductions of the chunk gradient
-    size_t ti = 0;
-    for (auto& g : grads_.entries()) {
-      TensorStats& s = stats_[ti];
-      DeviceStats& d = dev_[ti++];
-      const int64_t ne = g.rows * g.cols;
-      if (k == kEmpirical) s.grad_norm_sum += std::sqrt(bops_.sum_sq(g.g.data(), ne));
-      if (opt_.full) bops_.sq_accumulate(g.g.data(), ne, d.g2[k].data());
-    }
+    reduce_gradients(k, grads_, by_name);
   }
   n_chunks_ += 1;
   n_tokens_ += n;

@@ -21,7 +21,9 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <functional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/buffer.h"
@@ -55,15 +57,31 @@ struct FisherOptions {
   int64_t loss_from = 0;     // positions < loss_from carry no loss (0: all but the last)
 };
 
+// The layer-streamed pass (run_streamed): see analyze/layer_stream.h.
+struct StreamOptions {
+  std::string scratch_dir;  // residual checkpoints in files there; empty: host memory
+  bool progress = true;
+  // Called once per tensor as soon as its statistics are final (host copies, with the counts of
+  // the whole calibration set); its full Fisher rows are freed when it returns.
+  std::function<void(const TensorStats&)> on_tensor_done;
+};
+
 class SensitivityAccumulator {
  public:
   // The statistics accumulate in the backend's memory (bops); the host copies in stats() are
   // brought up to date on first read after add_chunk.
   SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o = {});
+  // streamed: nothing is allocated per tensor up front; use run_streamed instead of add_chunk.
+  SensitivityAccumulator(const Model& m, const BackwardOps& bops, FisherOptions o, bool streamed);
   ~SensitivityAccumulator();
 
   // One calibration chunk (fresh sequence); chunk_index keys the label sampling.
   void add_chunk(std::span<const int32_t> tokens, int64_t chunk_index);
+
+  // All chunks, layer by layer (analyze/layer_stream.h): the same statistics as add_chunk over
+  // the chunks in order, bit for bit, holding one layer's weights, gradients and Fisher at a
+  // time. `m` is the accumulator's model, loaded with prepare_layers = false.
+  void run_streamed(Model& m, const std::vector<std::vector<int32_t>>& chunks, const StreamOptions& so);
 
   const std::vector<TensorStats>& stats() const;
   const TensorStats* find(const std::string& name) const;
@@ -89,6 +107,14 @@ class SensitivityAccumulator {
     Buffer<double> row_sq[2], col_sq;
   };
   void sync() const;
+  void open_tensor(size_t i);   // allocates (zeroed) backend accumulators of tensor i
+  void close_tensor(size_t i);  // copies them to the host and frees them
+  // dL/dlogits of one label kind for the current chunk (labels as add_chunk draws them);
+  // returns the chunk's summed loss for text labels.
+  double dlogits(int k, std::span<const int32_t> tokens, int64_t chunk_index, const float* logits, float* dl);
+  BackwardHooks hooks_for(int k, const std::unordered_map<std::string, size_t>& by_name);
+  void reduce_gradients(int k, GradientBuffers& g, const std::unordered_map<std::string, size_t>& by_name,
+                        const std::string& skip = {});
 
   const Model& m_;
   const BackwardOps& bops_;

@@ -90,6 +90,31 @@ struct AttentionArgs {
   float* probs = nullptr;      // optional (n_head, n_tokens, n_kv): softmax weights (0 past pos)
 };
 
+// Per-position statistics of `samq eval` (eval/perplexity.h) for Ops::eval_token_stats.
+struct EvalTokenStats {
+  float nll = 0;        // -log softmax(logits)[next]
+  float nll_base = 0;   // -(decoded base log-prob of next)                       (with a base)
+  float kld = 0;        // sum over the base's codes > 0 of p_b (log p_b - log q)  (with a base)
+  float dp = 0;         // exp(-nll) - exp(-nll_base)                              (with a base)
+  int32_t same_top = 0; // argmax(logits) == the base's argmax (1/0)               (with a base)
+};
+
+// The base distributions of n rows as eval/logits_codec.h defines them (llama-perplexity's
+// 16-bit log-prob codes: code_i > 0 for logit_i within 16 of the max; decoded
+// log p_i = scale * code_i + min_log_prob), in one of two forms, every array in backend memory:
+// - logits (n, v) set: full base logits, encoded row by row exactly as encode_dist() does;
+// - otherwise the codec's sparse rows: scale[r], min_log_prob[r], and entries
+//   offsets[r] .. offsets[r+1]-1 (offsets: n+1 values, offsets[0] = 0) of ids (ascending within
+//   a row) and codes (> 0).
+struct EvalBase {
+  const float* logits = nullptr;
+  const float* scale = nullptr;
+  const float* min_log_prob = nullptr;
+  const int64_t* offsets = nullptr;
+  const int32_t* ids = nullptr;
+  const uint16_t* codes = nullptr;
+};
+
 // Memory. Every pointer an op reads or writes (activations, ids, positions, outputs, the
 // float* weights of rms_norm and biases, the KV cache) lives in the backend's memory: host
 // memory for reference_ops() and cpu_ops(), device memory for the CUDA backend. Model code owns
@@ -110,6 +135,13 @@ class Ops {
   virtual void copy(void* dst, const void* src, size_t bytes) const;      // backend -> backend
   virtual void zero(void* dst, size_t bytes) const;
   virtual void synchronize() const {}
+  // The backend's memory in bytes: its size, what is free now, and the peak this process has had
+  // in use (host backends: the machine's RAM, MemAvailable and the peak RSS; CUDA: the device,
+  // and the high-water mark of samq's allocator pool).
+  struct MemoryInfo {
+    int64_t total = 0, free = 0, peak_used = 0;
+  };
+  virtual MemoryInfo memory_info() const;
   // Where it runs, for reports: "cpu", "cuda:0 (NVIDIA H200)".
   virtual std::string device() const { return "cpu"; }
 
@@ -141,6 +173,15 @@ class Ops {
   virtual void softmax(float* x, int64_t n, int64_t d) const = 0;
   // y(n) = a + b. y may alias a or b.
   virtual void add(const float* a, const float* b, int64_t n, float* y) const = 0;
+
+  // out[r] for the n rows of logits (n, v) (the model's logits, next-token ids next (n) and, when
+  // base is not null, the base distributions of the same rows; out (n) in backend memory):
+  // exactly what eval/perplexity.cpp's KldAccumulator computes per scored position (log-sum-exp
+  // and KL terms summed in double; first index on ties for both argmaxes; no base: only nll).
+  // base itself is a host struct whose arrays are in backend memory. Default: a host loop
+  // (backend/cpu/ops_eval.cpp, the reference); CUDA: one block per row.
+  virtual void eval_token_stats(const float* logits, int64_t n, int64_t v, const int32_t* next,
+                                const EvalBase* base, EvalTokenStats* out) const;
 };
 
 const Ops& reference_ops();  // scalar oracle (src/backend/cpu/ops_reference.cpp)

@@ -31,6 +31,7 @@
 #include "backend/buffer.h"
 #include "backend/ops.h"
 #include "backend/ops_backward.h"
+#include "model/forward.h"
 #include "model/model.h"
 
 namespace samq {
@@ -50,6 +51,8 @@ class GradientBuffers {
  public:
   GradientBuffers() = default;
   GradientBuffers(const ModelWeights& w, const Ops& ops);  // zeroed
+  // Buffers for a subset of the tensors only (a layer-streamed pass keeps one layer's), zeroed.
+  GradientBuffers(const std::vector<const Tensor*>& tensors, const Ops& ops);
   void zero();
   float* find(const std::string& name);  // nullptr when absent
   struct Entry {
@@ -74,8 +77,27 @@ class ModelGradient {
   std::vector<float> logits_host() const;
 
   // Backward from dlogits (n, n_vocab, backend memory) of the last forward(). Gradients are
-  // accumulated into grads (may be null when only the hooks are wanted).
+  // accumulated into grads (may be null when only the hooks are wanted); tensors without a
+  // buffer in grads get none.
   void backward(const float* dlogits, GradientBuffers* grads, const BackwardHooks* hooks = nullptr);
+
+  // The same walk in pieces, for a layer-streamed pass that holds one layer's activations at a
+  // time (analyze/layer_stream.h). backward() is exactly backward_head, backward_layer for
+  // every layer from the top, then backward_embedding, on the same buffers.
+  //   forward_head(tokens, x_top): the output norm and head from the residual after the last
+  //     layer (n, n_embd, backend memory); returns the logits as forward() does.
+  //   forward_layer(l, x_in): recomputes layer l from its input residual, recording its
+  //     activations (those of other layers are dropped).
+  //   backward_head: dres (n, n_embd, backend memory) := dL/d(residual after the last layer).
+  //   backward_layer: dres := dL/d(input residual of layer l), from dL/d(its output).
+  //   backward_embedding: the token embedding's gradient and hook from dres at the bottom.
+  const float* forward_head(std::span<const int32_t> tokens, const float* x_top);
+  void forward_layer(int layer, std::span<const int32_t> tokens, const float* x_in);
+  void backward_head(const float* dlogits, float* dres, GradientBuffers* grads, const BackwardHooks* hooks);
+  void backward_layer(int layer, float* dres, GradientBuffers* grads, const BackwardHooks* hooks);
+  void backward_embedding(const float* dres, GradientBuffers* grads, const BackwardHooks* hooks);
+  // The chunk whose gradient backward_embedding takes, without running anything.
+  void set_tokens(std::span<const int32_t> tokens) { tokens_.assign(tokens.begin(), tokens.end()); }
 
   // An activation recorded by the last forward(): (n, width) in backend memory, keyed as in
   // model/forward.h.
@@ -90,8 +112,11 @@ class ModelGradient {
   const Ops& ops_;
   std::vector<int32_t> tokens_;
   Buffer<int32_t> tokens_b_, pos_b_;
+  std::vector<int32_t> pos_host_;
   Buffer<float> logits_;
   std::map<std::pair<std::string, int>, Buffer<float>> acts_;
+  ForwardHooks recorder();
+  const int32_t* positions();
   struct Scratch {
     Buffer<float> dres, dnorm, dact, dgate, dup, dq, dk, dv, dkq, pre, dpre;
   } scratch_;

@@ -13,12 +13,21 @@ namespace samq {
 KvCache::KvCache(const Model& m, int64_t n_ctx) : KvCache(m, n_ctx, *m.ops) {}
 
 KvCache::KvCache(const Model& m, int64_t n_ctx, const Ops& ops)
-    : f16(m.ggml_numerics), ops_(&ops), n_ctx_(n_ctx) {
-  const auto& h = m.hparams;
-  for (int64_t l = 0; l < h.n_layer; ++l) {
-    k_.emplace_back(ops, n_ctx * h.n_embd_kv());
-    v_.emplace_back(ops, n_ctx * h.n_embd_kv());
-  }
+    : f16(m.ggml_numerics), ops_(&ops), n_ctx_(n_ctx), width_(m.hparams.n_embd_kv()) {
+  k_.resize(size_t(m.hparams.n_layer));
+  v_.resize(size_t(m.hparams.n_layer));
+}
+
+float* KvCache::ensure(std::vector<Buffer<float>>& b, int64_t layer) {
+  if (layer < 0 || layer >= int64_t(b.size())) fail("KV cache: no layer {} (model has {})", layer, b.size());
+  if (b[size_t(layer)].empty()) b[size_t(layer)] = Buffer<float>(*ops_, n_ctx_ * width_);
+  return b[size_t(layer)].data();
+}
+
+void KvCache::release_layer(int64_t layer) {
+  if (layer < 0 || layer >= int64_t(k_.size())) return;
+  k_[size_t(layer)] = Buffer<float>();
+  v_[size_t(layer)] = Buffer<float>();
 }
 
 void KvCache::truncate(int64_t n) {
@@ -123,8 +132,9 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   }
   const RopeParams rope = rope_params(m);
   const float scale = 1.0f / std::sqrt(float(hd));
+  const int64_t end_layer = opt.end_layer < 0 ? h.n_layer : std::min<int64_t>(opt.end_layer, h.n_layer);
 
-  for (int64_t il = opt.start_layer; il < h.n_layer; ++il) {
+  for (int64_t il = opt.start_layer; il < end_layer; ++il) {
     const LayerWeights& L = w.layers[il];
     const int li = int(il);
     emit(opt, "attn_inp", li, ws.x, T, E);
@@ -186,6 +196,8 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
     ops.add(tmp, x, T * E, x);
     emit(opt, "l_out", li, ws.x, T, E);
   }
+  if (opt.residual_out) ops.copy(opt.residual_out, x, sizeof(float) * T * E);
+  if (end_layer < h.n_layer) return;  // a slice of the layers: the caller resumes it
   for (auto& s : batch.seqs) s.cache->n_past_ += int64_t(s.tokens.size());
   if (opt.skip_logits) return;
 

@@ -50,14 +50,19 @@ class KvCache {
   // Drops tokens after position n (n <= n_past), e.g. to rewind a sequence.
   void truncate(int64_t n);
 
-  float* k(int64_t layer) { return k_[layer].data(); }  // backend memory
-  float* v(int64_t layer) { return v_[layer].data(); }
+  // Backend memory; a layer's rows are allocated on its first use (a layer-streamed pass that
+  // runs one layer at a time holds one layer's cache).
+  float* k(int64_t layer) { return ensure(k_, layer); }
+  float* v(int64_t layer) { return ensure(v_, layer); }
+  // Frees the rows of one layer (its contents are lost).
+  void release_layer(int64_t layer);
   int64_t n_past_ = 0;
   bool f16 = true;  // default: the model's ggml_numerics
 
  private:
+  float* ensure(std::vector<Buffer<float>>& b, int64_t layer);
   const Ops* ops_ = nullptr;
-  int64_t n_ctx_ = 0;
+  int64_t n_ctx_ = 0, width_ = 0;
   std::vector<Buffer<float>> k_, v_;
 };
 
@@ -87,6 +92,11 @@ struct ForwardOptions {
   const ForwardHooks* hooks = nullptr;
   int start_layer = 0;
   const float* start_input = nullptr;  // (total tokens, n_embd) when start_layer > 0 (backend memory)
+  // Run layers start_layer .. end_layer-1 only (-1: all). With end_layer < n_layer no logits are
+  // computed; end_layer == 0 runs the embedding lookup alone. The residual stream after the last
+  // layer run (total tokens, n_embd) is copied to residual_out (backend memory) when set.
+  int end_layer = -1;
+  float* residual_out = nullptr;
   bool skip_logits = false;            // stop after the last layer (e.g. activations only)
   // Backend memory for the logits (rows in batch order, n_vocab each); when set, they stay there
   // and the sequences' `logits` vectors are left alone (the analysis keeps them on the device).

@@ -9,6 +9,9 @@
 //       computed from config.json as llama.cpp's converter computes rope_freqs.weight.
 #include "model/model.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <numbers>
@@ -212,19 +215,6 @@ std::shared_ptr<Model> load_hf(const std::string& dir) {
 
 }  // namespace
 
-std::shared_ptr<Model> Model::load(const std::string& path, const Ops& ops) {
-  std::shared_ptr<Model> m;
-  if (std::filesystem::is_directory(path))
-    m = load_hf(path);
-  else if (std::filesystem::exists(path))
-    m = load_gguf(path);
-  else
-    fail("{}: no such file or directory", path);
-  check_weights(*m);
-  m->prepare_weights(ops);
-  return m;
-}
-
 namespace {
 // Host-memory backends prepare the matmul weights only (and read the rest in place); device
 // backends need every tensor in their memory.
@@ -238,6 +228,76 @@ void prepare_tensor(const Ops& ops, const ModelWeights& w, Tensor& t) {
   t.prepared = std::shared_ptr<const PreparedWeight>(ops.prepare_weight(t.view()));
 }
 }  // namespace
+
+std::shared_ptr<Model> Model::load(const std::string& path, const Ops& ops) { return load(path, ops, true); }
+
+std::shared_ptr<Model> Model::load(const std::string& path, const Ops& ops, bool prepare_layers) {
+  std::shared_ptr<Model> m;
+  if (std::filesystem::is_directory(path))
+    m = load_hf(path);
+  else if (std::filesystem::exists(path))
+    m = load_gguf(path);
+  else
+    fail("{}: no such file or directory", path);
+  check_weights(*m);
+  if (prepare_layers) {
+    m->prepare_weights(ops);
+  } else {
+    m->ops = &ops;
+    for (Tensor* t : {&m->weights.token_embd, &m->weights.output_norm, &m->weights.output, &m->weights.rope_freqs})
+      prepare_tensor(ops, m->weights, *t);
+  }
+  return m;
+}
+
+
+namespace {
+template <class Fn>
+void for_each_layer_tensor(LayerWeights& L, Fn&& fn) {
+  for (Tensor* t : {&L.attn_norm, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_q_bias, &L.attn_k_bias, &L.attn_v_bias,
+                    &L.attn_q_norm, &L.attn_k_norm, &L.attn_output, &L.attn_output_bias, &L.ffn_norm, &L.ffn_gate,
+                    &L.ffn_up, &L.ffn_down})
+    if (t->present()) fn(*t);
+}
+
+// The page-aligned range inside [p, p + n) (madvise wants page boundaries; the partial pages at
+// either end may be shared with a neighbouring tensor and are left alone).
+void advise_inner(const uint8_t* p, int64_t n, int advice) {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  uintptr_t a = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + uintptr_t(n)) & ~(page - 1);
+  if (b > a) madvise(reinterpret_cast<void*>(a), b - a, advice);
+}
+}  // namespace
+
+void Model::prepare_layer(int layer) {
+  if (layer < 0 || layer >= int(weights.layers.size())) fail("prepare_layer: no layer {}", layer);
+  for_each_layer_tensor(weights.layers[size_t(layer)], [&](Tensor& t) {
+    if (!t.prepared) prepare_tensor(*ops, weights, t);
+  });
+}
+
+void Model::release_layer(int layer) {
+  if (layer < 0 || layer >= int(weights.layers.size())) return;
+  for_each_layer_tensor(weights.layers[size_t(layer)], [&](Tensor& t) {
+    t.prepared.reset();
+    if (!t.owned) advise_inner(t.data, t.n_bytes(), MADV_DONTNEED);
+  });
+}
+
+void Model::prefetch_layer(int layer) const {
+  if (layer < 0 || layer >= int(weights.layers.size())) return;
+  for_each_layer_tensor(const_cast<LayerWeights&>(weights.layers[size_t(layer)]), [&](Tensor& t) {
+    if (!t.owned) advise_inner(t.data, t.n_bytes(), MADV_WILLNEED);
+  });
+}
+
+int64_t Model::layer_bytes(int layer) const {
+  int64_t b = 0;
+  if (layer < 0 || layer >= int(weights.layers.size())) return 0;
+  for_each_layer_tensor(const_cast<LayerWeights&>(weights.layers[size_t(layer)]), [&](Tensor& t) { b += t.n_bytes(); });
+  return b;
+}
 
 void Model::prepare_weights(const Ops& o) {
   ops = &o;

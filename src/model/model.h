@@ -81,6 +81,18 @@ class Model {
   // repacked (int8 tiles for many-token matmuls, backend/cpu/packed_gemm.h) unless
   // SAMQ_REPACK=0; for a device backend every tensor is uploaded.
   static std::shared_ptr<Model> load(const std::string& path, const Ops& ops = cpu_ops());
+  // Layer streaming (analyze/layer_stream.h): with prepare_layers = false only the tensors outside
+  // the blocks (embedding, output norm and head, rope factors) are prepared; a pass prepares
+  // one layer at a time with prepare_layer and drops it with release_layer.
+  static std::shared_ptr<Model> load(const std::string& path, const Ops& ops, bool prepare_layers);
+  void prepare_layer(int layer);
+  // Drops the layer's prepared forms (device copies, repacked tiles) and advises the OS to drop
+  // its pages of the mapped file from this process's memory (they are read again when touched).
+  void release_layer(int layer);
+  // Asks the OS to read the layer's mapped bytes ahead (the next layer, while one computes).
+  void prefetch_layer(int layer) const;
+  // Bytes of the layer's tensors in the file (its weights' size in memory once prepared).
+  int64_t layer_bytes(int layer) const;
   // Makes the prepared forms of the weights for `ops` and makes it the model's backend: matmul
   // weights on host-memory backends, every tensor on device backends. Tensors replaced later
   // (replace()) are prepared the same way.

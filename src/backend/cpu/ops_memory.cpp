@@ -8,6 +8,11 @@
 #include "core/error.h"
 #include "core/fp16.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+
 namespace samq {
 
 void* Ops::alloc(size_t bytes) const {
@@ -17,6 +22,25 @@ void* Ops::alloc(size_t bytes) const {
   return p;
 }
 void Ops::release(void* p) const { std::free(p); }
+
+Ops::MemoryInfo Ops::memory_info() const {
+  MemoryInfo mi;
+  mi.total = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGESIZE));
+  mi.free = mi.total;
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    long long kb = 0;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kb) == 1) {
+        mi.free = int64_t(kb) * 1024;
+        break;
+      }
+    std::fclose(f);
+  }
+  struct rusage ru {};
+  if (getrusage(RUSAGE_SELF, &ru) == 0) mi.peak_used = int64_t(ru.ru_maxrss) * 1024;
+  return mi;
+}
 void Ops::upload(void* dst, const void* src, size_t bytes) const {
   if (bytes) std::memcpy(dst, src, bytes);
 }
