@@ -1,8 +1,16 @@
 // samq quantize: MODEL + plan.json -> mixed-precision GGUF.
 #include <cstdio>
+#include <memory>
 #include <string>
 
+#include "analyze/calibration.h"
+#include "analyze/hessian_stream.h"
+#include "analyze/layer_stream.h"
+#include "backend/ops.h"
+#include "calibration_options.h"
 #include "command.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 #include "core/error.h"
 #include "device_option.h"
 #include "export/quantize_model.h"
@@ -13,7 +21,8 @@ namespace samq::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, plan, output, imatrix, hessian;
+  std::string model, plan, output, imatrix, hessian, calib;
+  int64_t ctx = 512, tokens = 65536;
   double damp = 0.01;
   DeviceOption device;
 };
@@ -28,6 +37,12 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--hessian", a->hessian,
                  "Input Hessians (samq hessian): GPTQ for every weight that has one (the rest as without)")
       ->check(CLI::ExistingFile);
+  sub.add_option("--calib", a->calib,
+                 "GPTQ with input Hessians computed here from this calibration text, one layer at a time "
+                 "(instead of a --hessian file; the same values as samq hessian on the same tokens)")
+      ->check(CLI::ExistingFile);
+  sub.add_option("--ctx", a->ctx, "With --calib: tokens per calibration chunk")->capture_default_str();
+  sub.add_option("--tokens", a->tokens, "With --calib: calibration tokens to use")->capture_default_str();
   sub.add_option("--gptq-damp", a->damp, "GPTQ dampening: lambda = damp * mean(diag H)")->capture_default_str();
   a->device.declare(sub, "Where GPTQ (--hessian) runs");
   return [a]() {
@@ -35,7 +50,11 @@ std::function<int()> setup(CLI::App& sub) {
     // ggml's quantizers run on the CPU.
     const int cuda_index = a->device.cuda_index();
     const std::string device = cuda_index < 0 ? "cpu" : "cuda:" + std::to_string(cuda_index);
-    if (a->hessian.empty())
+    if (!a->hessian.empty() && !a->calib.empty()) fail("--hessian and --calib: give one source of Hessians");
+    if (!a->calib.empty())
+      std::fprintf(stderr, "samq quantize: %s with %s -> %s, GPTQ with Hessians streamed from %s, device %s\n",
+                   a->model.c_str(), a->plan.c_str(), a->output.c_str(), a->calib.c_str(), device.c_str());
+    else if (a->hessian.empty())
       std::fprintf(stderr, "samq quantize: %s with %s -> %s, device cpu (no --hessian, no GPTQ)\n", a->model.c_str(),
                    a->plan.c_str(), a->output.c_str());
     else
@@ -51,11 +70,27 @@ std::function<int()> setup(CLI::App& sub) {
     o.hessian_path = a->hessian;
     o.gptq_damp = a->damp;
     o.gptq_device = cuda_index;
+    std::unique_ptr<StreamedHessians> streamed;
+    std::shared_ptr<Model> m;
+    Backend be;
+    if (!a->calib.empty()) {
+      be = a->device.resolve();
+      m = Model::load(a->model, *be.ops, /*prepare_layers=*/false);
+      const Tokenizer tok = model_tokenizer(a->model, *m);
+      const Calibration calib = load_calibration(a->calib, tok, a->ctx, a->tokens);
+      streamed = std::make_unique<StreamedHessians>(*m, *be.grad, calib.chunks, calib.sha256);
+      o.hessians = streamed.get();
+    }
     const QuantizeResult r = quantize_model(*src, p, a->output, o);
+    if (streamed) {
+      const Ops::MemoryInfo dev = be.ops->memory_info(), host = cpu_ops().memory_info();
+      std::fprintf(stderr, "samq quantize: Hessians %.1f s; peak memory: device %s, host RSS %s\n", streamed->seconds(),
+                   be.ops->host_memory() ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
+    }
     std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s%s\n", a->output.c_str(),
                  (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,
                  a->imatrix.empty() ? "" : fmt::format(", imatrix on {} tensors", r.n_with_imatrix).c_str(),
-                 a->hessian.empty() ? "" : fmt::format(", GPTQ on {} tensors", r.n_with_hessian).c_str());
+                 a->hessian.empty() && a->calib.empty() ? "" : fmt::format(", GPTQ on {} tensors", r.n_with_hessian).c_str());
     if (r.file_bytes != r.predicted_bytes)
       std::fprintf(stderr,
                    "warning: the plan predicted %lld bytes (%+lld): its sensitivity report's gguf_overhead_bytes was "

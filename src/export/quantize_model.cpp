@@ -155,13 +155,14 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
   }
   ImportanceMatrix im;
   if (!opt.imatrix_path.empty()) im = load_importance_matrix(opt.imatrix_path);
-  std::optional<HessianFile> hf;
-  if (!opt.hessian_path.empty()) {
+  std::optional<HessianFile> file;
+  HessianSource* hf = opt.hessians;
+  if (hf || !opt.hessian_path.empty()) {
 #if !SAMQ_HAVE_CUDA
     // Before anything is written: GPTQ would need a GPU this build cannot use.
     if (opt.gptq_device >= 0) fail("GPTQ on cuda:{}: samq was built without CUDA", opt.gptq_device);
 #endif
-    hf.emplace(HessianFile::open(opt.hessian_path));
+    if (!hf) hf = &file.emplace(HessianFile::open(opt.hessian_path));
   }
 
   GgufWriter w(out_path);

@@ -14,9 +14,11 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "export/source_model.h"
+#include "quant/hessian_source.h"
 #include "plan/plan.h"
 
 namespace samq {
@@ -33,18 +35,19 @@ ImportanceMatrix load_importance_matrix(const std::string& path);
 // Input Hessians written by `samq hessian` (format: analyze/hessian.h, docs/artifacts.md).
 class GgufFile;
 // Maps weight names to entries without copying the matrices (the file stays mapped).
-class HessianFile {
+class HessianFile final : public HessianSource {
  public:
   static HessianFile open(const std::string& path);  // errors name the file and tensor
   HessianFile(HessianFile&&) noexcept;
   HessianFile& operator=(HessianFile&&) noexcept;
   ~HessianFile();
-  const std::string& path() const { return path_; }
-  const std::string& sha256() const { return sha256_; }
-  bool has(const std::string& weight) const { return entry_of_.count(weight) != 0; }
+  std::string path() const override { return path_; }
+  std::string sha256() const override { return sha256_; }
+  bool has(const std::string& weight) const override { return entry_of_.count(weight) != 0; }
   // The mean Hessian H / count (n x n, f32) for `weight`; empty if none.
   std::vector<float> mean(const std::string& weight) const;
-  int64_t cols(const std::string& weight) const;
+  std::vector<float> mean(const std::string& weight) override { return std::as_const(*this).mean(weight); }
+  int64_t cols(const std::string& weight) const override;
   size_t size() const { return entry_of_.size(); }
 
  private:
@@ -66,6 +69,8 @@ struct QuantizeOptions {
   // quantized by GPTQ (quant/gptq.h) instead of ggml's quantizer; the rest (e.g. token_embd)
   // as before. Recorded as metadata key samq.hessian (the file's sha256).
   std::string hessian_path;
+  // Or any other source of the Hessians (e.g. analyze/hessian_stream.h), used when set.
+  HessianSource* hessians = nullptr;
   double gptq_damp = 0.01;
   // Where GPTQ runs: -1 the CPU; N >= 0 cuda:N (backend/cuda/gptq_cuda.h: same algorithm and, up to
   // rounding differences of the inverse Hessian factor, the same bytes). A build without CUDA fails
