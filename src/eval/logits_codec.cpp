@@ -135,6 +135,41 @@ std::vector<TokenDist> parse_dists(const std::vector<uint8_t>& raw, size_t count
   return out;
 }
 
+void DistRows::append(const TokenDist& d) {
+  scale.push_back(d.scale);
+  min_log_prob.push_back(d.min_log_prob);
+  ids.insert(ids.end(), d.ids.begin(), d.ids.end());
+  codes.insert(codes.end(), d.codes.begin(), d.codes.end());
+  offsets.push_back(int64_t(ids.size()));
+}
+
+DistRows parse_dist_rows(const std::vector<uint8_t>& raw, size_t count, const std::string& where) {
+  Reader r{raw.data(), raw.size(), 0, where};
+  DistRows out;
+  out.scale.reserve(count);
+  out.min_log_prob.reserve(count);
+  out.offsets.reserve(count + 1);
+  // at least 3 bytes per entry (1-byte varint + u16 code)
+  out.ids.reserve(raw.size() / 3);
+  out.codes.reserve(raw.size() / 3);
+  for (size_t k = 0; k < count; ++k) {
+    out.scale.push_back(r.get<float>());
+    out.min_log_prob.push_back(r.get<float>());
+    const uint32_t n = r.get<uint32_t>();
+    if (n > raw.size()) fail("{}: absurd entry count {} at byte {}", where, n, r.off - 4);
+    int64_t prev = -1;
+    for (uint32_t i = 0; i < n; ++i) {
+      prev += int64_t(r.varint()) + 1;
+      if (prev > INT32_MAX) fail("{}: token id overflow at byte {}", where, r.off);
+      out.ids.push_back(int32_t(prev));
+      out.codes.push_back(r.get<uint16_t>());
+    }
+    out.offsets.push_back(int64_t(out.ids.size()));
+  }
+  if (r.off != raw.size()) fail("{}: {} trailing bytes", where, raw.size() - r.off);
+  return out;
+}
+
 void BaseLogitsFile::add_chunk(const std::vector<TokenDist>& dists) {
   std::vector<uint8_t> raw;
   for (const auto& d : dists) append_dist(raw, d);
@@ -153,6 +188,15 @@ std::vector<TokenDist> BaseLogitsFile::chunk(int32_t c) const {
   if (uncompress(raw.data(), &n, chunks_zlib[c].data(), chunks_zlib[c].size()) != Z_OK || n != raw.size())
     fail("base logits: chunk {} does not decompress (corrupt file?)", c);
   return parse_dists(raw, size_t(n_ctx - 1 - n_ctx / 2), fmt::format("base logits chunk {}", c));
+}
+
+DistRows BaseLogitsFile::chunk_rows(int32_t c) const {
+  if (c < 0 || c >= int32_t(chunks_zlib.size())) fail("base logits: no chunk {}", c);
+  std::vector<uint8_t> raw(chunks_raw_bytes[c]);
+  uLongf n = raw.size();
+  if (uncompress(raw.data(), &n, chunks_zlib[c].data(), chunks_zlib[c].size()) != Z_OK || n != raw.size())
+    fail("base logits: chunk {} does not decompress (corrupt file?)", c);
+  return parse_dist_rows(raw, size_t(n_ctx - 1 - n_ctx / 2), fmt::format("base logits chunk {}", c));
 }
 
 void BaseLogitsFile::save(const std::string& path) const {

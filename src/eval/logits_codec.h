@@ -37,6 +37,19 @@ TokenDist encode_dist(const float* logits, int64_t n_vocab);
 void append_dist(std::vector<uint8_t>& out, const TokenDist& d);
 std::vector<TokenDist> parse_dists(const std::vector<uint8_t>& raw, size_t count, const std::string& where);
 
+// Many positions' distributions in one flat form (what Ops::eval_token_stats reads as EvalBase
+// once uploaded): row r's entries are ids/codes[offsets[r] .. offsets[r+1]).
+struct DistRows {
+  std::vector<float> scale, min_log_prob;
+  std::vector<int64_t> offsets{0};
+  std::vector<int32_t> ids;
+  std::vector<uint16_t> codes;
+  int64_t rows() const { return int64_t(scale.size()); }
+  void append(const TokenDist& d);
+};
+// As parse_dists, straight into the flat form (same checks).
+DistRows parse_dist_rows(const std::vector<uint8_t>& raw, size_t count, const std::string& where);
+
 struct BaseLogitsFile {
   int32_t n_ctx = 0, n_vocab = 0, n_chunk = 0;
   std::vector<int32_t> tokens;            // n_chunk * n_ctx (first token of each chunk as in the text)
@@ -46,6 +59,7 @@ struct BaseLogitsFile {
 
   void add_chunk(const std::vector<TokenDist>& dists);
   std::vector<TokenDist> chunk(int32_t c) const;  // decompress + parse
+  DistRows chunk_rows(int32_t c) const;          // decompress + parse into the flat form
   void save(const std::string& path) const;       // atomic
   static BaseLogitsFile load(const std::string& path);
 };

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/parallel.h"
+#include "backend/buffer.h"
 #include "model/forward.h"
 #include "model/tokenizer.h"
 
@@ -78,6 +79,18 @@ void KldAccumulator::add_rows(const float* logits, int64_t rows, int64_t n_vocab
     kld_.push_back(t.kld);
     dp_.push_back(t.dp);
     same_top_.push_back(t.same_top);
+  }
+}
+
+void KldAccumulator::add_stats(const EvalTokenStats* st, int64_t rows, bool has_base) {
+  for (int64_t j = 0; j < rows; ++j) {
+    const EvalTokenStats& t = st[j];
+    nll_.push_back(t.nll);
+    if (!has_base) continue;
+    nll_base_.push_back(t.nll_base);
+    kld_.push_back(t.kld);
+    dp_.push_back(t.dp);
+    same_top_.push_back(t.same_top != 0);
   }
 }
 
@@ -169,6 +182,97 @@ std::vector<float> chunk_logits(const Model& m, const Ops& ops, const std::vecto
   return std::move(b.seqs[0].logits);
 }
 
+// The device path of evaluate() (EvalOptions::device_stats): logits stay in the backend's memory;
+// Ops::eval_token_stats computes the per-token figures there and only those come back.
+class DeviceChunkStats {
+ public:
+  DeviceChunkStats(const Model& m, const Ops& ops, int64_t ctx, int64_t n_chunk, const BaseLogits* base)
+      : m_(m), ops_(ops), ctx_(ctx), n_chunk_(n_chunk), base_(base) {
+    const int64_t V = m.hparams.n_vocab, rows = ctx - eval_first_scored(ctx);
+    logits_.reserve(ops, rows * V);
+    next_.reserve(ops, eval_n_scored(ctx));
+    out_.reserve(ops, eval_n_scored(ctx));
+    if (base && !base->file() && base->model() && base->model_ops() == &ops) base_logits_.reserve(ops, rows * V);
+  }
+
+  // Chunk c (tokens ct; next: its eval_n_scored(ctx) true next tokens, host) into acc.
+  void run(int64_t c, const std::vector<int32_t>& ct, const int32_t* next, KldAccumulator& acc) {
+    const int64_t ns = eval_n_scored(ctx_), V = m_.hparams.n_vocab;
+    next_.upload(next, ns);
+    EvalBase eb;
+    const EvalBase* pb = nullptr;
+    if (base_) {
+      pb = &eb;
+      if (!base_logits_.empty()) {
+        forward_into(*base_->model(), ct, base_logits_.data());
+        eb.logits = base_logits_.data();
+      } else {
+        DistRows rows;
+        if (base_->file()) {
+          rows = prefetched_ == c ? std::move(prefetch_) : base_->file()->chunk_rows(int32_t(c));
+          prefetched_ = -1;
+        } else {
+          for (const TokenDist& d : base_->chunk(c, ct)) rows.append(d);
+        }
+        if (rows.rows() != ns) fail("eval: base chunk {} has {} positions, expected {}", c, rows.rows(), ns);
+        for (int32_t id : rows.ids)
+          if (id < 0 || id >= V) fail("eval: base chunk {}: token id {} outside the vocabulary ({})", c, id, V);
+        scale_.reserve(ops_, ns);
+        mlp_.reserve(ops_, ns);
+        offsets_.reserve(ops_, ns + 1);
+        const int64_t ne = std::max<int64_t>(1, int64_t(rows.ids.size()));
+        ids_.reserve(ops_, ne);
+        codes_.reserve(ops_, ne);
+        scale_.upload(rows.scale.data(), ns);
+        mlp_.upload(rows.min_log_prob.data(), ns);
+        offsets_.upload(rows.offsets.data(), ns + 1);
+        ids_.upload(rows.ids.data(), int64_t(rows.ids.size()));
+        codes_.upload(rows.codes.data(), int64_t(rows.codes.size()));
+        eb.scale = scale_.data();
+        eb.min_log_prob = mlp_.data();
+        eb.offsets = offsets_.data();
+        eb.ids = ids_.data();
+        eb.codes = codes_.data();
+      }
+    }
+    forward_into(m_, ct, logits_.data());
+    ops_.eval_token_stats(logits_.data(), ns, V, next_.data(), pb, out_.data());
+    // While the device works: the next chunk's base rows from the file (host decompression).
+    if (base_ && base_->file() && base_logits_.empty() && c + 1 < n_chunk_) {
+      prefetch_ = base_->file()->chunk_rows(int32_t(c + 1));
+      prefetched_ = c + 1;
+    }
+    host_.resize(static_cast<size_t>(ns));
+    out_.download(host_.data(), ns);
+    acc.add_stats(host_.data(), ns, base_ != nullptr);
+  }
+
+ private:
+  // Logits rows first .. ctx-1 of one fresh sequence into dst (backend memory).
+  void forward_into(const Model& m, const std::vector<int32_t>& ct, float* dst) {
+    KvCache cache(m, int64_t(ct.size()), ops_);
+    Batch b;
+    BatchSeq& s = b.add(&cache, ct, true);
+    s.logits_from = eval_first_scored(int64_t(ct.size()));
+    ForwardOptions fo;
+    fo.logits_out = dst;
+    forward(m, ops_, b, fo);
+  }
+
+  const Model& m_;
+  const Ops& ops_;
+  int64_t ctx_, n_chunk_;
+  const BaseLogits* base_;
+  Buffer<float> logits_, base_logits_, scale_, mlp_;
+  Buffer<int32_t> next_, ids_;
+  Buffer<int64_t> offsets_;
+  Buffer<uint16_t> codes_;
+  Buffer<EvalTokenStats> out_;
+  std::vector<EvalTokenStats> host_;
+  DistRows prefetch_;
+  int64_t prefetched_ = -1;
+};
+
 }  // namespace
 
 BaseLogits BaseLogits::from_file(const std::string& path) {
@@ -216,8 +320,16 @@ EvalResult evaluate(const Model& m, const Ops& ops, const std::vector<int32_t>& 
   std::optional<Progress> bar;
   if (opt.progress) bar.emplace("eval", n_chunk, "chunks");
   const auto t0 = std::chrono::steady_clock::now();
+  const bool on_device = !save && (opt.device_stats > 0 || (opt.device_stats < 0 && !ops.host_memory()));
+  std::optional<DeviceChunkStats> dev;
+  if (on_device) dev.emplace(m, ops, ctx, n_chunk, base);
   for (int64_t c = 0; c < n_chunk; ++c) {
     const auto ct = eval_chunk_tokens(*tokens, ctx, c, bos);
+    if (dev) {
+      dev->run(c, ct, tokens->data() + c * ctx + first + 1, acc);
+      if (bar) bar->add(1);
+      continue;
+    }
     const std::vector<float> logits = chunk_logits(m, ops, ct);
     std::vector<TokenDist> dists;
     if (base) dists = base->chunk(c, ct);

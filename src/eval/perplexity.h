@@ -29,6 +29,11 @@ struct EvalOptions {
   int64_t max_chunks = -1;  // -1: all
   bool progress = true;
   bool keep_per_token = false;  // fill EvalResult::nll / kld per scored token
+  // Per-token statistics by Ops::eval_token_stats in the backend's memory (the logits never
+  // leave it; a base model runs there too, a base file's rows are uploaded per chunk): -1 auto
+  // (on when the ops do not use host memory, i.e. on a GPU), 0 off (logits downloaded,
+  // KldAccumulator on the host), 1 on. Same figures either way (tests/eval). Off when saving.
+  int device_stats = -1;
 };
 
 struct EvalResult {
@@ -63,6 +68,8 @@ class KldAccumulator {
   // `rows` consecutive positions at once (logits (rows, n_vocab), next (rows), base (rows) or
   // null), computed in parallel and appended in order: the same results as add() row by row.
   void add_rows(const float* logits, int64_t rows, int64_t n_vocab, const int32_t* next, const TokenDist* base);
+  // Rows already computed (Ops::eval_token_stats), appended in order as add_rows would.
+  void add_stats(const EvalTokenStats* st, int64_t rows, bool has_base);
   EvalResult result() const;  // aggregates (ppl, kld stats...) as llama-perplexity prints them
   int64_t count() const { return int64_t(nll_.size()); }
   std::vector<float> nll_, nll_base_, kld_, dp_;
@@ -77,6 +84,8 @@ class BaseLogits {
   // Distributions of chunk c's scored positions (eval_n_scored(ctx) of them).
   std::vector<TokenDist> chunk(int64_t c, const std::vector<int32_t>& chunk_tokens) const;
   const BaseLogitsFile* file() const { return file_.get(); }
+  const Model* model() const { return model_.get(); }  // the base model (null for a file)
+  const Ops* model_ops() const { return ops_; }        // the table it runs on
 
  private:
   std::shared_ptr<BaseLogitsFile> file_;

@@ -8,6 +8,7 @@
 // Every test skips without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -887,6 +888,110 @@ TEST(CudaBackward, XtxAccumulateAgainstBruteForce) {
   Buffer<double> gH = dev(std::vector<double>(size_t(cols * cols), 0.0));
   gpu_grad().xtx_accumulate(gx.data(), n, cols, gH.data());
   EXPECT_LE(rel_err(gH.to_host(), cH), 1e-12);
+}
+
+// ---------------------------------------------------------------- eval statistics
+
+// Ops::eval_token_stats on the GPU against the host reference (reference_ops()), with the base as
+// full logits and as the codec's sparse rows; v large enough for many strided passes per thread.
+void check_eval_stats(int64_t n, int64_t v, uint32_t seed) {
+  auto base = randn(size_t(n * v), seed, 3.0f);
+  base[size_t(1 * v + 7)] = 40.0f;  // row 1: most ids more than 16 nats below the max
+  base[size_t(2 * v + 3)] = 30.0f;  // row 2: tie for the max (ids 3 and v - 2)
+  base[size_t(2 * v + v - 2)] = 30.0f;
+  for (int64_t i = 0; i < v; ++i) base[size_t(3 * v + i)] = 0.25f;  // row 3: constant (scale 0)
+  auto q = base;
+  const auto noise = randn(size_t(n * v), seed + 1, 0.3f);
+  for (size_t i = 0; i < q.size(); ++i) q[i] += noise[i];
+  q[size_t(2 * v + 3)] = q[size_t(2 * v + v - 2)] = 31.0f;  // model tie too: first index wins
+  std::vector<int32_t> next(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) next[size_t(r)] = int32_t((r * 7919 + 3) % v);
+  next[1] = 7;
+  // sparse rows, built as eval/logits_codec.h's encode_dist (ids with code > 0, ascending) by the
+  // reference's dense encoding: decode row by row through the host reference's dense path
+  std::vector<float> scale, mlp;
+  std::vector<int64_t> off{0};
+  std::vector<int32_t> ids;
+  std::vector<uint16_t> codes;
+  for (int64_t r = 0; r < n; ++r) {
+    const float* l = &base[size_t(r * v)];
+    float mx = l[0], mn = l[0];
+    for (int64_t i = 1; i < v; ++i) {
+      mx = std::max(mx, l[i]);
+      mn = std::min(mn, l[i]);
+    }
+    mn = std::max(mn, mx - 16.0f);
+    double se = 0;
+    for (int64_t i = 0; i < v; ++i) se += std::exp(l[i] - mx);
+    const float lse = float(std::log(se));
+    const float sc = (mx - mn) / 65535.0f;
+    scale.push_back(sc);
+    mlp.push_back(mn - mx - lse);
+    if (sc != 0.0f)
+      for (int64_t i = 0; i < v; ++i) {
+        if (!(l[i] > mn)) continue;
+        const long c = std::lrintf((1.0f / sc) * (l[i] - mn));
+        if (c > 0) {
+          ids.push_back(int32_t(i));
+          codes.push_back(uint16_t(std::min<long>(c, 65535)));
+        }
+      }
+    off.push_back(int64_t(ids.size()));
+  }
+  EvalBase hd, hs;
+  hd.logits = base.data();
+  hs.scale = scale.data();
+  hs.min_log_prob = mlp.data();
+  hs.offsets = off.data();
+  hs.ids = ids.data();
+  hs.codes = codes.data();
+  Buffer<float> gq = dev(q), gb = dev(base), gscale = dev(scale), gmlp = dev(mlp);
+  Buffer<int32_t> gnext = dev(next), gids = dev(ids.empty() ? std::vector<int32_t>{0} : ids);
+  Buffer<int64_t> goff = dev(off);
+  Buffer<uint16_t> gcodes = dev(codes.empty() ? std::vector<uint16_t>{0} : codes);
+  EvalBase dd, ds;
+  dd.logits = gb.data();
+  ds.scale = gscale.data();
+  ds.min_log_prob = gmlp.data();
+  ds.offsets = goff.data();
+  ds.ids = gids.data();
+  ds.codes = gcodes.data();
+  const EvalBase* hb[3] = {&hd, &hs, nullptr};
+  const EvalBase* db[3] = {&dd, &ds, nullptr};
+  const char* names[3] = {"dense", "sparse", "no base"};
+  for (int k = 0; k < 3; ++k) {
+    std::vector<EvalTokenStats> want(static_cast<size_t>(n));
+    reference_ops().eval_token_stats(q.data(), n, v, next.data(), hb[k], want.data());
+    Buffer<EvalTokenStats> gout(gpu(), n);
+    gpu().zero(gout.data(), size_t(n) * sizeof(EvalTokenStats));
+    gpu().eval_token_stats(gq.data(), n, v, gnext.data(), db[k], gout.data());
+    const auto got = gout.to_host();
+    Buffer<EvalTokenStats> gout2(gpu(), n);
+    gpu().eval_token_stats(gq.data(), n, v, gnext.data(), db[k], gout2.data());
+    const auto again = gout2.to_host();
+    const std::string what = std::string(names[k]) + " n=" + std::to_string(n) + " v=" + std::to_string(v);
+    for (int64_t r = 0; r < n; ++r) {
+      const EvalTokenStats& a = got[size_t(r)];
+      const EvalTokenStats& b = want[size_t(r)];
+      EXPECT_NEAR(a.nll, b.nll, 1e-5 * (1 + std::fabs(b.nll))) << what << " row " << r;
+      EXPECT_EQ(std::memcmp(&a, &again[size_t(r)], sizeof a), 0) << what << " deterministic, row " << r;
+      if (!hb[k]) continue;
+      EXPECT_NEAR(a.nll_base, b.nll_base, 1e-5 * (1 + std::fabs(b.nll_base))) << what << " row " << r;
+      EXPECT_NEAR(a.kld, b.kld, 1e-5 + 1e-4 * std::fabs(b.kld)) << what << " row " << r;
+      EXPECT_NEAR(a.dp, b.dp, 1e-5) << what << " row " << r;
+      EXPECT_EQ(a.same_top, b.same_top) << what << " row " << r;
+    }
+    if (hb[k]) {
+      EXPECT_EQ(want[2].same_top, 1) << what << ": both argmaxes take the first of the tied ids";
+      EXPECT_GT(want[0].kld, 1e-4) << what;
+    }
+  }
+}
+
+TEST(CudaOps, EvalTokenStatsAgainstReference) {
+  SKIP_WITHOUT_GPU();
+  check_eval_stats(9, 1000, 95);
+  check_eval_stats(37, 128256, 96);  // the Llama-3 vocabulary
 }
 
 TEST(CudaBackward, TableNamesAndForwardTable) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "backend/ops.h"
@@ -167,4 +168,147 @@ TEST(Evaluate, PerplexityEqualsHandRolledLoopAndSelfKldIsZero) {
   const BaseLogits bm = BaseLogits::from_model(m, cpu_ops());
   const EvalResult k2 = evaluate(*q, cpu_ops(), toks, 0, o, &bm);
   EXPECT_NEAR(k2.kld_mean, k.kld_mean, 1e-9);
+}
+
+namespace {
+
+// Rows for Ops::eval_token_stats tests: Gaussian logits plus rows that exercise the codec's edge
+// cases (a span wider than 16 nats, a tie for the max, a constant row: scale 0).
+std::vector<float> stats_rows(int64_t n, int64_t v, uint32_t seed) {
+  auto l = samq::test::randn(size_t(n * v), seed, 3.0f);
+  if (n > 3) {
+    l[size_t(1 * v + 7)] = 40.0f;    // row 1: most ids more than 16 nats below the max
+    l[size_t(2 * v + 3)] = 30.0f;    // row 2: tie for the max at ids 3 and 11
+    l[size_t(2 * v + 11)] = 30.0f;
+    for (int64_t i = 0; i < v; ++i) l[size_t(3 * v + i)] = 0.5f;  // row 3: constant
+  }
+  return l;
+}
+
+}  // namespace
+
+TEST(EvalTokenStats, ReferenceEqualsKldAccumulatorBitForBit) {
+  const int64_t n = 23, v = 777;
+  const auto base = stats_rows(n, v, 200);
+  auto q = base;
+  const auto noise = samq::test::randn(size_t(n * v), 201, 0.4f);
+  for (size_t i = 0; i < q.size(); ++i) q[i] += noise[i];
+  q[size_t(3 * v + 5)] = 0.5f;  // keep some structure in the constant row
+  std::vector<int32_t> next(static_cast<size_t>(n));
+  for (int64_t r = 0; r < n; ++r) next[size_t(r)] = int32_t((r * 131 + 7) % v);
+  std::vector<TokenDist> dists;
+  DistRows rows;
+  for (int64_t r = 0; r < n; ++r) {
+    dists.push_back(encode_dist(&base[size_t(r * v)], v));
+    rows.append(dists.back());
+  }
+  KldAccumulator acc, plain;
+  acc.add_rows(q.data(), n, v, next.data(), dists.data());
+  plain.add_rows(q.data(), n, v, next.data(), nullptr);
+  auto bits = [](float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    return u;
+  };
+  EvalBase dense;
+  dense.logits = base.data();
+  EvalBase sparse;
+  sparse.scale = rows.scale.data();
+  sparse.min_log_prob = rows.min_log_prob.data();
+  sparse.offsets = rows.offsets.data();
+  sparse.ids = rows.ids.data();
+  sparse.codes = rows.codes.data();
+  for (const Ops* ops : {&reference_ops(), &cpu_ops()}) {
+    for (const EvalBase* b : {static_cast<const EvalBase*>(&dense), static_cast<const EvalBase*>(&sparse),
+                              static_cast<const EvalBase*>(nullptr)}) {
+      std::vector<EvalTokenStats> st(static_cast<size_t>(n));
+      ops->eval_token_stats(q.data(), n, v, next.data(), b, st.data());
+      const std::string what = std::string(ops->name()) + (b == &dense ? " dense" : b ? " sparse" : " no base");
+      const KldAccumulator& want = b ? acc : plain;
+      for (int64_t r = 0; r < n; ++r) {
+        const size_t i = size_t(r);
+        EXPECT_EQ(bits(st[i].nll), bits(want.nll_[i])) << what << " row " << r;
+        if (!b) continue;
+        EXPECT_EQ(bits(st[i].nll_base), bits(want.nll_base_[i])) << what << " row " << r;
+        EXPECT_EQ(bits(st[i].kld), bits(want.kld_[i])) << what << " row " << r;
+        EXPECT_EQ(bits(st[i].dp), bits(want.dp_[i])) << what << " row " << r;
+        EXPECT_EQ(st[i].same_top, int32_t(want.same_top_[i])) << what << " row " << r;
+      }
+    }
+  }
+  // the edge rows did what they are meant to
+  EXPECT_LT(dists[1].ids.size(), size_t(v) / 2);
+  EXPECT_EQ(dists[2].argmax(), 3);
+  EXPECT_TRUE(dists[3].ids.empty());
+  EXPECT_GT(acc.result().kld_mean, 1e-4);
+  std::vector<int32_t> bad = next;
+  bad[5] = int32_t(v);
+  std::vector<EvalTokenStats> st(static_cast<size_t>(n));
+  EXPECT_THROW(reference_ops().eval_token_stats(q.data(), n, v, bad.data(), &dense, st.data()), Error);
+}
+
+TEST(LogitsCodec, ChunkRowsEqualChunk) {
+  BaseLogitsFile f;
+  f.n_ctx = 10;
+  f.n_vocab = 400;
+  f.n_chunk = 1;
+  f.tokens.assign(10, 1);
+  std::vector<TokenDist> ds;
+  for (int j = 0; j < eval_n_scored(10); ++j) ds.push_back(encode_dist(rand_logits(400, 300 + j, 5).data(), 400));
+  f.add_chunk(ds);
+  const std::vector<TokenDist> a = f.chunk(0);
+  const DistRows b = f.chunk_rows(0);
+  ASSERT_EQ(b.rows(), int64_t(a.size()));
+  ASSERT_EQ(b.offsets.size(), a.size() + 1);
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(b.scale[r], a[r].scale);
+    EXPECT_EQ(b.min_log_prob[r], a[r].min_log_prob);
+    const std::vector<int32_t> ids(b.ids.begin() + b.offsets[r], b.ids.begin() + b.offsets[r + 1]);
+    const std::vector<uint16_t> codes(b.codes.begin() + b.offsets[r], b.codes.begin() + b.offsets[r + 1]);
+    EXPECT_EQ(ids, a[r].ids);
+    EXPECT_EQ(codes, a[r].codes);
+  }
+}
+
+// evaluate() with the statistics through Ops::eval_token_stats (the GPU's path, here on the CPU
+// tables) gives exactly the figures of the host path, for plain perplexity, a base file and a
+// base model.
+TEST(Evaluate, DeviceStatsPathEqualsHostPath) {
+  auto m = Model::load(test::shared_path("golden/archs/qwen3-qknorm"));
+  auto q = Model::load(test::shared_path("golden/archs/qwen3-qknorm"));
+  q->replace_with_round_trip("blk.1.ffn_up.weight", GgmlType::Q4_0, nullptr);
+  std::vector<int32_t> toks;
+  std::mt19937 g(6);
+  for (int i = 0; i < 60; ++i) toks.push_back(int32_t(g() % 8000) + 2);
+  EvalOptions o;
+  o.ctx = 16;
+  o.progress = false;
+  o.keep_per_token = true;
+  BaseLogitsFile saved;
+  (void)evaluate(*m, cpu_ops(), toks, 0, o, nullptr, &saved);
+  const std::string path = test::temp_dir() + "/dev_stats.lgt";
+  saved.save(path);
+  const BaseLogits bf = BaseLogits::from_file(path);
+  const BaseLogits bm = BaseLogits::from_model(m, cpu_ops());
+  for (const BaseLogits* b : {static_cast<const BaseLogits*>(nullptr), &bf, &bm}) {
+    const std::string what = !b ? "no base" : b == &bf ? "base file" : "base model";
+    EvalOptions host = o, dev = o;
+    host.device_stats = 0;
+    dev.device_stats = 1;
+    const EvalResult a = evaluate(*q, cpu_ops(), toks, 0, host, b);
+    const EvalResult d = evaluate(*q, cpu_ops(), toks, 0, dev, b);
+    EXPECT_EQ(a.n_scored, d.n_scored) << what;
+    EXPECT_EQ(a.nll, d.nll) << what;
+    EXPECT_EQ(a.kld, d.kld) << what;
+    EXPECT_EQ(a.ppl, d.ppl) << what;
+    EXPECT_EQ(a.has_base, d.has_base) << what;
+    EXPECT_EQ(a.kld_mean, d.kld_mean) << what;
+    EXPECT_EQ(a.kld_p99, d.kld_p99) << what;
+    EXPECT_EQ(a.same_top_pct, d.same_top_pct) << what;
+    EXPECT_EQ(a.rms_dp_pct, d.rms_dp_pct) << what;
+    EXPECT_EQ(a.base_ppl, d.base_ppl) << what;
+    if (b) {
+      EXPECT_GT(d.kld_mean, 1e-6) << what;
+    }
+  }
 }

@@ -39,6 +39,10 @@ void attention(Device& d, const AttentionArgs& a);
 // BackwardOps::attention_backward: recomputes the softmax weights per group of heads.
 void attention_backward(Device& d, const AttentionArgs& a, const float* dout, float* dq, float* dk, float* dv);
 
+// Ops::eval_token_stats (cuda_eval.cu).
+void eval_token_stats(Device& d, const float* logits, int64_t n, int64_t v, const int32_t* next, const EvalBase* base,
+                      EvalTokenStats* out);
+
 // Rows of weight tiles dequantized at a time into f32 scratch (about 256 MiB).
 int64_t weight_tile_rows(int64_t rows, int64_t cols);
 
