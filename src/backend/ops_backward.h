@@ -103,12 +103,18 @@ class BackwardOps {
   virtual void bias_backward(const float* dy, int64_t n, int64_t d, float* db) const = 0;
 
   // ---- statistics of the sensitivity analysis
-  // acc[j] += sum_t v[t, j]^2 over the rows of v (n, w), summed in token order, in double.
+  // acc[j] += sum_t v[t, j]^2 over the rows of v (n, w), in double, in a fixed order (token order
+  // on the CPU; on CUDA fixed token segments added in order, the same to ~1e-16 relative).
   virtual void col_sq_accumulate(const float* v, int64_t n, int64_t w, double* acc) const = 0;
   // acc[i] += g[i]^2 (float).
   virtual void sq_accumulate(const float* g, int64_t n, float* acc) const = 0;
   // sum_i g[i]^2 in double (waits for the device).
   virtual double sum_sq(const float* g, int64_t n) const = 0;
+  // sq_accumulate and sum_sq fused, without waiting: acc[i] += g[i]^2 when acc is not null, and
+  // *sum_out = sum_i g[i]^2 (the value sum_sq returns, bit for bit) when sum_out is not null;
+  // sum_out is one double in backend memory, read back by the caller when it needs it (many
+  // tensors' sums with one download). One pass over g on the GPU. Default: the two ops above.
+  virtual void sq_accumulate_sum(const float* g, int64_t n, float* acc, double* sum_out) const;
   // H(cols, cols) += x^T x over the rows of x (n, cols), in double: the upper triangle only
   // (H[i*cols + j], j >= i); the caller mirrors it once at the end.
   virtual void xtx_accumulate(const float* x, int64_t n, int64_t cols, double* H) const = 0;

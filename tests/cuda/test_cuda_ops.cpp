@@ -309,6 +309,27 @@ TEST(CudaOps, MatmulLargerShapes) {
   }
 }
 
+TEST(CudaOps, MatmulQuantSplitGemmAgainstF32Gemm) {
+  SKIP_WITHOUT_GPU();
+  // Quantized weights with ggml rounding run the bf16x3 split GEMM; SAMQ_CUDA_QUANT_GEMM=f32 the
+  // f32 SGEMM. The two agree far inside kQuant (the split drops ~2^-17 relative per product).
+  uint32_t seed = 450;
+  for (GgmlType t : {GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q8_0}) {
+    const TestWeight w = make_weight(t, 301, 1024, seed++);
+    const int64_t n = 64;
+    const auto x = randn(size_t(n * 1024), seed++);
+    Buffer<float> dx = dev(x), y1 = poisoned(n * 301), y2 = poisoned(n * 301);
+    gpu().matmul(dx.data(), n, w.device(), nullptr, y1.data());
+    {
+      EnvGuard env("SAMQ_CUDA_QUANT_GEMM", "f32");
+      gpu().matmul(dx.data(), n, w.device(), nullptr, y2.data());
+    }
+    const auto a = y1.to_host(), b = y2.to_host();
+    EXPECT_LE(rel_err(a, b), 2e-5) << type_name(t);
+    EXPECT_GT(rel_err(a, b), 0.0) << type_name(t) << ": the two paths should differ (in the last bits)";
+  }
+}
+
 TEST(CudaOps, MatmulWeightTiles) {
   SKIP_WITHOUT_GPU();
   // 7 weight rows per dequantized tile: 45 rows in 7 tiles.
@@ -841,6 +862,29 @@ TEST(CudaBackward, Statistics) {
     const double got = gpu_grad().sum_sq(gg.data(), m);
     EXPECT_NEAR(got, want, 1e-12 * want) << "n=" << m;
     EXPECT_EQ(got, gpu_grad().sum_sq(gg.data(), m)) << "deterministic";
+    // fused: the same sum bit for bit, and acc as sq_accumulate (bit for bit), in one pass;
+    // offset by one float so that the vectorized sq_accumulate takes its unaligned path
+    const auto a0 = randn(static_cast<size_t>(m + 1), 83, 0.1f);
+    Buffer<float> ga = dev(a0), gb = dev(a0);
+    Buffer<double> sum(gpu(), 1);
+    gpu_grad().sq_accumulate_sum(gg.data(), m, ga.data() + 1, sum.data());
+    gpu_grad().sq_accumulate(gg.data(), m, gb.data() + 1);
+    EXPECT_EQ(sum.to_host()[0], got) << "n=" << m;
+    EXPECT_TRUE(ga.to_host() == gb.to_host()) << "n=" << m;
+    auto ca = a0;
+    cpu_backward_ops().sq_accumulate(g.data(), m, ca.data() + 1);
+    EXPECT_LE(rel_err(ga.to_host(), ca), kOrdered) << "n=" << m;
+  }
+  // col_sq over many token segments (512 tokens x 4096 columns: 64 segments of 8 tokens)
+  {
+    const int64_t n2 = 512, w2 = 4096;
+    const auto v2 = randn(size_t(n2 * w2), 84, 1.0f);
+    std::vector<double> c2(static_cast<size_t>(w2), 1.0);
+    cpu_backward_ops().col_sq_accumulate(v2.data(), n2, w2, c2.data());
+    Buffer<float> gv2 = dev(v2);
+    Buffer<double> g2 = dev(std::vector<double>(static_cast<size_t>(w2), 1.0));
+    gpu_grad().col_sq_accumulate(gv2.data(), n2, w2, g2.data());
+    EXPECT_LE(rel_err(g2.to_host(), c2), 1e-12);
   }
 }
 
@@ -875,6 +919,7 @@ TEST(CudaBackward, XtxAccumulateAgainstBruteForce) {
   SKIP_WITHOUT_GPU();
   check_xtx(70, 45, 90);
   check_xtx(1, 33, 91);
+  check_xtx(9, 2300, 94);  // above 2048 columns: Dsyrk diagonal blocks + Dgemm below them
   {
     EnvGuard env("SAMQ_CUDA_SCRATCH_BYTES", std::to_string(9 * 45 * 8));  // 9 rows of x per dsyrk
     check_xtx(70, 45, 92);

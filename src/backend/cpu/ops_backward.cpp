@@ -333,6 +333,14 @@ class HostBackwardOps final : public BackwardOps {
 
 }  // namespace
 
+void BackwardOps::sq_accumulate_sum(const float* g, int64_t n, float* acc, double* sum_out) const {
+  if (sum_out) {
+    const double s = sum_sq(g, n);
+    ops().upload(sum_out, &s, sizeof s);
+  }
+  if (acc) sq_accumulate(g, n, acc);
+}
+
 const BackwardOps& cpu_backward_ops() {
   static const HostBackwardOps b(cpu_ops(), "cpu");
   return b;

@@ -10,9 +10,11 @@
 // that return a value, and release wait for it. Results do not vary from run to run (no float
 // atomics; reductions in fixed orders). Scratch stays within fixed budgets (256 MiB of weight
 // tiles and activation copies, 512 MiB of attention scores per chunk), overridable with
-// SAMQ_CUDA_SCRATCH_BYTES / SAMQ_CUDA_ATTN_BYTES. Files: cuda_context.cu (devices, checks,
-// GEMM wrappers), cuda_ops.cu (forward table), cuda_quant.cu (dequantization, activation
-// rounding), cuda_attention.cu, cuda_backward.cu; tests in tests/cuda/test_cuda_ops.cpp.
+// SAMQ_CUDA_SCRATCH_BYTES / SAMQ_CUDA_ATTN_BYTES (the bf16 halves of matmul_backward may take
+// twice the scratch budget). Files: cuda_context.cu (devices, checks, GEMM wrappers), cuda_ops.cu
+// (forward table), cuda_quant.cu (dequantization, activation rounding), cuda_attention.cu,
+// cuda_backward.cu, cuda_eval.cu (per-token eval statistics); tests in
+// tests/cuda/test_cuda_ops.cpp.
 #pragma once
 #include <string>
 

@@ -2,13 +2,17 @@
 // forward table cuda_ops(index). Semantics are those of src/backend/cpu/ops_backward.cpp; every
 // gradient output accumulates (+=).
 // - matmul_backward: BF16 weights by bf16 tensor-core GEMMs with the split trick (dy = hi + lo,
-//   hi = bf16(dy), lo = bf16(dy - hi), likewise x): dx += hi W + lo W; dW += hi_dy^T hi_x +
-//   hi_dy^T lo_x + lo_dy^T hi_x. The products are exact (bf16 x bf16 in f32) and what the split
-//   drops is below 2^-17 relative, so the result is the f32 one to ~1e-5. Other types: weight
-//   tiles dequantized to f32 and f32 GEMMs (no TF32).
-// - column reductions (bias, rms_norm weight, embedding, col_sq): one thread per column looping
-//   over tokens in order, as the CPU loops do, so those results equal the CPU's bit for bit.
-// - sum_sq: a fixed two-level tree in double; xtx: x in double and cublasDsyrk.
+//   hi = bf16(dy), lo = bf16(dy - hi), likewise x): dx += hi W + lo W (one GEMM over [hi; lo]); dW += hi_dy^T hi_x +
+//   hi_dy^T lo_x + lo_dy^T hi_x, the three dW products as one GEMM over the halves stacked along
+//   the tokens (dW read and written once). The products are exact (bf16 x bf16 in f32) and what
+//   the split drops is below 2^-17 relative, so the result is the f32 one to ~1e-5. Other types:
+//   weight tiles dequantized to f32 and f32 GEMMs (no TF32).
+// - column reductions (bias, rms_norm weight, col_sq): partial sums in double over a fixed split
+//   of the tokens (depends on the shape only), added in order: equal to the CPU's in-order sums
+//   to ~1e-16 relative before the final rounding. embedding: each id's rows added in token
+//   order (bit for bit the CPU's).
+// - sum_sq: a fixed two-level tree in double, fused with sq_accumulate in sq_accumulate_sum;
+//   xtx: x in double; diagonal blocks by cublasDsyrk, the blocks above them by cublasDgemm.
 // - softmax_cross_entropy: one block per row; the loss per row in double (log-sum-exp), summed
 //   on the host in row order.
 // - sample_labels: Gumbel-max over the logits (backend/gumbel.h), one block per row, the same
@@ -28,37 +32,54 @@ namespace samq::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int64_t kXtxBlock = 1024;  // xtx_accumulate: block columns above 2048 columns
 
-// db[i] += sum_t dy[t, i], in double, t in order (as bias_backward on the CPU).
-__global__ void col_sum_kernel(const float* dy, int64_t n, int64_t d, float* db) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < d; i += stride) {
-    double s = 0;
-    for (int64_t t = 0; t < n; ++t) s += double(dy[t * d + i]);
-    db[i] = __fadd_rn(db[i], float(s));
+// ---- column reductions over tokens: r[j] = sum_t f(t, j) in double, for bias (dy), the
+// rms_norm weight (dy * xhat) and the statistics (v^2). Stage 1: block (bx, s) sums its 256
+// columns over token segment s (a fixed split of the rows that depends only on n and w), loads
+// four rows ahead; stage 2: one thread per column adds the segments' partials in order and
+// applies the result. Coalesced (a warp reads 32 consecutive columns of one row) and parallel
+// over segments, where one thread per column looping over all n tokens was latency-bound (16
+// blocks for 4096 columns, 512 dependent loads each).
+enum class ColOp { Sum, Dot, Sq };
+
+template <ColOp op>
+__device__ inline double col_term(const float* a, const float* b, int64_t idx) {
+  if constexpr (op == ColOp::Sum) return double(a[idx]);
+  else if constexpr (op == ColOp::Dot) return double(a[idx]) * double(b[idx]);
+  else {
+    const double x = double(a[idx]);
+    return x * x;
   }
 }
 
-// acc[j] += sum_t v[t, j]^2 in double, t in order.
-__global__ void col_sq_kernel(const float* v, int64_t n, int64_t w, double* acc) {
+template <ColOp op>
+__global__ void col_partial_kernel(const float* a, const float* b, int64_t n, int64_t w, int64_t seg, double* part) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= w) return;
+  const int64_t t0 = int64_t(blockIdx.y) * seg, t1 = t0 + seg < n ? t0 + seg : n;
+  double s = 0;
+  int64_t t = t0;
+  for (; t + 4 <= t1; t += 4) {
+    const double x0 = col_term<op>(a, b, t * w + j), x1 = col_term<op>(a, b, (t + 1) * w + j);
+    const double x2 = col_term<op>(a, b, (t + 2) * w + j), x3 = col_term<op>(a, b, (t + 3) * w + j);
+    s += x0;
+    s += x1;
+    s += x2;
+    s += x3;
+  }
+  for (; t < t1; ++t) s += col_term<op>(a, b, t * w + j);
+  part[int64_t(blockIdx.y) * w + j] = s;
+}
+
+// mode 0: float out[j] = f32(out[j] + f32(sum)) (bias, rms weight); 1: double acc[j] += sum.
+__global__ void col_finish_kernel(const double* part, int64_t nseg, int64_t w, float* out_f, double* out_d) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < w; j += stride) {
-    double s = 0;
-    for (int64_t t = 0; t < n; ++t) {
-      const double x = double(v[t * w + j]);
-      s += x * x;
-    }
-    acc[j] += s;
-  }
-}
-
-// dweight[i] += sum_t dy[t, i] * xhat[t, i] in double, t in order.
-__global__ void col_dot_kernel(const float* dy, const float* xhat, int64_t n, int64_t d, float* dweight) {
-  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < d; i += stride) {
-    double s = 0;
-    for (int64_t t = 0; t < n; ++t) s += double(dy[t * d + i]) * double(xhat[t * d + i]);
-    dweight[i] = __fadd_rn(dweight[i], float(s));
+    double s = part[j];
+    for (int64_t k = 1; k < nseg; ++k) s += part[k * w + j];
+    if (out_f) out_f[j] = __fadd_rn(out_f[j], float(s));
+    else out_d[j] += s;
   }
 }
 
@@ -185,16 +206,39 @@ __global__ void sample_labels_kernel(const float* logits, int64_t n, int64_t v, 
   }
 }
 
-// dE[ids[t]] += dy[t] for t in order: one thread per column, so no two threads touch one value.
+// dE[ids[t]] += dy[t] for t in order. Block (t, c) handles token t only when t is the first
+// occurrence of its id, for 256 columns from c * 256 (one thread each): it adds the rows of t
+// and every later token with that id in token order (the CPU's order, so the same floats). No
+// two blocks touch one value, and n x (d / 256) blocks run at once where one thread per column
+// used to walk all n tokens.
 __global__ void embedding_backward_kernel(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) {
+  __shared__ int match[kThreads];
+  const int64_t t = blockIdx.x;
+  const int32_t id = ids[t];
+  if (id < 0) return;  // the whole block
+  int dup = 0;
+  for (int64_t u = threadIdx.x; u < t; u += blockDim.x) dup |= ids[u] == id;
+  if (__syncthreads_or(dup)) return;
+  const int64_t i = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  float* e = dE + int64_t(id) * d;
+  float acc = i < d ? e[i] : 0.0f;
+  for (int64_t u0 = t; u0 < n; u0 += blockDim.x) {
+    const int64_t u = u0 + threadIdx.x;
+    const int m = u < n && ids[u] == id;
+    __syncthreads();  // the previous tile's flags are read
+    match[threadIdx.x] = m;
+    if (__syncthreads_count(m) == 0) continue;
+    for (int k = 0; k < int(blockDim.x) && u0 + k < n; ++k)
+      if (match[k] && i < d) acc = __fadd_rn(acc, dy[(u0 + k) * d + i]);
+  }
+  if (i < d) e[i] = acc;
+}
+
+// y[i] += c[i] + c[n + i] (the hi and lo products of matmul_backward's dx).
+__global__ void add_halves_kernel(const float* c, int64_t n, float* y) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < d; i += stride)
-    for (int64_t t = 0; t < n; ++t) {
-      const int64_t id = ids[t];
-      if (id < 0) continue;
-      float* e = dE + id * d + i;
-      *e = __fadd_rn(*e, dy[t * d + i]);
-    }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    y[i] = __fadd_rn(y[i], __fadd_rn(c[i], c[n + i]));
 }
 
 __global__ void sq_accumulate_kernel(const float* g, int64_t n, float* acc) {
@@ -203,12 +247,47 @@ __global__ void sq_accumulate_kernel(const float* g, int64_t n, float* acc) {
     acc[i] = __fadd_rn(acc[i], __fmul_rn(g[i], g[i]));
 }
 
-// Level 1 of sum_sq: block b sums elements b*256 + tid + k*(nb*256) per thread, then a tree.
-__global__ void sum_sq_partial_kernel(const float* g, int64_t n, double* part) {
+// The same, 16 bytes per access (g and acc 16-byte aligned; the tail by sq_accumulate_kernel).
+__global__ void sq_accumulate4_kernel(const float4* g, int64_t n4, float4* acc) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n4; i += stride) {
+    const float4 x = g[i];
+    float4 a = acc[i];
+    a.x = __fadd_rn(a.x, __fmul_rn(x.x, x.x));
+    a.y = __fadd_rn(a.y, __fmul_rn(x.y, x.y));
+    a.z = __fadd_rn(a.z, __fmul_rn(x.z, x.z));
+    a.w = __fadd_rn(a.w, __fmul_rn(x.w, x.w));
+    acc[i] = a;
+  }
+}
+
+// Level 1 of sum_sq, fused with sq_accumulate when acc is set: block b sums the squares of
+// elements b*256 + tid + k*(nb*256) for k = 0, 1, ... in that order (four loads in flight, the
+// order unchanged), then a tree; acc[i] += g[i]^2 on the way.
+__global__ void sum_sq_partial_kernel(const float* g, int64_t n, double* part, float* acc) {
   __shared__ double sh[kThreads];
   double s = 0;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    s += double(g[i]) * double(g[i]);
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    const float x0 = g[i], x1 = g[i + stride], x2 = g[i + 2 * stride], x3 = g[i + 3 * stride];
+    if (acc) {
+      const float a0 = acc[i], a1 = acc[i + stride], a2 = acc[i + 2 * stride], a3 = acc[i + 3 * stride];
+      acc[i] = __fadd_rn(a0, __fmul_rn(x0, x0));
+      acc[i + stride] = __fadd_rn(a1, __fmul_rn(x1, x1));
+      acc[i + 2 * stride] = __fadd_rn(a2, __fmul_rn(x2, x2));
+      acc[i + 3 * stride] = __fadd_rn(a3, __fmul_rn(x3, x3));
+    }
+    s += double(x0) * double(x0);
+    s += double(x1) * double(x1);
+    s += double(x2) * double(x2);
+    s += double(x3) * double(x3);
+  }
+  for (; i < n; i += stride) {
+    const float x = g[i];
+    if (acc) acc[i] = __fadd_rn(acc[i], __fmul_rn(x, x));
+    s += double(x) * double(x);
+  }
   s = block_reduce<double>(s, sh, 0);
   if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
@@ -242,34 +321,44 @@ class CudaBackwardOps final : public BackwardOps {
     const int64_t rows = w.rows, cols = w.cols;
     const CudaWeight* cw = dx ? &uploaded(w, d_, "matmul_backward") : nullptr;
     if (w.type == GgmlType::BF16) {
-      // Token blocks keep the 16-bit halves of dy and x within the scratch budget.
-      const int64_t per_token = (rows + cols) * 2 * int64_t(sizeof(uint16_t));
-      const int64_t tb = std::clamp<int64_t>(scratch_bytes() / std::max<int64_t>(per_token, 1), 1, n);
-      Tmp dyh(d_, size_t(tb * rows) * 2), dyl(d_, size_t(tb * rows) * 2);
-      std::optional<Tmp> xh, xl;
-      if (dw) {
-        xh.emplace(d_, size_t(tb * cols) * 2);
-        xl.emplace(d_, size_t(tb * cols) * 2);
-      }
+      // Token blocks of m tokens, 16-bit halves stacked along the token axis (the GEMMs' K):
+      //   A = [hi(dy); hi(dy); lo(dy)] (3m, rows),  B = [hi(x); lo(x); hi(x)] (3m, cols),
+      // so dW += A^T B is the three products hi.hi + hi.lo + lo.hi in ONE GEMM (K = 3m): dW, the
+      // largest operand (f32, rows x cols), is read and written once per block instead of three
+      // times. dx += hi(dy) W + lo(dy) W: one GEMM over A's last two thirds [hi; lo] (M = 2m).
+      // The halves may use twice the scratch budget, so that the output head's 512-token chunk is
+      // one block (plus the (2m, cols) f32 products of dx).
+      const int64_t per_token = (dw ? 3 * (rows + cols) : 2 * rows) * int64_t(sizeof(uint16_t));
+      const int64_t tb = std::clamp<int64_t>(2 * scratch_bytes() / std::max<int64_t>(per_token, 1), 1, n);
+      Tmp a(d_, size_t((dw ? 3 : 2) * tb * rows) * 2);
+      std::optional<Tmp> b;
+      if (dw) b.emplace(d_, size_t(3 * tb * cols) * 2);
       for (int64_t t0 = 0; t0 < n; t0 += tb) {
         const int64_t m = std::min(tb, n - t0);
-        split_bf16(d_, dy + t0 * rows, m * rows, dyh.as<uint16_t>(), dyl.as<uint16_t>());
+        uint16_t* a0 = a.as<uint16_t>();
+        uint16_t* alo = a0 + (dw ? 2 : 1) * m * rows;
+        split_bf16(d_, dy + t0 * rows, m * rows, a0, alo);
+        if (dw)  // A's middle third: hi(dy) again
+          check(cudaMemcpyAsync(a0 + m * rows, a0, size_t(m * rows) * 2, cudaMemcpyDeviceToDevice, d_.stream),
+                "cudaMemcpyAsync (hi dy)", d_);
         if (dx) {
-          // (m, rows) x (rows, cols) -> (m, cols), hi then lo
-          gemm_16(d_, CUDA_R_16BF, false, false, m, cols, rows, 1.0f, dyh.as<void>(), rows, cw->data, cols, 1.0f,
-                  dx + t0 * cols, cols);
-          gemm_16(d_, CUDA_R_16BF, false, false, m, cols, rows, 1.0f, dyl.as<void>(), rows, cw->data, cols, 1.0f,
-                  dx + t0 * cols, cols);
+          // [hi; lo] (2m, rows) x W (rows, cols) -> (2m, cols) in one GEMM (W read once), then
+          // dx += hi W + lo W. [hi; lo] is contiguous: a0 (no dW) or a0 + m rows (A's last two thirds).
+          const uint16_t* hl = dw ? a0 + m * rows : a0;
+          Tmp c(d_, size_t(2 * m * cols) * sizeof(float));
+          gemm_16(d_, CUDA_R_16BF, false, false, 2 * m, cols, rows, 1.0f, hl, rows, cw->data, cols, 0.0f,
+                  c.as<float>(), cols);
+          add_halves_kernel<<<grid_for(m * cols, kThreads), kThreads, 0, d_.stream>>>(c.as<float>(), m * cols,
+                                                                                   dx + t0 * cols);
+          check_launch("add_halves_kernel", d_);
         }
         if (dw) {
-          split_bf16(d_, x + t0 * cols, m * cols, xh->as<uint16_t>(), xl->as<uint16_t>());
-          // (rows, m) x (m, cols) -> (rows, cols): hi.hi + hi.lo + lo.hi
-          gemm_16(d_, CUDA_R_16BF, true, false, rows, cols, m, 1.0f, dyh.as<void>(), rows, xh->as<void>(), cols, 1.0f,
-                  dw, cols);
-          gemm_16(d_, CUDA_R_16BF, true, false, rows, cols, m, 1.0f, dyh.as<void>(), rows, xl->as<void>(), cols, 1.0f,
-                  dw, cols);
-          gemm_16(d_, CUDA_R_16BF, true, false, rows, cols, m, 1.0f, dyl.as<void>(), rows, xh->as<void>(), cols, 1.0f,
-                  dw, cols);
+          uint16_t* b0 = b->as<uint16_t>();
+          split_bf16(d_, x + t0 * cols, m * cols, b0, b0 + m * cols);
+          check(cudaMemcpyAsync(b0 + 2 * m * cols, b0, size_t(m * cols) * 2, cudaMemcpyDeviceToDevice, d_.stream),
+                "cudaMemcpyAsync (hi x)", d_);
+          // (rows, 3m) x (3m, cols) -> (rows, cols)
+          gemm_16(d_, CUDA_R_16BF, true, false, rows, cols, 3 * m, 1.0f, a0, rows, b0, cols, 1.0f, dw, cols);
         }
       }
     } else {
@@ -309,8 +398,7 @@ class CudaBackwardOps final : public BackwardOps {
       check_launch("rms_dx_kernel", d_);
     }
     if (dweight) {
-      col_dot_kernel<<<grid_for(d, kThreads), kThreads, 0, d_.stream>>>(dy, xhat.as<float>(), n, d, dweight);
-      check_launch("col_dot_kernel", d_);
+      col_reduce<ColOp::Dot>(dy, xhat.as<float>(), n, d, dweight, nullptr);
     }
   }
 
@@ -371,7 +459,10 @@ class CudaBackwardOps final : public BackwardOps {
   void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) const override {
     if (n <= 0 || d <= 0) return;
     Scope s(d_);
-    embedding_backward_kernel<<<grid_for(d, kThreads), kThreads, 0, d_.stream>>>(ids, dy, n, d, dE);
+    if (n > INT32_MAX || (d + kThreads - 1) / kThreads > 65535)
+      fail("{}: embedding_backward: {} tokens x {} columns too many", d_.label, n, d);
+    const dim3 grid(unsigned(n), unsigned((d + kThreads - 1) / kThreads));
+    embedding_backward_kernel<<<grid, kThreads, 0, d_.stream>>>(ids, dy, n, d, dE);
     check_launch("embedding_backward_kernel", d_);
   }
 
@@ -383,33 +474,52 @@ class CudaBackwardOps final : public BackwardOps {
   void col_sq_accumulate(const float* v, int64_t n, int64_t w, double* acc) const override {
     if (n <= 0 || w <= 0) return;
     Scope s(d_);
-    col_sq_kernel<<<grid_for(w, kThreads), kThreads, 0, d_.stream>>>(v, n, w, acc);
-    check_launch("col_sq_kernel", d_);
+    col_reduce<ColOp::Sq>(v, nullptr, n, w, nullptr, acc);
   }
 
   void sq_accumulate(const float* g, int64_t n, float* acc) const override {
     if (n <= 0) return;
     Scope s(d_);
-    sq_accumulate_kernel<<<grid_for(n, kThreads), kThreads, 0, d_.stream>>>(g, n, acc);
-    check_launch("sq_accumulate_kernel", d_);
+    int64_t done = 0;
+    if ((reinterpret_cast<uintptr_t>(g) | reinterpret_cast<uintptr_t>(acc)) % 16 == 0 && n >= 4) {
+      const int64_t n4 = n / 4;
+      sq_accumulate4_kernel<<<unsigned(std::min<int64_t>(grid_for(n4, kThreads), 8 * 1024)), kThreads, 0,
+                              d_.stream>>>(reinterpret_cast<const float4*>(g), n4, reinterpret_cast<float4*>(acc));
+      check_launch("sq_accumulate4_kernel", d_);
+      done = n4 * 4;
+    }
+    if (done < n) {
+      sq_accumulate_kernel<<<grid_for(n - done, kThreads), kThreads, 0, d_.stream>>>(g + done, n - done, acc + done);
+      check_launch("sq_accumulate_kernel", d_);
+    }
   }
 
   double sum_sq(const float* g, int64_t n) const override {
     if (n <= 0) return 0.0;
     Scope s(d_);
-    // The partition depends on n only (never on the device), so the sum is reproducible.
-    const int64_t nb = std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 1024);
-    Tmp part(d_, size_t(nb + 1) * sizeof(double));
-    sum_sq_partial_kernel<<<unsigned(nb), kThreads, 0, d_.stream>>>(g, n, part.as<double>());
-    check_launch("sum_sq_partial_kernel", d_);
-    sum_partials_kernel<<<1, 1024, 0, d_.stream>>>(part.as<double>(), nb, part.as<double>() + nb);
-    check_launch("sum_partials_kernel", d_);
-    double out = 0;
-    check(cudaMemcpyAsync(&out, part.as<double>() + nb, sizeof(double), cudaMemcpyDeviceToHost, d_.stream),
+    Tmp out(d_, sizeof(double));
+    sum_sq_into(g, n, nullptr, out.as<double>());
+    double h = 0;
+    check(cudaMemcpyAsync(&h, out.as<double>(), sizeof(double), cudaMemcpyDeviceToHost, d_.stream),
           "cudaMemcpyAsync (sum_sq)", d_);
     check(cudaStreamSynchronize(d_.stream), "cudaStreamSynchronize", d_);
-    return out;
+    return h;
   }
+
+  // One pass over g: acc += g^2 and the sum of squares (sum_sq's partition, so its value).
+  void sq_accumulate_sum(const float* g, int64_t n, float* acc, double* sum_out) const override {
+    if (n <= 0) {
+      if (sum_out) {
+        Scope s(d_);
+        check(cudaMemsetAsync(sum_out, 0, sizeof(double), d_.stream), "cudaMemsetAsync", d_);
+      }
+      return;
+    }
+    if (!sum_out) return sq_accumulate(g, n, acc);
+    Scope s(d_);
+    sum_sq_into(g, n, acc, sum_out);
+  }
+
 
   // H (cols, cols) row-major, upper triangle (j >= i) += x^T x in double. Seen by cuBLAS
   // (column-major) that triangle is the lower one of the same matrix, and x (n, cols) row-major
@@ -426,17 +536,62 @@ class CudaBackwardOps final : public BackwardOps {
       to_double_kernel<<<grid_for(m * cols, kThreads), kThreads, 0, d_.stream>>>(x + t0 * cols, m * cols,
                                                                                  xd.as<double>());
       check_launch("to_double_kernel", d_);
-      check_blas(cublasDsyrk(d_.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(cols), int(m), &one, xd.as<double>(),
-                             int(cols), &one, H, int(cols)),
-                 "cublasDsyrk", d_);
+      const double* X = xd.as<double>();
+      if (cols <= 2 * kXtxBlock) {
+        check_blas(cublasDsyrk(d_.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(cols), int(m), &one, X, int(cols),
+                               &one, H, int(cols)),
+                   "cublasDsyrk", d_);
+        continue;
+      }
+      // Block columns of kXtxBlock: the diagonal block by Dsyrk, everything below it (column-major
+      // view) by one tall Dgemm. Same triangle, but most of it at DGEMM speed (cuBLAS's Dsyrk
+      // on the whole 14336-column matrix ran at about half of it).
+      for (int64_t j0 = 0; j0 < cols; j0 += kXtxBlock) {
+        const int64_t nj = std::min(kXtxBlock, cols - j0), j1 = j0 + nj;
+        check_blas(cublasDsyrk(d_.blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, int(nj), int(m), &one, X + j0, int(cols),
+                               &one, H + j0 + j0 * cols, int(cols)),
+                   "cublasDsyrk", d_);
+        if (j1 < cols)
+          check_blas(cublasDgemm(d_.blas, CUBLAS_OP_N, CUBLAS_OP_T, int(cols - j1), int(nj), int(m), &one, X + j1,
+                                 int(cols), X + j0, int(cols), &one, H + j1 + j0 * cols, int(cols)),
+                     "cublasDgemm", d_);
+      }
     }
   }
 
  private:
+  // *out (device) = sum_i g[i]^2; acc[i] += g[i]^2 on the way when acc is set. The partition
+  // depends on n only (never on the device), so the sum is reproducible.
+  void sum_sq_into(const float* g, int64_t n, float* acc, double* out) const {
+    const int64_t nb = std::clamp<int64_t>((n + kThreads - 1) / kThreads, 1, 1024);
+    Tmp part(d_, size_t(nb) * sizeof(double));
+    sum_sq_partial_kernel<<<unsigned(nb), kThreads, 0, d_.stream>>>(g, n, part.as<double>(), acc);
+    check_launch("sum_sq_partial_kernel", d_);
+    sum_partials_kernel<<<1, 1024, 0, d_.stream>>>(part.as<double>(), nb, out);
+    check_launch("sum_partials_kernel", d_);
+  }
+
   void col_sum(const float* dy, int64_t n, int64_t d, float* db) const {
     if (n <= 0 || d <= 0) return;
-    col_sum_kernel<<<grid_for(d, kThreads), kThreads, 0, d_.stream>>>(dy, n, d, db);
-    check_launch("col_sum_kernel", d_);
+    col_reduce<ColOp::Sum>(dy, nullptr, n, d, db, nullptr);
+  }
+
+  // Column reduction over the n rows of a (and b) into out_f (float, +=) or out_d (double, +=).
+  // The token split depends only on (n, w): about 1024 stage-1 blocks, at least 16 tokens each.
+  template <ColOp op>
+  void col_reduce(const float* a, const float* b, int64_t n, int64_t w, float* out_f, double* out_d) const {
+    if (n <= 0 || w <= 0) return;
+    const int64_t col_blocks = (w + kThreads - 1) / kThreads;
+    if (col_blocks > INT32_MAX) fail("{}: column reduction over {} columns", d_.label, w);
+    const int64_t max_seg = std::max<int64_t>(1, n / 16);
+    const int64_t want = std::clamp<int64_t>((1024 + col_blocks - 1) / col_blocks, 1, std::min<int64_t>(max_seg, 65535));
+    const int64_t seg = (n + want - 1) / want, nseg = (n + seg - 1) / seg;
+    Tmp part(d_, size_t(nseg * w) * sizeof(double));
+    col_partial_kernel<op><<<dim3(unsigned(col_blocks), unsigned(nseg)), kThreads, 0, d_.stream>>>(
+        a, b, n, w, seg, part.as<double>());
+    check_launch("col_partial_kernel", d_);
+    col_finish_kernel<<<grid_for(w, kThreads), kThreads, 0, d_.stream>>>(part.as<double>(), nseg, w, out_f, out_d);
+    check_launch("col_finish_kernel", d_);
   }
 
   Device& d_;

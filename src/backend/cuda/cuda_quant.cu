@@ -157,6 +157,33 @@ void launch_dequant(Device& d, const void* w, int64_t row_bytes, int64_t cols, c
   check_launch("dequant_rows_kernel", d);
 }
 
+// Rows r0 .. r0+nrows-1 dequantized straight into the order-1 bf16x3 form [hi | lo | hi] (see
+// split3_bf16_rows): no f32 tile in between.
+template <GgmlType T>
+__global__ void dequant_split3_kernel(const uint8_t* w, int64_t row_bytes, int64_t cols, int64_t r0, int64_t nrows,
+                                      uint16_t* out) {
+  const int64_t total = nrows * cols;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int64_t r = i / cols, c = i - r * cols;
+    const float x = dequant_elem<T>(w + (r0 + r) * row_bytes, c);
+    const uint16_t h = f2bf(x), l = f2bf(__fsub_rn(x, bf2f(h)));
+    uint16_t* o = out + r * 3 * cols + c;
+    o[0] = h;
+    o[cols] = l;
+    o[2 * cols] = h;
+  }
+}
+
+template <GgmlType T>
+void launch_dequant_split3(Device& d, const void* w, int64_t row_bytes, int64_t cols, int64_t r0, int64_t nrows,
+                           uint16_t* out) {
+  constexpr int kThreads = 256;
+  dequant_split3_kernel<T><<<grid_for(nrows * cols, kThreads), kThreads, 0, d.stream>>>(
+      static_cast<const uint8_t*>(w), row_bytes, cols, r0, nrows, out);
+  check_launch("dequant_split3_kernel", d);
+}
+
 // ---- activation rounding (backend/cpu/act_quant.cpp)
 
 // Q8_0 / Q8_1 (identical values): one warp per 32-block. d = amax/127 stored as fp16, q = RNE(x / d)
@@ -226,7 +253,44 @@ __global__ void split_bf16_kernel(const float* x, int64_t n, uint16_t* hi, uint1
   }
 }
 
+// out (n, 3 cols) = three bf16 blocks per row of x (n, cols): order 0 [hi | hi | lo], order 1
+// [hi | lo | hi] (hi = bf16(x), lo = bf16(x - hi)).
+__global__ void split3_rows_kernel(const float* x, int64_t n, int64_t cols, int order, uint16_t* out) {
+  const int64_t total = n * cols, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int64_t r = i / cols, c = i - r * cols;
+    const uint16_t h = f2bf(x[i]), l = f2bf(__fsub_rn(x[i], bf2f(h)));
+    uint16_t* o = out + r * 3 * cols + c;
+    o[0] = h;
+    o[cols] = order == 0 ? h : l;
+    o[2 * cols] = order == 0 ? l : h;
+  }
+}
+
 }  // namespace
+
+void split3_bf16_rows(Device& d, const float* x, int64_t n, int64_t cols, int order, uint16_t* out) {
+  if (n <= 0 || cols <= 0) return;
+  split3_rows_kernel<<<grid_for(n * cols, 256), 256, 0, d.stream>>>(x, n, cols, order, out);
+  check_launch("split3_rows_kernel", d);
+}
+
+void dequantize_rows_split3(Device& d, GgmlType t, const void* w, int64_t row_bytes, int64_t cols, int64_t r0,
+                            int64_t nrows, uint16_t* out) {
+  if (nrows <= 0 || cols <= 0) return;
+  if (cols % ggml_type_info(t).block_size)
+    fail("{}: dequantize: {} columns are not a multiple of {}'s block", d.label, cols, ggml_type_name(t));
+  switch (t) {
+#define SAMQ_DQ(T) \
+  case GgmlType::T: return launch_dequant_split3<GgmlType::T>(d, w, row_bytes, cols, r0, nrows, out);
+    SAMQ_DQ(F32) SAMQ_DQ(F16) SAMQ_DQ(BF16) SAMQ_DQ(Q4_0) SAMQ_DQ(Q4_1) SAMQ_DQ(Q5_0) SAMQ_DQ(Q5_1)
+    SAMQ_DQ(Q8_0) SAMQ_DQ(Q2_K) SAMQ_DQ(Q3_K) SAMQ_DQ(Q4_K) SAMQ_DQ(Q5_K) SAMQ_DQ(Q6_K) SAMQ_DQ(IQ4_NL)
+    SAMQ_DQ(IQ4_XS)
+#undef SAMQ_DQ
+    default:
+      fail("{}: no device dequantizer for type {}", d.label, ggml_type_name(t));
+  }
+}
 
 bool dequant_supported(GgmlType t) {
   switch (t) {

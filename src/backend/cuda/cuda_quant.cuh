@@ -30,6 +30,14 @@ void to_bf16(Device& d, const float* x, int64_t n, uint16_t* out);
 void to_f16(Device& d, const float* x, int64_t n, uint16_t* out);
 // x = hi + lo + O(2^-18 |x|): hi = bf16(x), lo = bf16(x - hi).
 void split_bf16(Device& d, const float* x, int64_t n, uint16_t* hi, uint16_t* lo);
+// out (n, 3 cols), per row of x (n, cols) three bf16 blocks: order 0 [hi | hi | lo], order 1
+// [hi | lo | hi]. A GEMM over K = 3 cols of an order-0 A and an order-1 B is hi.hi + hi.lo + lo.hi:
+// the f32 product up to O(2^-17) relative per term.
+void split3_bf16_rows(Device& d, const float* x, int64_t n, int64_t cols, int order, uint16_t* out);
+// Rows r0 .. r0+nrows-1 of the weight, dequantized (dequantize_rows' floats) straight into the
+// order-1 form of split3_bf16_rows: out (nrows, 3 cols).
+void dequantize_rows_split3(Device& d, GgmlType t, const void* w, int64_t row_bytes, int64_t cols, int64_t r0,
+                            int64_t nrows, uint16_t* out);
 // x = f32(f16(x)) in place.
 void round_f16(Device& d, float* x, int64_t n);
 
