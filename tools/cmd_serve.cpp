@@ -27,9 +27,11 @@ struct ServeArgs {
   std::string model, host = "127.0.0.1", api_key, api_key_file, metrics_auth = "auto", chat_template = "auto", port_file;
   std::vector<std::string> aliases;
   int max_connections = 0;
-  int port = 8080, parallel = 4, queue = 16, ctx = 0, http_threads = 0, read_timeout_s = 10, drain_timeout_ms = 15000;
+  int port = 8080, parallel = 4, queue = 16, ctx = 0, http_threads = 0, read_timeout_s = 10, write_timeout_s = 30,
+      drain_timeout_ms = 15000;
   size_t max_body = 1 << 20;
-  std::string fallback, fallback_url, fallback_model;
+  std::string fallback, fallback_url, fallback_model, upstream_model;
+  std::vector<std::string> upstreams;
   int fallback_parallel = 0;
   samq::serve::RouterOptions router;
   bool fake = false, faults = false;
@@ -96,6 +98,8 @@ struct Serving {
   std::unique_ptr<samq::serve::Generator> primary_gen, fb_gen;
   samq::serve::FaultInjectingGenerator* faults = nullptr;
   std::unique_ptr<samq::serve::LocalBackend> primary;
+  std::vector<std::unique_ptr<samq::serve::UpstreamBackend>> replicas;  // --upstream: the primaries
+  std::string primary_id, chat_template;
   std::unique_ptr<samq::serve::Backend> fallback, upstream;
   std::vector<samq::serve::Backend*> chain;
   std::vector<std::string> extra_ids;
@@ -105,46 +109,66 @@ struct Serving {
 std::unique_ptr<Serving> load_serving(const ServeArgs& a, samq::serve::Metrics& metrics) {
   using namespace samq::serve;
   auto sv = std::make_unique<Serving>();
-  sv->primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel,
-                                    a.aliases.empty() ? std::string() : a.aliases.front());
-  if (a.faults) {
-    auto f = std::make_unique<FaultInjectingGenerator>(std::move(sv->primary_gen));
-    sv->faults = f.get();
-    sv->primary_gen = std::move(f);
-    std::fprintf(stderr, "samq serve: WARNING: fault injection enabled (POST /internal/fault) — for tests only\n");
+  std::vector<Backend*> primaries;
+  const int upstream_timeout = a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000;
+  if (!a.upstreams.empty()) {
+    // OpenAI-compatible servers (llama-server with CUDA, other samq serve processes) are the
+    // primaries; each has its own client pool and its own breaker in the router.
+    for (const auto& url : a.upstreams) {
+      sv->replicas.push_back(std::make_unique<UpstreamBackend>(url, a.upstream_model, upstream_timeout, "",
+                                                               std::max(1, a.parallel), a.parallel + a.queue));
+      primaries.push_back(sv->replicas.back().get());
+    }
+    sv->primary_id = !a.aliases.empty() ? a.aliases.front() : !a.upstream_model.empty() ? a.upstream_model : "upstream";
+    sv->chat_template = a.chat_template == "auto" ? "chatml" : a.chat_template;
+  } else {
+    sv->primary_gen = make_generator(a, a.model.empty() ? "primary" : a.model, a.parallel,
+                                      a.aliases.empty() ? std::string() : a.aliases.front());
+    if (a.faults) {
+      auto f = std::make_unique<FaultInjectingGenerator>(std::move(sv->primary_gen));
+      sv->faults = f.get();
+      sv->primary_gen = std::move(f);
+      std::fprintf(stderr, "samq serve: WARNING: fault injection enabled (POST /internal/fault) — for tests only\n");
+    }
+    SchedulerOptions so;
+    so.parallel = a.parallel;
+    so.queue = a.queue;
+    sv->primary = std::make_unique<LocalBackend>(*sv->primary_gen, so, &metrics);
+    primaries.push_back(sv->primary.get());
+    sv->primary_id = sv->primary_gen->model_id();
+    sv->chat_template = sv->primary_gen->chat_template();
   }
-  SchedulerOptions so;
-  so.parallel = a.parallel;
-  so.queue = a.queue;
-  sv->primary = std::make_unique<LocalBackend>(*sv->primary_gen, so, &metrics);
   // Fallback chain: the in-process model first, then the upstream server.
   if (!a.fallback.empty()) {
     const int slots = a.fallback_parallel > 0 ? a.fallback_parallel : a.parallel;
     sv->fb_gen = make_generator(a, a.fallback, slots, "");
-    if (sv->fb_gen->model_id() == sv->primary_gen->model_id())
+    if (sv->fb_gen->model_id() == sv->primary_id)
       samq::fail("--fallback names a model with the same id '{}' as the primary; give the primary an --alias",
                  sv->fb_gen->model_id());
-    SchedulerOptions fo = so;
+    SchedulerOptions fo;
     fo.parallel = slots;
+    fo.queue = a.queue;
     sv->fallback = std::make_unique<LocalBackend>(*sv->fb_gen, fo, &metrics);
     sv->extra_ids.push_back(sv->fb_gen->model_id());
     sv->chain.push_back(sv->fallback.get());
   }
   if (!a.fallback_url.empty()) {
     // A fixed pool: as many client threads as requests the server admits at once, no more.
-    sv->upstream = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model,
-                                                     a.router.timeout_ms > 0 ? a.router.timeout_ms : 10000, "",
+    sv->upstream = std::make_unique<UpstreamBackend>(a.fallback_url, a.fallback_model, upstream_timeout, "",
                                                      std::max(1, a.parallel), a.parallel + a.queue);
     sv->chain.push_back(sv->upstream.get());
   }
-  sv->router = std::make_unique<Router>(*sv->primary, sv->chain, a.router, &metrics);
+  sv->router = std::make_unique<Router>(primaries, sv->chain, a.router, &metrics);
   return sv;
 }
 
 int run_serve(const ServeArgs& a) {
   using namespace samq::serve;
   ensure_passive_omp_wait();
-  if (!a.fake && a.model.empty()) samq::fail("a MODEL (.gguf or HF directory) is required (or --fake-model for tests)");
+  if (!a.fake && a.model.empty() && a.upstreams.empty())
+    samq::fail("a MODEL (.gguf or HF directory) or --upstream URL is required (or --fake-model for tests)");
+  if (!a.upstreams.empty() && (!a.model.empty() || a.fake || a.faults))
+    samq::fail("--upstream replaces the in-process primary: give no MODEL, --fake-model or --enable-fault-injection with it");
   if (a.chat_template != "auto" && a.chat_template != "llama3" && a.chat_template != "chatml")
     samq::fail("--chat-template '{}': expected auto, llama3 or chatml", a.chat_template);
 
@@ -180,6 +204,7 @@ int run_serve(const ServeArgs& a) {
   opt.max_body_bytes = a.max_body;
   opt.max_connections = a.max_connections;
   opt.read_timeout_s = a.read_timeout_s;
+  opt.write_timeout_s = a.write_timeout_s;
   opt.drain_timeout_ms = a.drain_timeout_ms;
   // Listen first (/health 200, /ready 503 while loading), then load the models.
   Server server(opt, metrics);
@@ -216,21 +241,24 @@ int run_serve(const ServeArgs& a) {
     throw;
   }
   Server::ModelFacts facts;
-  facts.model_id = sv->primary_gen->model_id();
-  facts.chat_template = sv->primary_gen->chat_template();
-  facts.model_adds_bos = sv->primary_gen->add_bos();
+  facts.model_id = sv->primary_id;
+  facts.chat_template = sv->chat_template;
+  // An upstream tokenizes the rendered prompt itself and adds its BOS: the template must not.
+  facts.model_adds_bos = sv->primary_gen ? sv->primary_gen->add_bos() : true;
   facts.extra_model_ids = sv->extra_ids;
   if (a.aliases.size() > 1) facts.aliases.assign(a.aliases.begin() + 1, a.aliases.end());
   facts.fault_target = sv->faults;
   server.set_ready(*sv->router, facts);
   if (!server.draining())
-    std::fprintf(stderr, "samq serve: %s ready on http://%s:%d (parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
-               facts.model_id.c_str(), a.host.c_str(), port, a.parallel, a.queue, sv->primary_gen->n_ctx(),
+    std::fprintf(stderr, "samq serve: %s ready on http://%s:%d (primary %s, parallel %d, queue %d, ctx %d, chat template %s, fallback %s)\n",
+               facts.model_id.c_str(), a.host.c_str(), port,
+               sv->replicas.empty() ? "in-process" : (std::to_string(sv->replicas.size()) + " upstream(s)").c_str(),
+               a.parallel, a.queue, sv->primary_gen ? sv->primary_gen->n_ctx() : 0,
                facts.chat_template.c_str(), fallback_names(sv->chain).c_str());
   http.join();
   done = true;
   sig.join();
-  sv->primary->scheduler().stop();
+  if (sv->primary) sv->primary->scheduler().stop();
   std::fprintf(stderr, "samq serve: stopped\n");
   return 0;
 }
@@ -258,23 +286,46 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--fallback-parallel", a->fallback_parallel, "Slots of the in-process fallback (default: --parallel)");
   sub.add_option("--fallback-url", a->fallback_url, "Fallback OpenAI-compatible server, e.g. http://127.0.0.1:8081 (after --fallback MODEL when both are given)");
   sub.add_option("--fallback-model", a->fallback_model, "Model name sent to --fallback-url");
+  sub.add_option("--upstream", a->upstreams,
+                 "Primary OpenAI-compatible server instead of an in-process MODEL (e.g. llama-server with CUDA): "
+                 "http://HOST:PORT[/v1]. Repeat it for replicas, balanced by fewest outstanding requests, each with "
+                 "its own breaker; samq adds the fallback, the breakers and the metrics. Chat requests are rendered "
+                 "with --chat-template (auto: chatml) and sent to /v1/completions");
+  sub.add_option("--upstream-model", a->upstream_model, "Model name sent to --upstream (default: none)");
   sub.add_option("--timeout-ms", a->router.timeout_ms,
-                 "Retry on the fallback when the primary gives no token for this long (streaming: per token; "
-                 "otherwise in total); 0: off")->capture_default_str();
-  sub.add_option("--sla-p99-ms", a->router.sla_p99_ms, "Open the circuit when the primary's rolling p99 latency exceeds this; 0: off")
+                 "Continue elsewhere (another replica, the fallback) when a primary gives no first token for this "
+                 "long; 0: off")->capture_default_str();
+  sub.add_option("--token-timeout-ms", a->router.token_timeout_ms,
+                 "... or no next token for this long after the previous one (default: --timeout-ms; 0: off). "
+                 "Both apply to streaming and non-streaming requests: steady progress never times out");
+  sub.add_option("--sla-p99-ms,--sla-ttft-p99-ms", a->router.sla_ttft_p99_ms,
+                 "Open the circuit when the primary's rolling p99 time to first token exceeds this; 0: off")
       ->capture_default_str();
-  sub.add_option("--sla-metric", a->router.sla_metric, "Latency the SLA watches: e2e | ttft")
-      ->check(CLI::IsMember({"e2e", "ttft"}))->capture_default_str();
-  sub.add_option("--sla-window-s", a->router.sla_window_s, "Rolling window of the SLA p99 (seconds)")->capture_default_str();
-  sub.add_option("--sla-min-samples", a->router.sla_min_samples, "Requests in the window before the SLA is judged")
+  sub.add_option("--sla-itl-p99-ms", a->router.sla_itl_p99_ms,
+                 "Open the circuit when the primary's rolling p99 inter-token latency exceeds this; 0: off")
       ->capture_default_str();
-  sub.add_option("--breaker-failures", a->router.breaker_failures, "Consecutive primary failures that open the circuit")
+  sub.add_option("--sla-window-s", a->router.sla_window_s, "Rolling window of the SLA and of the failure rate (seconds)")
+      ->capture_default_str();
+  sub.add_option("--sla-min-samples", a->router.sla_min_samples,
+                 "Samples in the window before the SLA is judged (below 100, the p90 must breach too)")
+      ->capture_default_str();
+  sub.add_option("--breaker-failures", a->router.breaker_failures,
+                 "Failures (errors, missed deadlines) in the window that open the circuit...")
+      ->capture_default_str();
+  sub.add_option("--breaker-failure-rate", a->router.breaker_failure_rate,
+                 "... when they are at least this share of the window's outcomes")->capture_default_str();
+  sub.add_option("--breaker-window", a->router.breaker_window, "Outcomes per primary in the failure window")
       ->capture_default_str();
   sub.add_option("--breaker-cooldown-ms", a->router.breaker_cooldown_ms, "Open time before half-open probes")
       ->capture_default_str();
   sub.add_option("--breaker-probes", a->router.breaker_probes, "Good probes that close the circuit again")->capture_default_str();
   sub.add_option("--max-body-bytes", a->max_body, "Largest request body; beyond it, 413")->capture_default_str();
-  sub.add_option("--read-timeout-s", a->read_timeout_s, "Drop clients that send nothing for this long")->capture_default_str();
+  sub.add_option("--read-timeout-s", a->read_timeout_s,
+                 "Each request's head and body must arrive within this long of its first byte; else 408")
+      ->capture_default_str();
+  sub.add_option("--write-timeout-s", a->write_timeout_s,
+                 "A response may wait this long in all for its client to read (a slow streaming reader is "
+                 "dropped and its request cancelled)")->capture_default_str();
   sub.add_option("--max-connections", a->max_connections,
                  "Connections served at once; beyond, 503 (default and most: --http-threads - 4)");
   sub.add_option("--http-threads", a->http_threads, "HTTP worker threads (default: max(2*(parallel+queue)+16, 128))");

@@ -114,10 +114,10 @@ void send_reject(socket_t sock, const Reject& r, int write_timeout_ms) {
 
 // Reads one request head (through the blank line) without reading past it: bytes are peeked,
 // and only the head's own bytes consumed. nullopt + empty reject: the peer closed before a byte.
-std::optional<Reject> read_head(socket_t sock, const HttpLimits& lim, std::string& head, bool& eof) {
+std::optional<Reject> read_head(socket_t sock, const HttpLimits& lim, std::string& head, bool& eof,
+                                SteadyClock::time_point deadline) {
   eof = false;
   head.clear();
-  const auto deadline = SteadyClock::now() + std::chrono::milliseconds(lim.head_timeout_ms);
   char buf[4096];
   for (;;) {
     const size_t room = lim.max_header_bytes + 4 - head.size();  // +4: the final CRLFCRLF
@@ -126,7 +126,7 @@ std::optional<Reject> read_head(socket_t sock, const HttpLimits& lim, std::strin
       if (n == 0 && head.empty()) { eof = true; return std::nullopt; }
       if (n == kTimedOut)
         return Reject{408, "request_timeout",
-                      "The request head did not arrive in time (--read-timeout-s covers the whole head)."};
+                      "The request head did not arrive in time (--read-timeout-s covers the whole request)."};
       eof = true;  // closed mid-head, or a socket error: nothing to answer
       return std::nullopt;
     }
@@ -176,8 +176,8 @@ bool read_exact(socket_t sock, std::string& out, size_t n, SteadyClock::time_poi
 }
 
 // Decodes a chunked body into `body`, counting its data against the cap.
-std::optional<Reject> read_chunked(socket_t sock, const HttpLimits& lim, std::string& body) {
-  const auto deadline = SteadyClock::now() + std::chrono::milliseconds(lim.body_timeout_ms);
+std::optional<Reject> read_chunked(socket_t sock, const HttpLimits& lim, std::string& body,
+                                   SteadyClock::time_point deadline) {
   const Reject bad{400, "bad_request", "Malformed or incomplete chunked request body."};
   std::string line;
   for (;;) {
@@ -203,7 +203,8 @@ std::optional<Reject> read_chunked(socket_t sock, const HttpLimits& lim, std::st
 }
 
 // Checks a head; may rewrite it (chunked → Content-Length) and fill `body` (chunked only).
-std::optional<Reject> check_head(socket_t sock, const HttpLimits& lim, std::string& head, std::string& body) {
+std::optional<Reject> check_head(socket_t sock, const HttpLimits& lim, std::string& head, std::string& body,
+                                 SteadyClock::time_point deadline) {
   std::vector<std::string> lines;
   for (size_t pos = 0;;) {
     const size_t e = head.find("\r\n", pos);
@@ -241,7 +242,7 @@ std::optional<Reject> check_head(socket_t sock, const HttpLimits& lim, std::stri
     if (*transfer_encoding != "chunked")
       return Reject{400, "bad_request", "Only 'Transfer-Encoding: chunked' is accepted."};
     if (content_length) return Reject{400, "bad_request", "Both Content-Length and Transfer-Encoding were sent."};
-    if (auto r = read_chunked(sock, lim, body)) return r;
+    if (auto r = read_chunked(sock, lim, body, deadline)) return r;
     // Replay as a plain Content-Length request.
     std::string out = lines[0] + "\r\n";
     for (size_t i = 1; i < lines.size(); ++i) {
@@ -267,15 +268,19 @@ std::optional<Reject> check_head(socket_t sock, const HttpLimits& lim, std::stri
 }
 
 // The stream httplib parses: first the checked head (and a de-chunked body), then the socket,
-// with one deadline for the whole body and a deadline per write.
+// with one deadline for the whole request (head and body) and one write budget for the whole
+// response: the time spent waiting for the client to take bytes (a full socket buffer) adds up
+// over all writes, so a reader that takes a few bytes now and then is dropped as surely as one
+// that takes none.
 class GuardedStream : public httplib::Stream {
  public:
-  GuardedStream(socket_t sock, std::string replay, SteadyClock::time_point body_deadline, int write_timeout_ms)
-      : sock_(sock), replay_(std::move(replay)), body_deadline_(body_deadline), write_timeout_ms_(write_timeout_ms) {}
+  GuardedStream(socket_t sock, std::string replay, SteadyClock::time_point body_deadline, int write_budget_ms)
+      : sock_(sock), replay_(std::move(replay)), body_deadline_(body_deadline),
+        write_budget_(std::chrono::milliseconds(write_budget_ms)) {}
 
   bool is_readable() const override { return pos_ < replay_.size() || wait_fd(sock_, POLLIN, body_deadline_); }
   bool is_writable() const override {
-    if (!wait_fd(sock_, POLLOUT, SteadyClock::now() + std::chrono::milliseconds(write_timeout_ms_))) return false;
+    if (!wait_writable()) return false;
     // The peer closed its side: a vanished client shows before the next write fails.
     char c;
     const ssize_t r = ::recv(sock_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -291,8 +296,18 @@ class GuardedStream : public httplib::Stream {
     return recv_until(sock_, ptr, size, 0, body_deadline_);
   }
   ssize_t write(const char* ptr, size_t size) override {
-    if (!send_all(sock_, ptr, size, SteadyClock::now() + std::chrono::milliseconds(write_timeout_ms_))) return -1;
-    return ssize_t(size);
+    const size_t total = size;
+    while (size > 0) {
+      if (!wait_writable()) return -1;
+      const ssize_t n = ::send(sock_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+        return -1;
+      }
+      ptr += n;
+      size -= size_t(n);
+    }
+    return ssize_t(total);
   }
   void get_remote_ip_and_port(std::string& ip, int& port) const override { addr(false, ip, port); }
   void get_local_ip_and_port(std::string& ip, int& port) const override { addr(true, ip, port); }
@@ -317,11 +332,22 @@ class GuardedStream : public httplib::Stream {
     }
     ip = buf;
   }
+  // Waits until the socket takes bytes, charging the wait to the response's write budget.
+  bool wait_writable() const {
+    pollfd p{sock_, POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLOUT)) return true;
+    if (write_budget_.count() <= 0) return false;
+    const auto t0 = SteadyClock::now();
+    const bool ok = wait_fd(sock_, POLLOUT, t0 + write_budget_);
+    write_budget_ -= std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0) +
+                     std::chrono::milliseconds(1);
+    return ok;
+  }
   socket_t sock_;
   std::string replay_;
   size_t pos_ = 0;
   SteadyClock::time_point body_deadline_;
-  int write_timeout_ms_;
+  mutable std::chrono::milliseconds write_budget_;
 };
 
 thread_local socket_t t_current_sock = INVALID_SOCKET;
@@ -346,6 +372,8 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
     explicit Count(std::atomic<int>& c) : n(c), now(++c) {}
     ~Count() { --n; }
   } count(conns_);
+  if (lim_.send_buffer_bytes > 0)
+    ::setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &lim_.send_buffer_bytes, sizeof lim_.send_buffer_bytes);
   auto reject = [&](const Reject& r) {
     send_reject(sock, r, lim_.write_timeout_ms);
     if (on_reject_) on_reject_(r.status, r.code);
@@ -357,8 +385,8 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
   } else {
     try {
       for (size_t served = 0; served < lim_.keep_alive_max && svr_sock_ != INVALID_SOCKET; ++served) {
-        // The first request may take the head timeout to start; later ones the idle timeout.
-        const int wait_ms = served == 0 ? lim_.head_timeout_ms : lim_.idle_timeout_ms;
+        // The first request may take the request timeout to start; later ones the idle timeout.
+        const int wait_ms = served == 0 ? lim_.request_timeout_ms : lim_.idle_timeout_ms;
         const auto idle_end = SteadyClock::now() + std::chrono::milliseconds(wait_ms);
         bool readable = false;
         while (!readable && svr_sock_ != INVALID_SOCKET && SteadyClock::now() < idle_end)
@@ -366,17 +394,18 @@ bool GuardedHttpServer::process_and_close_socket(socket_t sock) {
         if (!readable) break;
         std::string head, body;
         bool eof = false;
-        if (auto r = read_head(sock, lim_, head, eof)) {
+        // One deadline for the whole request, head and body, from its first byte.
+        const auto request_deadline = SteadyClock::now() + std::chrono::milliseconds(lim_.request_timeout_ms);
+        if (auto r = read_head(sock, lim_, head, eof, request_deadline)) {
           reject(*r);
           break;
         }
         if (eof) break;
-        if (auto r = check_head(sock, lim_, head, body)) {
+        if (auto r = check_head(sock, lim_, head, body, request_deadline)) {
           reject(*r);
           break;
         }
-        GuardedStream strm(sock, head + body, SteadyClock::now() + std::chrono::milliseconds(lim_.body_timeout_ms),
-                           lim_.write_timeout_ms);
+        GuardedStream strm(sock, head + body, request_deadline, lim_.write_timeout_ms);
         bool closed = false;
         const bool last = served + 1 >= lim_.keep_alive_max || svr_sock_ == INVALID_SOCKET;
         ok = process_request(strm, last, closed, nullptr);

@@ -9,8 +9,10 @@
 //   - Content-Encoding other than identity → 415; Transfer-Encoding other than chunked, or
 //     chunked together with Content-Length → 400; POST/PUT/PATCH without either → 411;
 //     Content-Length (or a chunked body, decoded here and counted) above max_body_bytes → 413;
-//   - the whole head must arrive within head_timeout_ms and the whole body within
-//     body_timeout_ms (not per read): a trickling client is cut off;
+//   - the whole request, head and body, must arrive within request_timeout_ms of its first byte
+//     (one deadline, not per read): a trickling client is cut off;
+//   - a response may wait at most write_timeout_ms in all for the client to read (summed over
+//     writes): a slow reader is dropped, and its request cancelled;
 //   - at most max_connections connections are served at once; beyond, 503 and close.
 // A request that passes is replayed to httplib's parser (chunked bodies de-chunked, with a
 // Content-Length), which then reads no more than the declared body from the socket.
@@ -29,10 +31,15 @@ struct HttpLimits {
   size_t max_header_bytes = 16384;  // the whole head: request line + headers
   size_t max_headers = 64;
   size_t max_body_bytes = 1 << 20;
-  int head_timeout_ms = 10000;      // whole head, from its first byte
-  int body_timeout_ms = 10000;      // whole body, from the end of the head
+  int request_timeout_ms = 10000;   // whole head and body together, from the first byte
   int idle_timeout_ms = 5000;       // between requests of a keep-alive connection
-  int write_timeout_ms = 30000;     // one write() may block this long (slow readers)
+  // A response may wait this long in all for the client to take its bytes, summed over all
+  // writes (a slow SSE reader is dropped once it is spent; a reader that keeps up never waits).
+  int write_timeout_ms = 30000;
+  // Kernel send buffer per connection (SO_SNDBUF; 0: the kernel's autotuning, which grows to
+  // megabytes): bounds the memory a client that does not read can pin, and lets the write budget
+  // notice it within a few seconds.
+  int send_buffer_bytes = 64 * 1024;
   int max_connections = 256;
   size_t keep_alive_max = 1000;
 };

@@ -51,6 +51,10 @@ struct Metrics::Impl {
       .Name("samq_circuit_state").Help("Primary circuit breaker: 0 closed, 1 open, 2 half-open").Register(*reg);
   prometheus::Family<Gauge>& p99 = prometheus::BuildGauge()
       .Name("samq_primary_p99_latency_seconds").Help("Rolling p99 latency of the primary that the SLA watches").Register(*reg);
+  prometheus::Family<Gauge>& pcircuit = prometheus::BuildGauge()
+      .Name("samq_primary_circuit_state").Help("Circuit breaker of each primary replica: 0 closed, 1 open, 2 half-open").Register(*reg);
+  prometheus::Family<Gauge>& poutstanding = prometheus::BuildGauge()
+      .Name("samq_primary_outstanding_requests").Help("Requests in flight on each primary replica").Register(*reg);
   prometheus::Family<Counter>& rejected = prometheus::BuildCounter()
       .Name("samq_rejected_requests_total").Help("Requests refused before generation, by reason").Register(*reg);
 };
@@ -88,6 +92,8 @@ void Metrics::http_connections(double open, double limit) {
 }
 void Metrics::circuit_state(int state) { impl_->circuit.Add({}).Set(state); }
 void Metrics::primary_p99(double s) { impl_->p99.Add({}).Set(s); }
+void Metrics::primary_circuit_state(const std::string& b, int state) { impl_->pcircuit.Add({{"backend", b}}).Set(state); }
+void Metrics::primary_outstanding(const std::string& b, double n) { impl_->poutstanding.Add({{"backend", b}}).Set(n); }
 void Metrics::rejected(const std::string& reason) { impl_->rejected.Add({{"reason", reason}}).Increment(); }
 
 std::string Metrics::render() const {

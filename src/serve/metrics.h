@@ -12,7 +12,9 @@
 //   samq_kv_cache_used_bytes{model}, samq_kv_cache_capacity_bytes{model}  gauges
 //   samq_fallback_activations_total{reason}             counter (error, timeout, sla, circuit_open)
 //   samq_circuit_state                                  gauge (0 closed, 1 open, 2 half-open)
-//   samq_primary_p99_latency_seconds                    gauge (the SLA's rolling p99)
+//   samq_primary_p99_latency_seconds                    gauge (the SLA's rolling TTFT p99, first primary)
+//   samq_primary_circuit_state{backend}                 gauge, per primary replica (as samq_circuit_state)
+//   samq_primary_outstanding_requests{backend}          gauge, per primary replica (least-outstanding balancing)
 //   samq_rejected_requests_total{reason}                counter (queue_full, draining, too_large...)
 //   samq_http_connections{kind="open"|"limit"}          gauge (the front's connection cap)
 #pragma once
@@ -43,6 +45,8 @@ class Metrics {
   void circuit_state(int state);
   void http_connections(double open, double limit);
   void primary_p99(double seconds);
+  void primary_circuit_state(const std::string& backend, int state);
+  void primary_outstanding(const std::string& backend, double n);
   void rejected(const std::string& reason);
 
   std::string render() const;  // Prometheus text format

@@ -1,5 +1,6 @@
 #include "serve/openai_api.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cerrno>
@@ -113,7 +114,24 @@ bool get_bool(const json& j, const char* key, bool dflt) {
   return it->get<bool>();
 }
 
+// Fields OpenAI defines that samq does not implement: named as such.
+const char* const kUnsupported[] = {"user", "store", "metadata", "service_tier", "audio", "modalities", "prediction",
+                                    "reasoning_effort", "web_search_options", "functions", "function_call",
+                                    "tool_choice", "parallel_tool_calls", "logprobs_mode", "verbosity"};
+
+void check_fields(const json& j, ApiKind kind) {
+  const auto& ok = accepted_fields(kind);
+  for (auto& [k, v] : j.items()) {
+    if (std::find(ok.begin(), ok.end(), k) != ok.end()) continue;
+    const std::string key = k.substr(0, 64);
+    for (const char* u : kUnsupported)
+      if (k == u) bad(key, fmt::format("'{}' is not supported by this server.", key));
+    bad(key, fmt::format("Unrecognized request argument supplied: {}", key));
+  }
+}
+
 void parse_common(const json& j, ApiRequest& r) {
+  check_fields(j, r.kind);
   if (auto it = j.find("model"); it != j.end()) {
     if (!it->is_string()) bad("model", fmt::format("Invalid type for 'model': expected a string, but got {}.", type_name(*it)));
     r.model = it->get<std::string>();
@@ -130,7 +148,35 @@ void parse_common(const json& j, ApiRequest& r) {
   if (s.top_p <= 0.0f) bad("top_p", "Invalid value for 'top_p': must be greater than 0.");
   s.top_k = int(get_int(j, "top_k", 0, 1 << 30).value_or(0));
   if (auto seed = get_int(j, "seed", INT64_MIN, INT64_MAX)) s.seed = uint64_t(*seed);
-  if (auto n = get_int(j, "n", 1, 128); n && *n != 1) bad("n", "Only n = 1 is supported.");
+  if (auto n = get_int(j, "n", 1, 128)) {
+    if (*n > kMaxChoices) bad("n", fmt::format("Invalid value for 'n': samq generates at most {} choices per request.", kMaxChoices));
+    r.n = int(*n);
+  }
+  s.presence_penalty = float(get_number(j, "presence_penalty", 0.0, -2.0, 2.0));
+  s.frequency_penalty = float(get_number(j, "frequency_penalty", 0.0, -2.0, 2.0));
+  if (auto it = j.find("logit_bias"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) bad("logit_bias", fmt::format("Invalid type for 'logit_bias': expected an object, but got {}.", type_name(*it)));
+    if (it->size() > 1024) bad("logit_bias", "Invalid 'logit_bias': at most 1024 tokens.");
+    for (auto& [k, v] : it->items()) {
+      if (k.empty() || k.size() > 9 || k.find_first_not_of("0123456789") != std::string::npos)
+        bad("logit_bias", fmt::format("Invalid key in 'logit_bias': '{}' is not a token id.", k.substr(0, 32)));
+      if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < -100 || v.get<double>() > 100)
+        bad("logit_bias", fmt::format("Invalid value in 'logit_bias' for token {}: expected a number in [-100, 100].", k));
+      s.logit_bias.emplace_back(int32_t(std::stol(k)), float(v.get<double>()));
+    }
+  }
+  if (auto it = j.find("response_format"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) bad("response_format", "Invalid type for 'response_format': expected an object.");
+    auto t = it->find("type");
+    if (t == it->end() || !t->is_string()) bad("response_format.type", "Missing or invalid 'response_format.type'.");
+    const std::string type = t->get<std::string>();
+    if (type == "json_object") r.gen.json_object = true;
+    else if (type != "text")
+      bad("response_format.type", fmt::format("Invalid value for 'response_format.type': '{}' is not supported "
+                                              "(text or json_object).", type.substr(0, 32)));
+    for (auto& [k, v] : it->items())
+      if (k != "type") bad("response_format." + k.substr(0, 32), fmt::format("Unrecognized argument 'response_format.{}'.", k.substr(0, 32)));
+  }
   if (auto it = j.find("stop"); it != j.end() && !it->is_null()) {
     if (it->is_string()) {
       r.gen.stop.push_back(it->get<std::string>());
@@ -208,7 +254,14 @@ ApiRequest parse_completion_request_impl(const std::string& body, bool model_add
   r.gen.add_bos = model_adds_bos;
   r.gen.max_tokens = int(get_int(j, "max_tokens", 1, 1 << 30).value_or(16));
   if (get_bool(j, "echo", false)) bad("echo", "'echo' is not supported.");
-  if (auto lp = j.find("logprobs"); lp != j.end() && !lp->is_null()) bad("logprobs", "'logprobs' is not supported.");
+  if (auto lp = get_int(j, "logprobs", 0, 5)) {
+    r.gen.sampling.logprobs = true;
+    r.gen.sampling.top_logprobs = int(*lp);
+  }
+  if (auto bo = get_int(j, "best_of", 1, 128); bo && *bo != r.n)
+    bad("best_of", "Only best_of = n is supported (each choice is returned).");
+  if (auto sx = j.find("suffix"); sx != j.end() && !sx->is_null() && !(sx->is_string() && sx->get<std::string>().empty()))
+    bad("suffix", "'suffix' is not supported.");
   return r;
 }
 
@@ -244,11 +297,25 @@ ApiRequest parse_chat_request_impl(const std::string& body, const std::string& c
   auto mct = get_int(j, "max_completion_tokens", 1, 1 << 30);
   auto mt = get_int(j, "max_tokens", 1, 1 << 30);
   r.gen.max_tokens = int(mct ? *mct : mt ? *mt : 0);  // 0: until the turn or the context ends
-  if (auto lp = j.find("logprobs"); lp != j.end() && lp->is_boolean() && lp->get<bool>())
-    bad("logprobs", "'logprobs' is not supported.");
+  r.gen.sampling.logprobs = get_bool(j, "logprobs", false);
+  if (auto tl = get_int(j, "top_logprobs", 0, 20)) {
+    if (!r.gen.sampling.logprobs) bad("top_logprobs", "'top_logprobs' needs 'logprobs': true.");
+    r.gen.sampling.top_logprobs = int(*tl);
+  }
   if (auto t = j.find("tools"); t != j.end() && !t->is_null() && !(t->is_array() && t->empty()))
     bad("tools", "'tools' are not supported.");
   return r;
+}
+
+const std::vector<std::string>& accepted_fields(ApiKind kind) {
+  static const std::vector<std::string> completion = {
+      "model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "n", "stream", "stream_options", "stop",
+      "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "response_format", "echo", "best_of", "suffix"};
+  static const std::vector<std::string> chat = {
+      "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "n", "stream",
+      "stream_options", "stop", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+      "response_format", "tools"};
+  return kind == ApiKind::Chat ? chat : completion;
 }
 
 std::string error_type_for_status(int status) {
@@ -277,37 +344,76 @@ json usage_json(const Usage& u) {
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
+json logprobs_json(const ApiRequest& r, const std::vector<LogprobEntry>& lp, size_t text_offset) {
+  auto bytes = [](const std::string& t) {
+    json b = json::array();
+    for (unsigned char c : t) b.push_back(int(c));
+    return b;
+  };
+  if (r.kind == ApiKind::Chat) {
+    json content = json::array();
+    for (auto& e : lp) {
+      json top = json::array();
+      for (auto& [t, l] : e.top) top.push_back({{"token", t}, {"logprob", l}, {"bytes", bytes(t)}});
+      content.push_back({{"token", e.token}, {"logprob", e.logprob}, {"bytes", bytes(e.token)}, {"top_logprobs", top}});
+    }
+    return {{"content", content}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), lps = json::array(), tops = json::array(), offs = json::array();
+  size_t off = text_offset;
+  for (auto& e : lp) {
+    tokens.push_back(e.token);
+    lps.push_back(e.logprob);
+    json t = json::object();
+    for (auto& [s, l] : e.top) t[s] = l;
+    tops.push_back(t);
+    offs.push_back(off);
+    off += e.token.size();
+  }
+  return {{"tokens", tokens}, {"token_logprobs", lps}, {"top_logprobs", tops}, {"text_offset", offs}};
+}
+
 json completion_response(const ApiRequest& r, const ResponseMeta& m, const std::string& text,
                          const std::string& finish_reason, const Usage& u) {
-  json choice;
-  if (r.kind == ApiKind::Chat) {
-    choice = {{"index", 0},
-              {"message", {{"role", "assistant"}, {"content", text}, {"refusal", nullptr}}},
-              {"logprobs", nullptr},
-              {"finish_reason", finish_reason}};
-  } else {
-    choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
+  return completion_response(r, m, std::vector<ChoiceResult>{{text, finish_reason, {}}}, u);
+}
+
+json completion_response(const ApiRequest& r, const ResponseMeta& m, const std::vector<ChoiceResult>& results,
+                         const Usage& u) {
+  json choices = json::array();
+  for (size_t i = 0; i < results.size(); ++i) {
+    const ChoiceResult& c = results[i];
+    const json lp = r.gen.sampling.logprobs ? logprobs_json(r, c.logprobs) : json(nullptr);
+    if (r.kind == ApiKind::Chat)
+      choices.push_back({{"index", i},
+                         {"message", {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}}},
+                         {"logprobs", lp},
+                         {"finish_reason", c.finish_reason}});
+    else
+      choices.push_back({{"text", c.text}, {"index", i}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
   }
   return {{"id", m.id},
           {"object", r.kind == ApiKind::Chat ? "chat.completion" : "text_completion"},
           {"created", m.created},
           {"model", m.model},
           {"system_fingerprint", m.fingerprint},
-          {"choices", json::array({choice})},
+          {"choices", choices},
           {"usage", usage_json(u)}};
 }
 
 json stream_chunk(const ApiRequest& r, const ResponseMeta& m, const std::string& text,
-                  const std::string& finish_reason, bool role_chunk) {
+                  const std::string& finish_reason, bool role_chunk, int index, const std::vector<LogprobEntry>* lp,
+                  size_t text_offset) {
   const json fr = finish_reason.empty() ? json(nullptr) : json(finish_reason);
+  const json lpj = lp && r.gen.sampling.logprobs && !role_chunk ? logprobs_json(r, *lp, text_offset) : json(nullptr);
   json choice;
   if (r.kind == ApiKind::Chat) {
     json delta = json::object();
     if (role_chunk) delta = {{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}};
     else if (finish_reason.empty()) delta = {{"content", text}};
-    choice = {{"index", 0}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", fr}};
+    choice = {{"index", index}, {"delta", delta}, {"logprobs", lpj}, {"finish_reason", fr}};
   } else {
-    choice = {{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", fr}};
+    choice = {{"text", text}, {"index", index}, {"logprobs", lpj}, {"finish_reason", fr}};
   }
   json c = {{"id", m.id},
             {"object", r.kind == ApiKind::Chat ? "chat.completion.chunk" : "text_completion"},

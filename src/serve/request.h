@@ -49,6 +49,15 @@ struct GenRequest {
   SamplingParams sampling;
   int max_tokens = 16;                    // <= 0: until the context is full
   std::vector<std::string> stop;
+  bool json_object = false;               // response_format json_object (serve/json_prefix.h)
+};
+
+// The logprob of one generated token and its most likely alternatives (raw token text, which
+// may be part of a UTF-8 character).
+struct LogprobEntry {
+  std::string token;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
 };
 
 struct Usage {
@@ -60,6 +69,7 @@ struct Event {
   enum Kind { Text, Done, Error } kind = Text;
   std::string text;           // Text: safe-to-send text (may be empty on a token held back)
   int tokens = 0;             // Text: tokens generated since the previous Text event
+  std::vector<LogprobEntry> logprobs;  // Text: one per token, when the request asked for them
   std::string finish_reason;  // Done: "stop" | "length"
   Usage usage;                // Done
   int status = 500;           // Error

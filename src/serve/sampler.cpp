@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace samq::serve {
@@ -69,7 +70,61 @@ std::vector<std::pair<int32_t, double>> Sampler::distribution(std::span<const fl
   return out;
 }
 
-int32_t Sampler::sample(std::span<const float> logits) {
+bool Sampler::adjusts() const {
+  return !p_.logit_bias.empty() || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f;
+}
+
+void Sampler::accept(int32_t token) {
+  if (p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) ++counts_[token];
+}
+
+int32_t Sampler::sample(std::span<const float> logits, const std::function<bool(int32_t)>& allowed, TokenLogprob* lp) {
+  std::span<const float> use = logits;
+  if (adjusts() || allowed) {
+    adj_.assign(logits.begin(), logits.end());
+    for (auto& [t, b] : p_.logit_bias)
+      if (t >= 0 && size_t(t) < adj_.size()) adj_[size_t(t)] += b;
+    for (auto& [t, c] : counts_)
+      if (t >= 0 && size_t(t) < adj_.size())
+        adj_[size_t(t)] -= p_.frequency_penalty * float(c) + (c > 0 ? p_.presence_penalty : 0.0f);
+    use = adj_;
+  }
+  int32_t tok = draw(use);
+  if (allowed && !allowed(tok)) {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    bool any = false;
+    for (size_t i = 0; i < adj_.size(); ++i) {
+      if (adj_[i] == ninf) continue;
+      if (allowed(int32_t(i))) any = true;
+      else adj_[i] = ninf;
+    }
+    if (!any) return -1;
+    tok = draw(adj_);
+  }
+  if (lp && p_.logprobs) {
+    // log-softmax of the adjusted logits at temperature 1.
+    float mx = -std::numeric_limits<float>::infinity();
+    for (float l : use) mx = std::max(mx, l);
+    double sum = 0;
+    for (float l : use) sum += std::exp(double(l) - double(mx));
+    const double lse = double(mx) + std::log(sum);
+    lp->id = tok;
+    lp->logprob = float(double(use[size_t(tok)]) - lse);
+    lp->top.clear();
+    const size_t k = std::min<size_t>(size_t(std::max(p_.top_logprobs, 0)), use.size());
+    if (k > 0) {
+      std::vector<int32_t> idx(use.size());
+      for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
+        return use[a] > use[b] || (use[a] == use[b] && a < b);
+      });
+      for (size_t i = 0; i < k; ++i) lp->top.emplace_back(idx[i], float(double(use[idx[i]]) - lse));
+    }
+  }
+  return tok;
+}
+
+int32_t Sampler::draw(std::span<const float> logits) {
   if (p_.temperature <= 0.0f) return argmax(logits);
   if (p_.top_p >= 1.0f && (p_.top_k <= 0 || size_t(p_.top_k) >= logits.size()) && !logits.empty()) {
     // Whole-vocabulary softmax (the API's default): the same weights as distribution(), without
@@ -89,6 +144,8 @@ int32_t Sampler::sample(std::span<const float> logits) {
       cum += e[i];
       if (u < cum) return int32_t(i);
     }
+    for (size_t i = e.size(); i-- > 0;)  // rounding: the last token with any weight
+      if (e[i] > 0) return int32_t(i);
     return int32_t(e.size() - 1);
   }
   auto d = distribution(logits);

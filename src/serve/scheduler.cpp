@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <optional>
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "serve/json_prefix.h"
 #include "serve/text_stream.h"
 
 namespace samq::serve {
@@ -31,8 +34,13 @@ struct Scheduler::Slot {
   int unsent_tokens = 0;          // generated but not yet reported in a Text event
   Clock::time_point t_last;
   bool done = false;
+  std::optional<JsonPrefix> json;         // response_format json_object
+  std::vector<LogprobEntry> unsent_lp;    // logprobs of the unsent tokens
+  TokenLogprob lp;                        // of the token just sampled
   Slot(std::unique_ptr<Job> j, int s)
-      : job(std::move(j)), seq(s), sampler(job->req.sampling), text(job->req.stop) {}
+      : job(std::move(j)), seq(s), sampler(job->req.sampling), text(job->req.stop) {
+    if (job->req.json_object) json.emplace();
+  }
 };
 
 Scheduler::Scheduler(Generator& gen, SchedulerOptions opt, Metrics* metrics)
@@ -83,6 +91,11 @@ std::shared_ptr<RequestChannel> Scheduler::submit(const GenRequest& req) {
                                  opt_.parallel, opt_.queue), "", retry);
     }
   }
+  for (auto& [id, b] : req.sampling.logit_bias)
+    if (id < 0 || id >= gen_.n_vocab())
+      throw ApiError(400, "invalid_request_error", "invalid_value",
+                     fmt::format("Invalid 'logit_bias': token {} is not in this model's vocabulary of {} tokens.", id,
+                                 gen_.n_vocab()), "logit_bias");
   auto job = std::make_unique<Job>();
   job->req = req;
   if (req.parts.empty()) {
@@ -151,6 +164,7 @@ void Scheduler::finish(Slot& s, Event e) {
       Event t;
       t.text = std::move(rest);
       t.tokens = s.unsent_tokens;
+      t.logprobs = std::move(s.unsent_lp);
       s.job->ch->push(std::move(t));
     }
     e.usage = {int(s.job->prompt.size()), s.n_gen};
@@ -233,13 +247,27 @@ void Scheduler::run() {
       sampled.resize(who.size());
       if (ok)
         parallel_for(int64_t(who.size()), 1, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i)
-            if (who[i]->fed >= who[i]->job->prompt.size()) sampled[i] = who[i]->sampler.sample(logits[i]);
+          for (int64_t i = b; i < e; ++i) {
+            Slot& s = *who[i];
+            if (s.fed < s.job->prompt.size()) continue;
+            std::function<bool(int32_t)> allowed;
+            if (s.json)  // only tokens that keep the answer a prefix of a JSON object
+              allowed = [&](int32_t id) {
+                if (gen_.is_eog(id)) return false;
+                const std::string piece = gen_.token_to_piece(id);
+                return !piece.empty() && s.json->accepts(piece);
+              };
+            sampled[i] = s.sampler.sample(logits[i], allowed, s.job->req.sampling.logprobs ? &s.lp : nullptr);
+          }
         });
       for (size_t i = 0; ok && i < who.size(); ++i) {
         Slot& s = *who[i];
         if (s.fed < s.job->prompt.size()) continue;  // prompt not complete yet
         const int32_t tok = sampled[i];
+        if (tok < 0) {  // the JSON constraint allows no token of this vocabulary
+          finish(s, Event::error(500, "no token continues the JSON object"));
+          continue;
+        }
         if (metrics_) {
           if (s.n_gen == 0) metrics_->time_to_first_token(model_, seconds(now - s.job->t_enqueue));
           else metrics_->inter_token_latency(model_, seconds(now - s.t_last));
@@ -251,17 +279,29 @@ void Scheduler::run() {
         }
         ++s.n_gen;
         ++s.unsent_tokens;
+        s.sampler.accept(tok);
         if (metrics_) metrics_->generated_tokens(model_, 1);
-        std::string out = s.text.push(gen_.token_to_piece(tok));
-        if (!out.empty()) {
+        const std::string piece = gen_.token_to_piece(tok);
+        if (s.job->req.sampling.logprobs) {
+          LogprobEntry le{piece, s.lp.logprob, {}};
+          for (auto& [id, l] : s.lp.top) le.top.emplace_back(gen_.token_to_piece(id), l);
+          s.unsent_lp.push_back(std::move(le));
+        }
+        if (s.json) s.json->feed(piece);
+        // Every token is an event, also one whose text is held back (a possible stop string,
+        // an incomplete UTF-8 character): the router sees progress, not silence.
+        std::string out = s.text.push(piece);
+        if (!out.empty() || !s.text.stopped()) {
           Event t;
           t.text = std::move(out);
           t.tokens = s.unsent_tokens;
+          t.logprobs = std::move(s.unsent_lp);
+          s.unsent_lp.clear();
           s.unsent_tokens = 0;
           s.job->ch->push(std::move(t));
         }
         const int len = int(s.job->prompt.size()) + s.n_gen;
-        if (s.text.stopped()) finish(s, Event::done("stop"));
+        if (s.text.stopped() || (s.json && s.json->complete())) finish(s, Event::done("stop"));
         else if (s.job->req.max_tokens > 0 && s.n_gen >= s.job->req.max_tokens)
           finish(s, Event::done("length"));
         else if (len >= gen_.n_ctx()) finish(s, Event::done("length"));

@@ -159,7 +159,7 @@ void Server::install_routes() {
   lim.max_header_bytes = opt_.max_header_bytes;
   lim.max_headers = opt_.max_headers;
   lim.max_body_bytes = opt_.max_body_bytes;
-  lim.head_timeout_ms = lim.body_timeout_ms = opt_.read_timeout_s * 1000;
+  lim.request_timeout_ms = opt_.read_timeout_s * 1000;
   lim.write_timeout_ms = opt_.write_timeout_s * 1000;
   // Each connection holds a worker while it is served, so the cap stays 4 below the pool: a few
   // workers are always free to answer (or refuse) the next connection, e.g. a health check
@@ -309,8 +309,8 @@ void Server::install_routes() {
     Router& router = *router_.load(std::memory_order_acquire);
     auto guard = std::make_shared<InFlight>(in_flight_);
     ApiRequest ar;
-    std::unique_ptr<Execution> ex;
-    std::optional<Event> first;
+    std::vector<std::unique_ptr<Execution>> exs;
+    std::vector<std::optional<Event>> firsts;
     const auto t0 = Clock::now();
     try {
       ar = kind == ApiKind::Chat ? parse_chat_request(req.body, opt_.chat_template, opt_.model_adds_bos)
@@ -320,28 +320,39 @@ void Server::install_routes() {
           std::find(opt_.aliases.begin(), opt_.aliases.end(), ar.model) == opt_.aliases.end())
         throw ApiError(404, "invalid_request_error", "model_not_found",
                        "The model '" + ar.model.substr(0, 256) + "' does not exist.", "model");
-      ex = router.begin(ar.gen, ar.stream);
-      // Wait for the first event here, so errors before any token get their own status and
-      // x-samq-served-by names who really produced the answer.
-      // A client that leaves while queued or in prefill frees its place within ~100 ms.
-      while (!first && !impl_->cancel_all) {
-        if (current_client_gone()) {
-          ex->cancel();
-          metrics_.rejected("client_gone");
-          res.status = 499;  // nginx's "client closed request"; nobody reads it
-          return;
-        }
-        first = ex->next(Clock::now() + std::chrono::milliseconds(100));
+      // n choices: n requests (seeded ones with seed + index, so choices differ yet repeat).
+      for (int i = 0; i < ar.n; ++i) {
+        GenRequest g = ar.gen;
+        if (g.sampling.seed && i > 0) g.sampling.seed = *g.sampling.seed + uint64_t(i);
+        exs.push_back(router.begin(g, ar.stream));
       }
-      if (!first) throw ApiError(503, "server_error", "shutting_down", "The server is shutting down.");
+      // Wait for the first event of each choice here, so errors before any token get their own
+      // status and x-samq-served-by names who really produced the answer.
+      // A client that leaves while queued or in prefill frees its place within ~100 ms.
+      firsts.resize(exs.size());
+      for (size_t i = 0; i < exs.size(); ++i) {
+        while (!firsts[i] && !impl_->cancel_all) {
+          if (current_client_gone()) {
+            for (auto& e : exs) e->cancel();
+            metrics_.rejected("client_gone");
+            res.status = 499;  // nginx's "client closed request"; nobody reads it
+            return;
+          }
+          firsts[i] = exs[i]->next(Clock::now() + std::chrono::milliseconds(100));
+        }
+        if (!firsts[i]) throw ApiError(503, "server_error", "shutting_down", "The server is shutting down.");
+        if (firsts[i]->kind == Event::Error) break;
+      }
     } catch (const ApiError& e) {
       return send_error(res, e);
     } catch (const std::exception&) {
       // Tokenizer errors, bad_alloc, system_error (no thread left): an error object, no internals.
       return send_error(res, 500, "internal_error", "The server had an error while processing your request.");
     }
-    res.set_header("x-samq-served-by", ex->served_by());
-    if (first->kind == Event::Error) {
+    res.set_header("x-samq-served-by", exs[0]->served_by());
+    for (auto& first : firsts) {
+      if (!first || first->kind != Event::Error) continue;
+      for (auto& e : exs) e->cancel();
       const int st = first->status == 429 ? 429 : first->status == 400 ? 400 : first->status == 503 ? 503 : 500;
       if (st == 429) res.set_header("Retry-After", "1");
       return send_json(res, st, error_object(st, "", st == 500 ? "engine_error" : "", first->message));
@@ -349,80 +360,126 @@ void Server::install_routes() {
     struct State {
       std::shared_ptr<InFlight> guard;
       ApiRequest ar;
-      std::unique_ptr<Execution> ex;
-      std::optional<Event> pending;
+      std::vector<std::unique_ptr<Execution>> exs;
+      std::vector<std::optional<Event>> pending;
+      std::vector<ChoiceResult> results;
+      std::vector<bool> finished;
+      std::vector<size_t> offset;                  // streaming: text sent per choice
+      std::vector<std::vector<LogprobEntry>> lp;   // streaming: logprobs not yet sent
+      size_t n_finished = 0, rr = 0;
+      Usage usage;
       ResponseMeta meta;
-      Clock::time_point t0;
-      std::string text;
+      Clock::time_point t0, last_beat;
+      void cancel_all() {
+        for (auto& e : exs) e->cancel();
+      }
     };
     auto st = std::make_shared<State>();
+    const size_t n = exs.size();
     st->guard = guard;
     st->ar = std::move(ar);
-    st->ex = std::move(ex);
-    st->pending = std::move(first);
+    st->exs = std::move(exs);
+    st->pending = std::move(firsts);
+    st->results.resize(n);
+    st->finished.assign(n, false);
+    st->offset.assign(n, 0);
+    st->lp.resize(n);
     st->meta = {new_request_id(kind), st->ar.model.empty() ? opt_.model_id : st->ar.model, unix_now()};
-    st->t0 = t0;
+    st->t0 = st->last_beat = t0;
     auto* cancel_all = &impl_->cancel_all;
     auto* metrics = &metrics_;
     const std::string route = kind == ApiKind::Chat ? "/v1/chat/completions" : "/v1/completions";
 
-    // Pulls the next event; nullopt when the client went away or the server cuts requests short.
-    auto next_event = [st, cancel_all](httplib::DataSink& sink, bool heartbeat) -> std::optional<Event> {
-      if (st->pending) {
-        auto e = std::move(st->pending);
-        st->pending.reset();
-        return e;
-      }
+    // The next event of any unfinished choice (round robin); nullopt when the client went away
+    // or the server cuts requests short.
+    auto next_event = [st, cancel_all](httplib::DataSink& sink, bool heartbeat) -> std::optional<std::pair<size_t, Event>> {
+      const size_t n = st->exs.size();
+      for (size_t i = 0; i < n; ++i)
+        if (st->pending[i]) {
+          Event e = std::move(*st->pending[i]);
+          st->pending[i].reset();
+          return std::make_pair(i, std::move(e));
+        }
+      const auto wait = std::chrono::milliseconds(n == 1 ? 250 : 10);
       for (;;) {
         if (*cancel_all || !sink.is_writable()) {
-          st->ex->cancel();
+          st->cancel_all();
           return std::nullopt;
         }
-        if (auto e = st->ex->next(Clock::now() + std::chrono::milliseconds(250))) return e;
+        for (size_t k = 0; k < n; ++k) {
+          const size_t i = (st->rr + k) % n;
+          if (st->finished[i]) continue;
+          if (auto e = st->exs[i]->next(Clock::now() + wait)) {
+            st->rr = i + 1;
+            return std::make_pair(i, std::move(*e));
+          }
+        }
         // JSON allows leading whitespace: a space now and then lets a vanished client show.
-        if (heartbeat && !sink.write(" ", 1)) {
-          st->ex->cancel();
-          return std::nullopt;
+        if (heartbeat && Clock::now() - st->last_beat >= std::chrono::milliseconds(250)) {
+          st->last_beat = Clock::now();
+          if (!sink.write(" ", 1)) {
+            st->cancel_all();
+            return std::nullopt;
+          }
         }
       }
+    };
+    auto add_usage = [](State& s, const Event& ev) {
+      if (s.usage.prompt_tokens == 0) s.usage.prompt_tokens = ev.usage.prompt_tokens;  // one prompt
+      s.usage.completion_tokens += ev.usage.completion_tokens;
     };
 
     if (st->ar.stream) {
       res.set_header("Cache-Control", "no-cache");
-      res.set_chunked_content_provider("text/event-stream", [st, next_event, metrics, route](size_t, httplib::DataSink& sink) {
+      res.set_chunked_content_provider("text/event-stream", [st, next_event, metrics, route, add_usage](size_t, httplib::DataSink& sink) {
        try {
         auto send = [&](const json& j) {
           const std::string s = "data: " + dump_json(j) + "\n\n";
           return sink.write(s.data(), s.size());
         };
-        st->meta.fingerprint = "samq:" + st->ex->current();
-        if (st->ar.kind == ApiKind::Chat && !send(stream_chunk(st->ar, st->meta, "", "", true))) return false;
+        const size_t n = st->exs.size();
+        st->meta.fingerprint = "samq:" + st->exs[0]->current();
+        if (st->ar.kind == ApiKind::Chat)
+          for (size_t i = 0; i < n; ++i)
+            if (!send(stream_chunk(st->ar, st->meta, "", "", true, int(i)))) return false;
         for (;;) {
-          auto ev = next_event(sink, false);
-          if (!ev) return false;
-          st->meta.fingerprint = "samq:" + st->ex->current();
-          if (ev->kind == Event::Text) {
-            if (!ev->text.empty() && !send(stream_chunk(st->ar, st->meta, ev->text, ""))) {
-              st->ex->cancel();
+          auto got = next_event(sink, false);
+          if (!got) return false;
+          auto& [i, ev] = *got;
+          st->meta.fingerprint = "samq:" + st->exs[i]->current();
+          if (ev.kind == Event::Text) {
+            auto& lp = st->lp[i];
+            lp.insert(lp.end(), std::make_move_iterator(ev.logprobs.begin()), std::make_move_iterator(ev.logprobs.end()));
+            if (ev.text.empty()) continue;  // a token held back: its logprobs go with the text
+            if (!send(stream_chunk(st->ar, st->meta, ev.text, "", false, int(i), &lp, st->offset[i]))) {
+              st->cancel_all();
               return false;
             }
-          } else if (ev->kind == Event::Done) {
-            metrics->request_duration(route, st->ex->served_by(), std::chrono::duration<double>(Clock::now() - st->t0).count());
-            send(stream_chunk(st->ar, st->meta, "", ev->finish_reason));
-            if (st->ar.include_usage) send(usage_chunk(st->ar, st->meta, ev->usage));
+            st->offset[i] += ev.text.size();
+            lp.clear();
+          } else if (ev.kind == Event::Done) {
+            add_usage(*st, ev);
+            st->finished[i] = true;
+            ++st->n_finished;
+            send(stream_chunk(st->ar, st->meta, "", ev.finish_reason, false, int(i),
+                              st->lp[i].empty() ? nullptr : &st->lp[i], st->offset[i]));
+            if (st->n_finished < n) continue;
+            metrics->request_duration(route, st->exs[0]->served_by(), std::chrono::duration<double>(Clock::now() - st->t0).count());
+            if (st->ar.include_usage) send(usage_chunk(st->ar, st->meta, st->usage));
             static const std::string done = "data: [DONE]\n\n";
             sink.write(done.data(), done.size());
             sink.done();
             return true;
           } else {
-            send(error_object(ev->status, "", "engine_error", ev->message));
+            st->cancel_all();
+            send(error_object(ev.status, "", "engine_error", ev.message));
             sink.done();
             return true;
           }
         }
        } catch (...) {
         // Whatever threw (bad_alloc, a backend's bug): one SSE error event, then the end.
-        st->ex->cancel();
+        st->cancel_all();
         const std::string s = "data: " + dump_json(error_object(500, "", "internal_error",
                                                     "The server had an error while processing your request.")) + "\n\n";
         sink.write(s.data(), s.size());
@@ -431,31 +488,40 @@ void Server::install_routes() {
        }
       });
     } else {
-      res.set_chunked_content_provider("application/json", [st, next_event, metrics, route](size_t, httplib::DataSink& sink) {
+      res.set_chunked_content_provider("application/json", [st, next_event, metrics, route, add_usage](size_t, httplib::DataSink& sink) {
        try {
         for (;;) {
-          auto ev = next_event(sink, true);
-          if (!ev) return false;
-          st->meta.fingerprint = "samq:" + st->ex->current();
-          if (ev->kind == Event::Text) {
-            st->text += ev->text;
-          } else {
-            json body;
-            if (ev->kind == Event::Done) {
-              metrics->request_duration(route, st->ex->served_by(), std::chrono::duration<double>(Clock::now() - st->t0).count());
-              body = completion_response(st->ar, st->meta, st->text, ev->finish_reason, ev->usage);
-            } else {
-              // Only possible without a fallback, after the first token: the 200 is already sent.
-              body = error_object(ev->status, "", "engine_error", ev->message);
-            }
-            const std::string s = dump_json(body);
-            sink.write(s.data(), s.size());
-            sink.done();
-            return true;
+          auto got = next_event(sink, true);
+          if (!got) return false;
+          auto& [i, ev] = *got;
+          st->meta.fingerprint = "samq:" + st->exs[i]->current();
+          ChoiceResult& c = st->results[i];
+          if (ev.kind == Event::Text) {
+            c.text += ev.text;
+            c.logprobs.insert(c.logprobs.end(), std::make_move_iterator(ev.logprobs.begin()),
+                              std::make_move_iterator(ev.logprobs.end()));
+            continue;
           }
+          json body;
+          if (ev.kind == Event::Done) {
+            add_usage(*st, ev);
+            c.finish_reason = ev.finish_reason;
+            st->finished[i] = true;
+            if (++st->n_finished < st->exs.size()) continue;
+            metrics->request_duration(route, st->exs[0]->served_by(), std::chrono::duration<double>(Clock::now() - st->t0).count());
+            body = completion_response(st->ar, st->meta, st->results, st->usage);
+          } else {
+            // Only possible without a fallback, after the first token: the 200 is already sent.
+            st->cancel_all();
+            body = error_object(ev.status, "", "engine_error", ev.message);
+          }
+          const std::string s = dump_json(body);
+          sink.write(s.data(), s.size());
+          sink.done();
+          return true;
         }
        } catch (...) {
-        st->ex->cancel();
+        st->cancel_all();
         const std::string s = dump_json(error_object(500, "", "internal_error",
                                                      "The server had an error while processing your request."));
         sink.write(s.data(), s.size());

@@ -34,8 +34,9 @@ struct ServerOptions {
   int http_threads = 0;               // 0: derived from slots and queue
   size_t max_body_bytes = 1 << 20;
   // Front limits (serve/http_guard.h): request line, whole head, header count, connections
-  // (0, or more than http_threads - 4: http_threads - 4). read_timeout_s bounds the whole head
-  // and the whole body.
+  // (0, or more than http_threads - 4: http_threads - 4). read_timeout_s bounds the whole
+  // request (head and body together); write_timeout_s the total time a response may wait for
+  // its client to read (a slow SSE reader is dropped and its request cancelled).
   size_t max_request_line = 8192, max_header_bytes = 16384, max_headers = 64;
   int max_connections = 0;
   int read_timeout_s = 10, write_timeout_s = 30;

@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <regex>
 
@@ -84,6 +85,17 @@ void UpstreamBackend::run(GenRequest req, std::shared_ptr<RequestChannel> ch) {
   if (req.sampling.top_k > 0) body["top_k"] = req.sampling.top_k;
   if (req.sampling.seed) body["seed"] = *req.sampling.seed;
   if (req.max_tokens > 0) body["max_tokens"] = req.max_tokens;
+  const SamplingParams& sp = req.sampling;
+  if (sp.presence_penalty != 0) body["presence_penalty"] = sp.presence_penalty;
+  if (sp.frequency_penalty != 0) body["frequency_penalty"] = sp.frequency_penalty;
+  if (!sp.logit_bias.empty()) {
+    json lb = json::object();
+    for (auto& [id, b] : sp.logit_bias) lb[std::to_string(id)] = b;
+    body["logit_bias"] = lb;
+  }
+  if (sp.logprobs) body["logprobs"] = std::min(sp.top_logprobs, 5);
+  // Not in OpenAI's /v1/completions, but llama-server and samq accept it there.
+  if (req.json_object) body["response_format"] = {{"type", "json_object"}};
   if (!req.stop.empty()) {
     // OpenAI allows 4 stop sequences; the rest are applied here on the returned text.
     json s = json::array();
@@ -143,7 +155,23 @@ void UpstreamBackend::run(GenRequest req, std::shared_ptr<RequestChannel> ch) {
         Event t;
         t.text = text.push(c["text"].get<std::string>());
         t.tokens = 1;  // OpenAI streams about one token per chunk
-        ++n_tokens;
+        if (sp.logprobs && c.contains("logprobs") && c["logprobs"].is_object()) {
+          const json& l = c["logprobs"];
+          const json toks = l.value("tokens", json::array()), lps = l.value("token_logprobs", json::array()),
+                     tops = l.value("top_logprobs", json::array());
+          for (size_t k = 0; toks.is_array() && k < toks.size(); ++k) {
+            LogprobEntry e;
+            if (toks[k].is_string()) e.token = toks[k].get<std::string>();
+            if (lps.is_array() && k < lps.size() && lps[k].is_number()) e.logprob = lps[k].get<float>();
+            if (tops.is_array() && k < tops.size() && tops[k].is_object())
+              for (auto& [tok, v] : tops[k].items())
+                if (v.is_number() && int(e.top.size()) < sp.top_logprobs) e.top.emplace_back(tok, v.get<float>());
+            std::sort(e.top.begin(), e.top.end(), [](auto& a, auto& b) { return a.second > b.second; });
+            t.logprobs.push_back(std::move(e));
+          }
+          if (toks.is_array() && toks.size() > 1) t.tokens = int(toks.size());
+        }
+        n_tokens += t.tokens;
         ch->push(std::move(t));
       }
       if (c.contains("finish_reason") && c["finish_reason"].is_string()) finish = c["finish_reason"];

@@ -53,7 +53,15 @@ TEST(OpenAIApi, CompletionDefaultsAndParameters) {
 TEST(OpenAIApi, RejectsWithTheParamNamed) {
   struct Case { const char* body; const char* param; };
   for (Case c : {Case{R"({"prompt":"x","temperature":3})", "temperature"}, Case{R"({"prompt":"x","top_p":0})", "top_p"},
-                 Case{R"({"prompt":"x","max_tokens":-1})", "max_tokens"}, Case{R"({"prompt":"x","n":2})", "n"},
+                 Case{R"({"prompt":"x","max_tokens":-1})", "max_tokens"}, Case{R"({"prompt":"x","n":9})", "n"},
+                 Case{R"({"prompt":"x","foo":1})", "foo"}, Case{R"({"prompt":"x","user":"u"})", "user"},
+                 Case{R"({"prompt":"x","presence_penalty":2.5})", "presence_penalty"},
+                 Case{R"({"prompt":"x","frequency_penalty":"1"})", "frequency_penalty"},
+                 Case{R"({"prompt":"x","logit_bias":{"abc":1}})", "logit_bias"},
+                 Case{R"({"prompt":"x","logit_bias":{"5":101}})", "logit_bias"},
+                 Case{R"({"prompt":"x","response_format":{"type":"json_schema"}})", "response_format.type"},
+                 Case{R"({"prompt":"x","logprobs":6})", "logprobs"}, Case{R"({"prompt":"x","n":2,"best_of":3})", "best_of"},
+                 Case{R"({"prompt":"x","suffix":"s"})", "suffix"},
                  Case{R"({"prompt":"x","stop":["a","b","c","d","e"]})", "stop"}, Case{R"({"prompt":"x","stream":"yes"})", "stream"},
                  Case{R"({"prompt":"x","stream_options":{"include_usage":true}})", "stream_options"},
                  Case{R"({"prompt":["a","b"]})", "prompt"}, Case{R"({})", "prompt"}, Case{R"({"prompt":"x","model":1})", "model"}}) {
@@ -88,4 +96,38 @@ TEST(OpenAIApi, ErrorObjectShape) {
   EXPECT_TRUE(j["error"]["param"].is_null());
   EXPECT_EQ(j["error"]["code"], "server_overloaded");
   EXPECT_EQ(dump_json(nlohmann::json{{"t", std::string("a\xff" "b")}}), "{\"t\":\"a\xEF\xBF\xBD" "b\"}");
+}
+
+// Issue 17 item 9: the implemented fields reach the request; unknown ones are named.
+TEST(OpenAIApi, ParsesTheImplementedFeatures) {
+  auto r = parse_completion_request(
+      R"({"prompt":"x","n":3,"best_of":3,"logprobs":2,"presence_penalty":0.5,"frequency_penalty":-1,"logit_bias":{"7":-100,"9":2.5},"response_format":{"type":"json_object"}})",
+      true);
+  EXPECT_EQ(r.n, 3);
+  EXPECT_TRUE(r.gen.sampling.logprobs);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, 2);
+  EXPECT_FLOAT_EQ(r.gen.sampling.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(r.gen.sampling.frequency_penalty, -1.0f);
+  ASSERT_EQ(r.gen.sampling.logit_bias.size(), 2u);
+  EXPECT_TRUE(r.gen.json_object);
+  auto c = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":4,"n":2})",
+                              "chatml", true);
+  EXPECT_TRUE(c.gen.sampling.logprobs);
+  EXPECT_EQ(c.gen.sampling.top_logprobs, 4);
+  EXPECT_EQ(c.n, 2);
+  struct Case { const char* body; const char* param; };
+  for (Case k : {Case{R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})", "top_logprobs"},
+                 Case{R"({"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21})", "top_logprobs"},
+                 Case{R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"})", "tool_choice"},
+                 Case{R"({"messages":[{"role":"user","content":"x"}],"prompt":"y"})", "prompt"},
+                 Case{R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object","schema":{}}})",
+                      "response_format.schema"}}) {
+    try {
+      parse_chat_request(k.body, "chatml", true);
+      ADD_FAILURE() << "accepted " << k.body;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400) << k.body;
+      EXPECT_EQ(e.param, k.param) << k.body;
+    }
+  }
 }

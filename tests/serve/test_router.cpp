@@ -54,8 +54,18 @@ std::string greedy(char last, int n) {
   return out;
 }
 
+// Never ends a sequence on its own (after "z." it starts again at "a"): long answers.
+class Endless : public FakeGenerator {
+ public:
+  using FakeGenerator::FakeGenerator;
+  bool is_eog(int32_t) const override { return false; }
+};
+
 struct Fixture {
-  FaultInjectingGenerator prim{std::make_unique<FakeGenerator>(FakeGeneratorOptions{.model_id = "primary", .step_ms = 1})};
+  explicit Fixture(bool endless = false)
+      : prim(endless ? std::unique_ptr<Generator>(std::make_unique<Endless>(FakeGeneratorOptions{.model_id = "primary", .step_ms = 1}))
+                     : std::make_unique<FakeGenerator>(FakeGeneratorOptions{.model_id = "primary", .step_ms = 1})) {}
+  FaultInjectingGenerator prim;
   FakeGenerator fb{{.model_id = "fallback", .step_ms = 1}};
   Metrics metrics;
   LocalBackend pb{prim, {4, 8, 512}, &metrics};
@@ -137,19 +147,143 @@ TEST(Router, FailedProbeReopens) {
 TEST(Router, SlaP99OpensTheCircuit) {
   Fixture f;
   RouterOptions o;
-  o.sla_p99_ms = 250;
+  o.sla_ttft_p99_ms = 250;
   o.sla_min_samples = 4;
   o.breaker_cooldown_ms = 60000;
   Router r(f.pb, &f.fbb, o, &f.metrics);
-  for (int i = 0; i < 4; ++i) drive(r, req("w", 3), false);  // ~4 steps of 1 ms
+  for (int i = 0; i < 4; ++i) drive(r, req("w", 3), false);  // first token after ~1 ms
   EXPECT_EQ(r.state(), CircuitState::Closed);
   EXPECT_LT(r.primary_p99_ms(), 250);
-  f.prim.set_delay_ms(100);  // 4 steps → >= 400 ms per request
-  drive(r, req("w", 3), false);
+  f.prim.set_delay_ms(300);  // the first token takes >= 300 ms
+  drive(r, req("w", 1), false);
   EXPECT_GT(r.primary_p99_ms(), 250);
+  EXPECT_EQ(r.state(), CircuitState::Closed) << "one slow sample of five decided alone";
+  drive(r, req("w", 1), false);
   EXPECT_EQ(r.state(), CircuitState::Open);
   EXPECT_EQ(drive(r, req("w", 3), false).served_by, "fallback");
   EXPECT_NE(f.metrics.render().find("samq_circuit_state 1"), std::string::npos);
+}
+
+// Issue 17 item 3: the breaker trips only on real faults.
+TEST(Breaker, HealthyLongNonStreamingRequestsKeepTheCircuitClosed) {
+  Fixture f(/*endless=*/true);
+  f.prim.set_delay_ms(5);  // 50 tokens take >= 250 ms, each one ~6 ms
+  RouterOptions o;
+  o.timeout_ms = 100;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = Clock::now();
+    auto out = drive(r, req("a", 50), /*stream=*/false);
+    EXPECT_EQ(out.usage.completion_tokens, 50);
+    EXPECT_GT(Clock::now() - t0, 250ms);
+    EXPECT_EQ(out.served_by, "primary");
+    EXPECT_FALSE(out.switched) << "a request making steady progress was treated as a primary failure";
+    EXPECT_EQ(out.current, "primary");
+  }
+  EXPECT_EQ(r.state(), CircuitState::Closed);
+}
+
+TEST(Breaker, PerTokenDeadlineStillCatchesAStalledPrimary) {
+  Fixture f;
+  RouterOptions o;
+  o.timeout_ms = 100;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  // Tokens flow, then the primary stalls (400 ms per step) mid-answer: the rest comes from the fallback.
+  auto out = drive(r, req("a", 20), false, [&](int n) { if (n == 3) f.prim.set_delay_ms(400); });
+  EXPECT_EQ(out.text, greedy('a', 20));
+  EXPECT_TRUE(out.switched);
+  EXPECT_EQ(out.current, "fallback");
+}
+
+TEST(Breaker, MixedLengthsKeepTheCircuitClosed) {
+  Fixture f(/*endless=*/true);
+  f.prim.set_delay_ms(3);
+  RouterOptions o;
+  o.timeout_ms = 100;
+  o.sla_ttft_p99_ms = 100;  // end to end, the long ones take 200-320 ms
+  o.sla_itl_p99_ms = 100;
+  o.sla_min_samples = 4;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  for (int n : {2, 60, 5, 80, 1, 50, 3, 70}) {
+    auto out = drive(r, req("a", n), n % 2 == 0);
+    EXPECT_FALSE(out.switched) << n;
+  }
+  EXPECT_EQ(r.state(), CircuitState::Closed);
+  EXPECT_LT(r.primary_p99_ms(), 100);
+  EXPECT_GT(r.primary_itl_p99_ms(), 0);
+}
+
+TEST(Breaker, InterTokenSlaOpensOnSlowTokens) {
+  Fixture f;
+  RouterOptions o;
+  o.sla_itl_p99_ms = 40;
+  o.breaker_cooldown_ms = 60000;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  drive(r, req("a", 8), false);
+  EXPECT_EQ(r.state(), CircuitState::Closed);
+  f.prim.set_delay_ms(60);
+  drive(r, req("a", 8), false);
+  EXPECT_GT(r.primary_itl_p99_ms(), 40);
+  EXPECT_EQ(r.state(), CircuitState::Open);
+}
+
+TEST(Breaker, HeldBackStopTextIsNotSilence) {
+  Fixture f;
+  f.prim.set_delay_ms(30);
+  RouterOptions o;
+  o.timeout_ms = 100;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  // "bcdefghijkl" could still become the stop string, so ~11 tokens (> 300 ms) show no text.
+  GenRequest g = req("a", 16);
+  g.stop = {"bcdefghijklX"};
+  for (bool stream : {true, false}) {
+    auto out = drive(r, g, stream);
+    EXPECT_EQ(out.text, greedy('a', 16)) << stream;
+    EXPECT_FALSE(out.switched) << "held-back text counted as silence (stream " << stream << ")";
+  }
+  EXPECT_EQ(r.state(), CircuitState::Closed);
+}
+
+TEST(Breaker, OneSlowSampleAmongFewDoesNotDecideAlone) {
+  Fixture f;
+  RouterOptions o;
+  o.sla_ttft_p99_ms = 150;
+  o.sla_min_samples = 4;
+  o.breaker_cooldown_ms = 60000;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  for (int i = 0; i < 20; ++i) drive(r, req("a", 2), false);
+  f.prim.set_delay_ms(250);
+  drive(r, req("a", 1), false);  // one slow first token of 21: the p99, but only that
+  EXPECT_GT(r.primary_p99_ms(), 150);
+  EXPECT_EQ(r.state(), CircuitState::Closed);
+  drive(r, req("a", 1), false);
+  drive(r, req("a", 1), false);  // 3 of 23 (13%): a real slowdown
+  EXPECT_EQ(r.state(), CircuitState::Open);
+}
+
+TEST(Breaker, AlternatingFailuresOpenTheCircuit) {
+  Fixture f;
+  RouterOptions o;
+  o.breaker_failures = 3;
+  o.breaker_cooldown_ms = 60000;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  for (int i = 0; i < 8 && r.state() == CircuitState::Closed; ++i) {
+    f.prim.set_fail(i % 2 == 0);
+    EXPECT_EQ(drive(r, req("a", 3), false).text, "bcd");
+  }
+  EXPECT_EQ(r.state(), CircuitState::Open) << "fail, ok, fail, ok...: never 3 in a row, but half fail";
+}
+
+TEST(Breaker, RareFailuresAmongManySuccessesKeepItClosed) {
+  Fixture f;
+  RouterOptions o;
+  o.breaker_failures = 3;
+  Router r(f.pb, &f.fbb, o, &f.metrics);
+  for (int i = 0; i < 20; ++i) {
+    f.prim.set_fail(i % 5 == 0);  // 20%
+    drive(r, req("a", 2), false);
+  }
+  EXPECT_EQ(r.state(), CircuitState::Closed);
 }
 
 TEST(Router, ChainMovesToTheNextFallback) {
@@ -177,4 +311,56 @@ TEST(Router, ChainMovesToTheNextFallback) {
   EXPECT_EQ(o.text, greedy('a', 12));
   EXPECT_EQ(o.current, "second");
   EXPECT_GE(n, 6);
+}
+
+// Issue 17 item 10: several primaries (replicas), balanced by fewest outstanding requests, each
+// with its own breaker.
+TEST(Replicas, FewestOutstandingAndOneBreakerEach) {
+  Metrics metrics;
+  FaultInjectingGenerator ga{std::make_unique<FakeGenerator>(FakeGeneratorOptions{.model_id = "A", .step_ms = 1})};
+  FaultInjectingGenerator gb{std::make_unique<FakeGenerator>(FakeGeneratorOptions{.model_id = "B", .step_ms = 1})};
+  FakeGenerator gf{{.model_id = "fallback", .step_ms = 1}};
+  LocalBackend a{ga, {4, 8, 512}, &metrics}, b{gb, {4, 8, 512}, &metrics}, fb{gf, {4, 8, 512}, &metrics};
+  RouterOptions o;
+  o.breaker_failures = 2;
+  o.breaker_cooldown_ms = 60000;
+  Router r(std::vector<Backend*>{&a, &b}, std::vector<Backend*>{&fb}, o, &metrics);
+  // Four requests held open: two on each replica.
+  ga.set_delay_ms(50);
+  gb.set_delay_ms(50);
+  std::vector<std::unique_ptr<Execution>> held;
+  for (int i = 0; i < 4; ++i) held.push_back(r.begin(req("a", 20)));
+  EXPECT_EQ(r.outstanding(0), 2);
+  EXPECT_EQ(r.outstanding(1), 2);
+  // B is busier now: the next one goes to A.
+  held.pop_back();  // a request on B leaves (cancelled)
+  held.pop_back();  // and one on A
+  held.push_back(r.begin(req("a", 20)));
+  held.push_back(r.begin(req("a", 20)));
+  EXPECT_EQ(r.outstanding(0) + r.outstanding(1), 4);
+  EXPECT_EQ(r.outstanding(0), r.outstanding(1));
+  held.clear();
+  EXPECT_EQ(r.outstanding(0) + r.outstanding(1), 0);
+  ga.set_delay_ms(0);
+  gb.set_delay_ms(0);
+  // A fails: its requests finish on B, A's circuit opens, B's stays closed, and new requests go
+  // to B, not to the fallback.
+  ga.set_fail(true);
+  for (int i = 0; i < 6; ++i) {
+    auto out = drive(r, req("m", 5), false);
+    EXPECT_EQ(out.text, greedy('m', 5));
+    EXPECT_NE(out.current, "fallback");
+  }
+  EXPECT_EQ(r.state(0), CircuitState::Open);
+  EXPECT_EQ(r.state(1), CircuitState::Closed);
+  auto out = drive(r, req("m", 5), true);
+  EXPECT_EQ(out.served_by, "B");
+  EXPECT_FALSE(out.switched);
+  const std::string m = metrics.render();
+  EXPECT_NE(m.find("samq_primary_circuit_state{backend=\"A\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("samq_primary_circuit_state{backend=\"B\"} 0"), std::string::npos) << m;
+  // Mid-answer, B fails too: the rest comes from the fallback, one uninterrupted answer.
+  out = drive(r, req("a", 20), true, [&](int n) { if (n == 3) gb.set_fail(true); });
+  EXPECT_EQ(out.text, greedy('a', 20));
+  EXPECT_EQ(out.current, "fallback");
 }
