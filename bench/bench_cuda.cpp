@@ -13,13 +13,19 @@
 //    random token ids, chunks of 512 tokens, warm-up chunks first:
 //    - analyze: SensitivityAccumulator (full Fisher, default options) over cuda_backward_ops();
 //      then forward, softmax-CE, backward alone (ModelGradient) to split one chunk's time;
-//    - eval: forward with all logits into a device Buffer (ForwardOptions::logits_out), and as
-//      evaluate() does today (scored half of the logits downloaded); KL is computed separately;
+//    - the statistics ops alone over one chunk's gradients: sum_sq + sq_accumulate per tensor (as
+//      fisher.cpp calls them), the fused sq_accumulate_sum, and col_sq at the hooks' shapes;
+//    - eval: forward with all logits into a device Buffer (ForwardOptions::logits_out), and with
+//      the scored half of the logits downloaded;
+//    - eval-KL: evaluate() of a Q4_K_M-like copy against the model (2 forwards per chunk), per-token
+//      statistics on the device (Ops::eval_token_stats) and on the host (old path), and the
+//      statistics kernel alone;
 //    - hessian: forward + xtx_accumulate per distinct input (as collect_hessians, logits kept on
 //      the device), then collect_hessians itself (host logits, download + mirror at the end);
 //    - refcode only: the same analyze loop on the CPU (cpu_backward_ops()), for the ratio;
 //    - device memory: peak of (total - free) by cudaMemGetInfo sampled every 2 ms during each phase.
-// 3. A summary table at the end.
+// 3. A summary table at the end, with a per-phase breakdown of one chunk (forward, backward,
+//    softmax-CE + zeroing, statistics, eval-KL): ms, useful TFLOP/s and % of the bf16 peak.
 //
 // FLOPs ("useful", what the math needs; P = matmul parameters incl. the output head, n = 512):
 //   forward  2 P n + A,  A = 2 n^2 n_head hd n_layer (causal attention: 4 n hd n_head / 2 per
@@ -62,9 +68,11 @@
 #include "core/fp16.h"
 #include "core/parallel.h"
 #include "core/progress.h"
+#include "eval/perplexity.h"
 #include "model/backward.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "quant/quantize.h"
 #include "synthetic_model.h"
 
 #if defined(SAMQ_HAVE_CUDA) && SAMQ_HAVE_CUDA
@@ -514,12 +522,21 @@ struct Result {
   int64_t ctx = 0;
   // analyze
   double an_s_chunk = 0, an_tok_s = 0, an_tflops = 0, an_exec_tflops = 0, an_loss = 0;
-  double fwd_s = 0, loss_s = 0, zero_s = 0, bwd_s = 0, stats_s = 0;
+  double fwd_s = 0, loss_s = 0, zero_s = 0, bwd_s = 0, stats_s = 0, fwd_tflops = 0, bwd_tflops = 0;
   // hessian
   double hs_tok_s = 0, hs_full_tflops = 0, hs_syrk_tflops = 0, hs_xtx_s = 0, hs_xtx_syrk_tflops = 0;
   double hc_marginal_tok_s = 0, hc_total_tok_s = 0, hc_fixed_s = 0, hc_total_s = 0;
   // eval
   double ev_dev_tok_s = 0, ev_dev_s = 0, ev_dev_tflops = 0, ev_host_tok_s = 0;
+  // eval-KL: evaluate() against a base model (this model: 2 forwards per chunk), statistics on the
+  // device (default on a GPU) and on the host (the old path); the statistics kernel alone
+  double kl_tok_s = 0, kl_s_chunk = 0, kl_tflops = 0, kl_host_tok_s = 0, kl_kernel_s = 0, kl_kernel_gbs = 0;
+  double kl_qfwd_s = 0;  // forward of the quantized copy alone
+  // statistics ops alone over one chunk's gradients (per label kind): as fisher.cpp calls them
+  // (sum_sq waits per tensor, then sq_accumulate), fused (sq_accumulate_sum, no wait), col_sq of
+  // the linear hooks; bytes moved and GB/s
+  double st_old_s = 0, st_fused_s = 0, st_colsq_s = 0, st_old_gbs = 0, st_fused_gbs = 0, st_colsq_gbs = 0;
+  double st_elems = 0;
   // cpu
   double cpu_tok_s = 0, cpu_gflops = 0;
   int cpu_threads = 0;
@@ -571,6 +588,45 @@ void phase(Result& r, const char* name, F fn) {
     std::printf("[%s] %s FAILED: %s\n", r.label.c_str(), name, e.what());
     std::fflush(stdout);
   }
+}
+
+// A copy of m with its matmul weights quantized as a Q4_K_M-like file (Q4_K, the output head
+// Q6_K; Q8_0 where the row length is not a multiple of 256), embedding and norms shared: the
+// "quantized file" of `samq eval --base`. Host bytes; call prepare_weights.
+std::shared_ptr<Model> quantized_copy(const Model& m) {
+  auto q = std::make_shared<Model>();
+  q->hparams = m.hparams;
+  q->weights = m.weights;
+  q->path = m.path + "-q4_k_m";
+  q->ggml_numerics = m.ggml_numerics;
+  auto quantize = [](Tensor& t, GgmlType type) {
+    if (!t.present() || t.rows <= 1) return;
+    if (t.cols % 256 != 0) type = GgmlType::Q8_0;
+    Tensor o;
+    o.name = t.name;
+    o.type = type;
+    o.rows = t.rows;
+    o.cols = t.cols;
+    o.owned = std::make_shared<std::vector<uint8_t>>(size_t(o.n_bytes()));
+    o.data = o.owned->data();
+    WeightView src = t.view();
+    src.prepared = nullptr;  // the host bytes
+    const int64_t rb = o.row_bytes();
+    uint8_t* dst = o.owned->data();
+    parallel_for(t.rows, 16, [&](int64_t b, int64_t e) {
+      std::vector<float> row(static_cast<size_t>(t.cols));
+      for (int64_t r = b; r < e; ++r) {
+        dequantize_weight_row(src, r, row.data());
+        quantize_row(type, row.data(), dst + r * rb, t.cols, nullptr);
+      }
+    });
+    t = std::move(o);
+  };
+  for (auto& L : q->weights.layers)
+    for (Tensor* t : {&L.attn_q, &L.attn_k, &L.attn_v, &L.attn_output, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+      quantize(*t, GgmlType::Q4_K);
+  if (q->weights.output.present()) quantize(q->weights.output, GgmlType::Q6_K);
+  return q;
 }
 
 // Runs every phase on model m over bops; prints as it goes. A failed phase is recorded in r and
@@ -663,6 +719,8 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
     r.zero_s = median(tz);
     r.bwd_s = median(tb);
     r.stats_s = r.an_s_chunk > 0 ? r.an_s_chunk - r.fwd_s - 2 * (r.loss_s + r.zero_s + r.bwd_s) : 0.0;
+    r.fwd_tflops = f.fwd(dn) / r.fwd_s / 1e12;
+    r.bwd_tflops = f.bwd(dn) / r.bwd_s / 1e12;
     std::printf("%s split of one analyze chunk (median of %d, ModelGradient alone): forward %.2f ms (%.3g TFLOP/s), "
                 "softmax-CE backward %.2f ms, zero gradients %.2f ms, backward %.2f ms (%.3g TFLOP/s useful)\n",
                 tag.c_str(), reps, 1e3 * r.fwd_s, f.fwd(dn) / r.fwd_s / 1e12, 1e3 * r.loss_s, 1e3 * r.zero_s,
@@ -672,6 +730,76 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
                 tag.c_str(), 1e3 * r.an_s_chunk, 1e3 * r.fwd_s, 1e3 * r.loss_s, 1e3 * r.zero_s, 1e3 * r.bwd_s,
                 1e3 * r.stats_s, pct(r.stats_s, r.an_s_chunk));
     std::fflush(stdout);
+
+    // The statistics ops alone, over this chunk's gradients, once per label kind as
+    // SensitivityAccumulator runs them (medians of 3).
+    {
+      std::vector<Buffer<float>> g2;
+      double elems = 0;
+      for (auto& e : grads.entries()) {
+        g2.emplace_back(ops, e.rows * e.cols);
+        g2.back().zero();
+        elems += double(e.rows * e.cols);
+      }
+      r.st_elems = elems;
+      Buffer<double> sums(ops, int64_t(grads.entries().size()));
+      double colsq_bytes = 0;
+      Buffer<double> cacc(ops, std::max<int64_t>(V, 1 << 16));
+      cacc.zero();
+      std::vector<double> t_old, t_fused, t_col;
+      for (int rep = 0; rep < 4; ++rep) {
+        ops.synchronize();
+        double t0 = now_s();
+        double norm = 0;
+        size_t i = 0;
+        for (auto& e : grads.entries()) {
+          norm += std::sqrt(bops.sum_sq(e.g.data(), e.rows * e.cols));
+          bops.sq_accumulate(e.g.data(), e.rows * e.cols, g2[i++].data());
+        }
+        ops.synchronize();
+        double t1 = now_s();
+        i = 0;
+        for (auto& e : grads.entries()) {
+          bops.sq_accumulate_sum(e.g.data(), e.rows * e.cols, g2[i].data(), sums.data() + i);
+          ++i;
+        }
+        const std::vector<double> hs = sums.to_host();  // one download for every tensor
+        double norm2 = 0;
+        for (double x : hs) norm2 += std::sqrt(x);
+        double t2 = now_s();
+        // col_sq of the linear hooks: dy (rows wide) per label kind, x (cols wide) for one of them;
+        // dl's rows stand in for the activations (same shapes, bytes and access pattern)
+        colsq_bytes = 0;
+        for_each_tensor(m.weights, [&](const Tensor& t) {
+          if (t.rows <= 1 || (&t == &m.weights.token_embd && &t != &m.weights.lm_head())) return;
+          if (t.rows > V || t.cols > V) return;
+          bops.col_sq_accumulate(dl.data(), n, t.rows, cacc.data());
+          bops.col_sq_accumulate(dl.data(), n, t.cols, cacc.data());
+          colsq_bytes += 4.0 * double(n) * double(t.rows + t.cols);
+        });
+        ops.synchronize();
+        double t3 = now_s();
+        if (rep > 0) {
+          t_old.push_back(t1 - t0);
+          t_fused.push_back(t2 - t1);
+          t_col.push_back(t3 - t2);
+        }
+        if (rep == 0 && std::fabs(norm - norm2) > 1e-9 * std::fabs(norm))
+          std::printf("%s   WARNING: fused gradient norm %.17g != sum_sq's %.17g\n", tag.c_str(), norm2, norm);
+      }
+      r.st_old_s = median(t_old);
+      r.st_fused_s = median(t_fused);
+      r.st_colsq_s = median(t_col);
+      r.st_old_gbs = 16.0 * elems / r.st_old_s / 1e9;
+      r.st_fused_gbs = 12.0 * elems / r.st_fused_s / 1e9;
+      r.st_colsq_gbs = colsq_bytes / r.st_colsq_s / 1e9;
+      std::printf("%s statistics ops alone over one chunk's gradients (%.3g G elements), per label kind: sum_sq + "
+                  "sq_accumulate per tensor (as fisher.cpp) %.2f ms = %.0f GB/s; fused sq_accumulate_sum (one "
+                  "download) %.2f ms = %.0f GB/s; col_sq of the linear hooks (dy and x) %.2f ms = %.0f GB/s\n",
+                  tag.c_str(), elems / 1e9, 1e3 * r.st_old_s, r.st_old_gbs, 1e3 * r.st_fused_s, r.st_fused_gbs,
+                  1e3 * r.st_colsq_s, r.st_colsq_gbs);
+      std::fflush(stdout);
+    }
   });
 
   // ---- eval forward: all logits into a device buffer; and as evaluate() does today
@@ -714,6 +842,99 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
     std::printf("%s eval forward as evaluate() does today (logits of the scored half downloaded to the host): %.1f "
                 "tokens/s\n",
                 tag.c_str(), r.ev_host_tok_s);
+    std::fflush(stdout);
+  });
+
+  // ---- eval-KL: `samq eval QUANT --base BASE` as the CLI runs it: evaluate() of a Q4_K_M-like
+  // copy of this model against this model (two forwards per chunk, one of them on quantized
+  // weights); per-token statistics on the device (the default on a GPU) and on the host (the old
+  // path: logits downloaded); the statistics kernel alone.
+  phase(r, "eval-kl", [&] {
+    std::vector<int32_t> toks;
+    for (int i = rc.warmup; i < rc.warmup + rc.timed; ++i) toks.insert(toks.end(), chunks[i].begin(), chunks[i].end());
+    if (rc.timed < 2) toks.insert(toks.end(), chunks[0].begin(), chunks[0].end());
+    double t0 = now_s();
+    const std::shared_ptr<Model> qm = quantized_copy(m);
+    const double t_quant = now_s() - t0;
+    t0 = now_s();
+    qm->prepare_weights(ops);
+    ops.synchronize();
+    std::printf("%s eval-KL: Q4_K_M-like copy made in %.2f s, uploaded in %.2f s\n", tag.c_str(), t_quant,
+                now_s() - t0);
+    const std::shared_ptr<const Model> self(&m, [](const Model*) {});
+    const BaseLogits base = BaseLogits::from_model(self, ops);
+    EvalOptions o;
+    o.ctx = n;
+    o.progress = false;
+    o.max_chunks = 1;
+    (void)evaluate(*qm, ops, toks, -1, o, &base);  // warm-up
+    o.max_chunks = rc.timed;
+    const EvalResult e = evaluate(*qm, ops, toks, -1, o, &base);
+    r.kl_tok_s = e.tokens_per_second;
+    r.kl_s_chunk = e.seconds / double(e.n_chunk);
+    r.kl_tflops = 2 * f.fwd(dn) / r.kl_s_chunk / 1e12;
+    {  // the quantized forward alone (device logits)
+      Buffer<float> lg(ops, n * V);
+      std::vector<double> tq;
+      for (int i = 0; i < 3; ++i) {
+        KvCache cache(*qm, n);
+        Batch b;
+        b.add(&cache, chunks[size_t(i) % chunks.size()], true);
+        ForwardOptions fo;
+        fo.logits_out = lg.data();
+        ops.synchronize();
+        const double ts = now_s();
+        forward(*qm, ops, b, fo);
+        ops.synchronize();
+        if (i > 0) tq.push_back(now_s() - ts);
+      }
+      r.kl_qfwd_s = median(tq);
+      std::printf("%s eval-KL: forward of the quantized copy alone %.2f ms/chunk (%.3g TFLOP/s; bf16 base model "
+                  "%.2f ms)\n",
+                  tag.c_str(), 1e3 * r.kl_qfwd_s, f.fwd(dn) / r.kl_qfwd_s / 1e12, 1e3 * r.ev_dev_s);
+    }
+    EvalOptions oh = o;
+    oh.device_stats = 0;
+    oh.max_chunks = std::min(rc.timed, 3);
+    const EvalResult eh = evaluate(*qm, ops, toks, -1, oh, &base);
+    r.kl_host_tok_s = eh.tokens_per_second;
+    if (!ops.host_memory() && std::fabs(e.kld_mean - eh.kld_mean) > 1e-4 + 1e-3 * std::fabs(eh.kld_mean) &&
+        e.n_chunk == eh.n_chunk)
+      std::printf("%s   WARNING: device KLD %.6g differs from the host's %.6g\n", tag.c_str(), e.kld_mean, eh.kld_mean);
+    // the statistics kernel alone: scored rows of one chunk's logits against themselves (dense base)
+    const int64_t ns = n - 1 - n / 2;
+    Buffer<float> ql(ops, (ns + 1) * V);
+    {
+      KvCache cache(m, n);
+      Batch b;
+      BatchSeq& s = b.add(&cache, chunks[0], true);
+      s.logits_from = n / 2;
+      ForwardOptions fo;
+      fo.logits_out = ql.data();
+      forward(m, ops, b, fo);
+    }
+    std::vector<int32_t> next(chunks[0].begin() + n / 2 + 1, chunks[0].end());
+    Buffer<int32_t> gnext = Buffer<int32_t>::from_host(ops, next);
+    Buffer<EvalTokenStats> out(ops, ns);
+    EvalBase eb;
+    eb.logits = ql.data();
+    std::vector<double> ts;
+    for (int rep = 0; rep < 6; ++rep) {
+      ops.synchronize();
+      const double t0 = now_s();
+      ops.eval_token_stats(ql.data(), ns, V, gnext.data(), &eb, out.data());
+      ops.synchronize();
+      if (rep > 0) ts.push_back(now_s() - t0);
+    }
+    r.kl_kernel_s = median(ts);
+    r.kl_kernel_gbs = 3.0 * 2.0 * 4.0 * double(ns) * double(V) / r.kl_kernel_s / 1e9;  // 3 passes over 2 arrays
+    std::printf("%s eval-KL (evaluate() of the Q4_K_M-like copy against this model, 2 forwards per chunk, %lld "
+                "chunks): %.2f "
+                "ms/chunk, %.1f tokens/s, %.3g TFLOP/s = %s of bf16 peak; host statistics (old path) %.1f tokens/s; "
+                "statistics kernel alone %.3f ms/chunk (%.0f GB/s over 3 passes); KLD %.3g, same top %.1f%%\n",
+                tag.c_str(), (long long)e.n_chunk, 1e3 * r.kl_s_chunk, r.kl_tok_s, r.kl_tflops,
+                pct_str(r.kl_tflops, pk.bf16).c_str(), r.kl_host_tok_s, 1e3 * r.kl_kernel_s, r.kl_kernel_gbs,
+                e.kld_mean, e.same_top_pct);
     std::fflush(stdout);
   });
 
@@ -772,7 +993,7 @@ void run_model(Result& r, const Model& m, const BackwardOps& bops, const RunCfg&
       const double fwd_est = r.ev_dev_s * f.hess_fwd(dn) / f.fwd(dn);  // 0 when eval failed
       r.hs_xtx_s = fwd_est > 0 ? per_chunk - fwd_est : 0.0;
       r.hs_xtx_syrk_tflops = r.hs_xtx_s > 0 ? f.hess_syrk_per_token() * dn / r.hs_xtx_s / 1e12 : 0;
-      std::printf("%s hessian (forward + xtx_accumulate per input in FP64 - on CUDA x to double + cublasDsyrk; "
+      std::printf("%s hessian (forward + xtx_accumulate per input in FP64 - on CUDA x to double + cublasDsyrk diagonal blocks + Dgemm; "
                   "logits kept in backend memory): %.2f ms/chunk, %.1f tokens/s; x^T x %.3g TFLOP/s full-product convention (2 c^2), "
                   "Dsyrk %.3g TFLOP/s = %s of the f64 DGEMM peak\n",
                   tag.c_str(), 1e3 * per_chunk, r.hs_tok_s, r.hs_full_tflops, r.hs_syrk_tflops,
@@ -874,10 +1095,42 @@ void print_summary(const std::vector<Result>& rs, const Peaks& pk, const std::st
     row("collect_hessians (per extra chunk)", r.hc_marginal_tok_s, 0, "");
     row("collect_hessians (overall)", r.hc_total_tok_s, 0, "");
     row("eval fwd (device logits)", r.ev_dev_tok_s, r.ev_dev_tflops, pct_str(r.ev_dev_tflops, pk.bf16, " b"));
-    row("eval fwd (host logits, today)", r.ev_host_tok_s, 0, "");
+    row("eval fwd (host logits download)", r.ev_host_tok_s, 0, "");
+    row("eval-KL vs base model (2 fwd+stats)", r.kl_tok_s, r.kl_tflops, pct_str(r.kl_tflops, pk.bf16, " b"));
+    row("eval-KL, host statistics (old)", r.kl_host_tok_s, 0, "");
     if (r.cpu_tok_s > 0) {
       row("CPU analyze", r.cpu_tok_s, r.cpu_gflops / 1e3, "");
       if (r.an_tok_s > 0) std::printf("%-30s %-38s %11.1fx\n", name, "  GPU/CPU analyze ratio", r.an_tok_s / r.cpu_tok_s);
+    }
+    if (r.fwd_s > 0 || r.kl_s_chunk > 0) {
+      // Where one chunk's time goes, per phase.
+      std::printf("%-30s %-38s %10s %9s %8s  %s\n", name, "  phase breakdown (per chunk)", "ms", "TFLOP/s", "% peak",
+                  "note");
+      name = "";
+      auto ph = [&](const char* label, double sec, double tflops, const std::string& note) {
+        if (sec <= 0) return;
+        char tf[32] = "-";
+        if (tflops > 0) std::snprintf(tf, sizeof tf, "%.3g", tflops);
+        std::printf("%-30s %-38s %10.2f %9s %8s  %s\n", "", label, 1e3 * sec, tf,
+                    tflops > 0 ? pct_str(tflops, pk.bf16, " b").c_str() : "", note.c_str());
+      };
+      char note[200];
+      ph("    forward", r.fwd_s, r.fwd_tflops, "");
+      ph("    backward (x2 per analyze chunk)", r.bwd_s, r.bwd_tflops, "each");
+      std::snprintf(note, sizeof note, "CE %.2f + zero %.2f ms, each", 1e3 * r.loss_s, 1e3 * r.zero_s);
+      ph("    softmax-CE + zero grads (x2)", r.loss_s + r.zero_s, 0, note);
+      std::snprintf(note, sizeof note, "%.0f%% of the analyze chunk", pct(r.stats_s, r.an_s_chunk));
+      ph("    statistics & rest (analyze - above)", r.stats_s, 0, note);
+      std::snprintf(note, sizeof note, "%.3g G elements, %.0f GB/s", r.st_elems / 1e9, r.st_old_gbs);
+      ph("      g2 + norms as fisher.cpp (x2)", r.st_old_s, 0, note);
+      std::snprintf(note, sizeof note, "%.0f GB/s (sq_accumulate_sum, one download)", r.st_fused_gbs);
+      ph("      g2 + norms fused (x2)", r.st_fused_s, 0, note);
+      std::snprintf(note, sizeof note, "%.0f GB/s", r.st_colsq_gbs);
+      ph("      col_sq of the hooks (dy, x)", r.st_colsq_s, 0, note);
+      std::snprintf(note, sizeof note, "%.1f tokens/s (host statistics: %.1f); kernel alone %.3f ms, %.0f GB/s",
+                    r.kl_tok_s, r.kl_host_tok_s, 1e3 * r.kl_kernel_s, r.kl_kernel_gbs);
+      ph("    eval-KL (2 forwards + statistics)", r.kl_s_chunk, r.kl_tflops, note);
+      ph("      of which quantized forward alone", r.kl_qfwd_s, 0, "Q4_K/Q6_K weights: dequantized tiles + bf16x3 GEMMs");
     }
     const size_t mem = std::max({r.mem_analyze, r.mem_split, r.mem_hessian, r.mem_eval});
     if (mem)
