@@ -332,12 +332,14 @@ TEST(CudaOps, MatmulQuantSplitGemmAgainstF32Gemm) {
 
 TEST(CudaOps, MatmulWeightTiles) {
   SKIP_WITHOUT_GPU();
-  // 7 weight rows per dequantized tile: 45 rows in 7 tiles.
+  // 7 weight rows per dequantized f32 tile: 45 rows in 7 tiles (9 tokens: f32 SGEMM); 4 rows per
+  // bf16x3 tile (17 tokens: the split GEMM), 12 tiles.
   EnvGuard env("SAMQ_CUDA_SCRATCH_BYTES", std::to_string(7 * 768 * 4));
   uint32_t seed = 500;
   for (GgmlType t : {GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::Q5_1}) {
     const TestWeight w = make_weight(t, 45, 768, seed++);
     check_matmul(w, 9, true, true, seed++, kQuant);
+    check_matmul(w, 17, true, true, seed++, kQuant);
   }
   const TestWeight w = make_weight(GgmlType::BF16, 45, 768, seed++);
   check_matmul(w, 9, true, false, seed++, kFwd);

@@ -202,9 +202,14 @@ void softmax(Device& d, float* x, int64_t n, int64_t dim) {
 
 namespace {
 
-// Quantized weights (not F32/F16/BF16) under ggml's activation rounding take the bf16x3
-// tensor-core GEMM unless SAMQ_CUDA_QUANT_GEMM=f32 (read per call, as the scratch budgets); exact
+// Quantized weights (not F32/F16/BF16) under ggml's activation rounding, with at least
+// kSplitGemmMinTokens tokens, take the bf16x3 tensor-core GEMM unless SAMQ_CUDA_QUANT_GEMM=f32
+// (read per call, as the scratch budgets); exact
 // f32 activations (comparisons with HF transformers) keep the f32 SGEMM.
+// Below this many tokens the GEMM is bound by the weight tile's bytes, which the bf16x3 form
+// makes 1.5x larger than f32 (decode): the f32 SGEMM stays.
+constexpr int64_t kSplitGemmMinTokens = 16;
+
 bool split_quant_gemm(GgmlType t) {
   if (t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16) return false;
   const char* e = std::getenv("SAMQ_CUDA_QUANT_GEMM");
@@ -366,7 +371,7 @@ class CudaOps final : public Ops {
           round_activations(d_, at, x, n, cols, xt->as<float>());
           xr = xt->as<float>();
         }
-        if (at != cpu::ActType::F32 && split_quant_gemm(w.type)) {
+        if (at != cpu::ActType::F32 && n >= kSplitGemmMinTokens && split_quant_gemm(w.type)) {
           // bf16x3: y = [hi|hi|lo](x) . [hi|lo|hi](W)^T over K = 3 cols on the tensor cores: the f32
           // product up to ~2^-17 relative per term (what f32 summation order changes anyway), about
           // 4x the speed of the f32 SGEMM (no TF32) it replaces. SAMQ_CUDA_QUANT_GEMM=f32: the SGEMM.
