@@ -43,6 +43,17 @@ struct RunArgs {
   std::string compare = "auto";
   bool no_eval = false, no_gptq = false;
   DeviceOption device;  // passed on to every stage that runs the model
+  // Layer streaming (analyze/layer_stream.h), passed to analyze; with `--stream on` or a cap, GPTQ
+  // computes its Hessians one layer at a time while quantizing (no hessian.gguf stage).
+  std::string stream = "auto", scratch, max_gpu_memory, max_host_memory;
+  bool streamed_hessians() const { return stream == "on" || !max_gpu_memory.empty() || !max_host_memory.empty(); }
+  std::vector<std::string> memory_args() const {
+    std::vector<std::string> v = {"--stream", stream};
+    if (!scratch.empty()) v.insert(v.end(), {"--scratch", scratch});
+    if (!max_gpu_memory.empty()) v.insert(v.end(), {"--max-gpu-memory", max_gpu_memory});
+    if (!max_host_memory.empty()) v.insert(v.end(), {"--max-host-memory", max_host_memory});
+    return v;
+  }
 };
 
 std::string self_exe() {
@@ -151,6 +162,7 @@ int run_pipeline(const RunArgs& a) {
                                                 D + "/sensitivity.json", "--imatrix-out", D + "/imatrix.gguf", "--plot",
                                                 D + "/sensitivity.svg"};
                args.insert(args.end(), dev.begin(), dev.end());
+               for (auto& m : a.memory_args()) args.push_back(m);
                run_samq(args);
              });
   }
@@ -160,7 +172,9 @@ int run_pipeline(const RunArgs& a) {
 
   // 1b. input Hessians for GPTQ rounding of samq's files (forward passes only, same calibration).
   std::string hessian = a.no_gptq ? "" : a.hessian;
-  if (!a.no_gptq && hessian.empty() && !a.calib.empty()) {
+  // Hessians streamed inside each GPTQ quantize (one layer at a time) instead of a file.
+  const bool stream_h = !a.no_gptq && hessian.empty() && !a.calib.empty() && a.streamed_hessians();
+  if (!a.no_gptq && hessian.empty() && !a.calib.empty() && !stream_h) {
     st.stage("hessian", {"hessian/1", model_sha, calib_sha, std::to_string(a.calib_tokens), std::to_string(a.ctx)},
              {"hessian.gguf"}, [&] {
                std::vector<std::string> args = {"hessian", a.model, "--calib", a.calib, "--tokens",
@@ -171,7 +185,9 @@ int run_pipeline(const RunArgs& a) {
              });
     hessian = D + "/hessian.gguf";
   }
-  const std::string hessian_sha = hessian.empty() ? "none" : sha256_file_hex(hessian);
+  const std::string hessian_sha = stream_h ? "stream:" + calib_sha + ":" + std::to_string(a.calib_tokens) + ":" +
+                                                 std::to_string(a.ctx)
+                                 : hessian.empty() ? "none" : sha256_file_hex(hessian);
 
   // 2. plan
   std::vector<std::string> plan_opts = {"--policy", a.policy};
@@ -192,12 +208,16 @@ int run_pipeline(const RunArgs& a) {
   // samq's own files use GPTQ when Hessians exist; the llama.cpp presets are quantized as
   // llama-quantize does (importance-weighted rounding only), so they stay faithful baselines.
   auto quantize = [&](const std::string& name, const std::string& plan_rel, const std::string& out_rel, bool gptq) {
-    const bool use_h = gptq && !hessian.empty();
+    const bool use_h = gptq && (!hessian.empty() || stream_h);
     st.stage(name, {"quantize/2", model_sha, sha256_file_hex(D + "/" + plan_rel), imatrix_sha, use_h ? hessian_sha : "none"},
              {out_rel}, [&] {
                std::vector<std::string> args = {"quantize", a.model, D + "/" + plan_rel, "-o", D + "/" + out_rel};
                if (!imatrix.empty()) args.insert(args.end(), {"--imatrix", imatrix});
-               if (use_h) args.insert(args.end(), {"--hessian", hessian});
+               if (use_h && stream_h)
+                 args.insert(args.end(), {"--calib", a.calib, "--tokens", std::to_string(a.calib_tokens), "--ctx",
+                                          std::to_string(a.ctx)});
+               else if (use_h)
+                 args.insert(args.end(), {"--hessian", hessian});
                args.insert(args.end(), dev.begin(), dev.end());
                run_samq(args);
              });
@@ -308,7 +328,9 @@ int run_pipeline(const RunArgs& a) {
     md += fmt::format("- sensitivity report given: `{}`\n", a.sensitivity);
   md += fmt::format("- importance matrix: `{}`\n- budget: `{}`, policy `{}`\n", imatrix.empty() ? "none" : imatrix,
                     budget_desc(a), a.policy);
-  md += hessian.empty() ? std::string("- rounding: importance-weighted (no input Hessians)\n")
+  md += stream_h ? std::string("- rounding of samq's files: GPTQ with input Hessians streamed from the calibration "
+                               "text, one layer at a time (presets: importance-weighted, as llama-quantize)\n")
+        : hessian.empty() ? std::string("- rounding: importance-weighted (no input Hessians)\n")
                         : fmt::format("- rounding of samq's files: GPTQ with the input Hessians `{}` (presets: "
                                       "importance-weighted, as llama-quantize)\n", hessian);
   if (!a.no_eval)
@@ -368,6 +390,12 @@ std::function<int()> setup(CLI::App& sub) {
       ->capture_default_str();
   sub.add_option("--hessian", a->hessian, "Input Hessians (samq hessian) for GPTQ instead of computing them from --calib")
       ->check(CLI::ExistingFile);
+  sub.add_option("--stream", a->stream,
+                 "Layer streaming of analyze (auto|on|off); 'on' or a memory cap also streams GPTQ's Hessians")
+      ->capture_default_str();
+  sub.add_option("--scratch", a->scratch, "Directory for streamed residual checkpoints (analyze --scratch)");
+  sub.add_option("--max-gpu-memory", a->max_gpu_memory, "Device memory cap for analyze, e.g. 24GB");
+  sub.add_option("--max-host-memory", a->max_host_memory, "Host memory cap for analyze, e.g. 64GB");
   sub.add_flag("--no-gptq", a->no_gptq, "Round with the importance matrix only (no input Hessians, no GPTQ)");
   sub.add_flag("--no-eval", a->no_eval, "Stop after quantizing (no evaluation)");
   a->device.declare(sub, "Where the stages run (passed to analyze, hessian, quantize and eval)");

@@ -5,7 +5,12 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <functional>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <optional>
 
@@ -166,9 +171,85 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
   std::map<std::string, nlohmann::json> entries;
   StreamOptions so = so_in;
   so.progress = opt.progress;
-  so.on_tensor_done = [&](const TensorStats& s) { entries[s.name] = tensor_json(m, acc, s, id, opt); };
+  // On a device backend the predictions (CPU round trips of every candidate type) run on a
+  // worker thread while the device computes the next layers; at most two layers' statistics
+  // wait. On the CPU backend they run inline (both would share the same cores).
+  const bool async = !bops.ops().host_memory();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<TensorStats> queue;
+  int64_t queued_bytes = 0;
+  const int64_t max_queued = [&] {
+    int64_t layer = 0;
+    for (int l = 0; l < int(m.hparams.n_layer); ++l) layer = std::max(layer, m.layer_bytes(l));
+    return std::max<int64_t>(1, 2 * layer) * 8;  // ~two layers of Fisher rows (f32, two label kinds)
+  }();
+  bool finished = false;
+  std::exception_ptr worker_error;
+  auto stats_bytes = [](const TensorStats& s) { return int64_t(s.g2[0].size() + s.g2[1].size()) * 4; };
+  std::thread worker;
+  if (async)
+    worker = std::thread([&] {
+      for (;;) {
+        TensorStats s;
+        {
+          std::unique_lock<std::mutex> lk(mu);
+          cv.wait(lk, [&] { return finished || !queue.empty(); });
+          if (queue.empty()) return;
+          s = std::move(queue.front());
+          queue.pop_front();
+        }
+        try {
+          if (!worker_error) {
+            nlohmann::json jt = tensor_json(m, acc, s, id, opt);
+            std::lock_guard<std::mutex> lk(mu);
+            entries[s.name] = std::move(jt);
+          }
+        } catch (...) {
+          std::lock_guard<std::mutex> lk(mu);
+          worker_error = std::current_exception();
+        }
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          queued_bytes -= stats_bytes(s);
+        }
+        cv.notify_all();
+      }
+    });
+  so.on_tensor_done = [&](TensorStats& s) {
+    if (!async) {
+      entries[s.name] = tensor_json(m, acc, s, id, opt);
+      return;
+    }
+    // The Fisher rows move to the job; the sums (imatrix, factored Fisher) stay for the report.
+    std::vector<float> g0 = std::move(s.g2[0]), g1 = std::move(s.g2[1]);
+    TensorStats job = s;
+    job.g2[0] = std::move(g0);
+    job.g2[1] = std::move(g1);
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return queued_bytes == 0 || queued_bytes + stats_bytes(job) <= max_queued || worker_error; });
+    queued_bytes += stats_bytes(job);
+    queue.push_back(std::move(job));
+    cv.notify_all();
+  };
+  auto join = [&] {
+    if (!worker.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      finished = true;
+    }
+    cv.notify_all();
+    worker.join();
+  };
   const auto t0 = std::chrono::steady_clock::now();
-  acc.run_streamed(m, calib.chunks, so);
+  try {
+    acc.run_streamed(m, calib.chunks, so);
+  } catch (...) {
+    join();
+    throw;
+  }
+  join();
+  if (worker_error) std::rethrow_exception(worker_error);
   AnalysisResult r;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.tokens_per_second = r.seconds > 0 ? double(acc.n_tokens()) / r.seconds : 0;

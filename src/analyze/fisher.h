@@ -62,8 +62,9 @@ struct StreamOptions {
   std::string scratch_dir;  // residual checkpoints in files there; empty: host memory
   bool progress = true;
   // Called once per tensor as soon as its statistics are final (host copies, with the counts of
-  // the whole calibration set); its full Fisher rows are freed when it returns.
-  std::function<void(const TensorStats&)> on_tensor_done;
+  // the whole calibration set); its full Fisher rows are freed when it returns (it may move them
+  // out, e.g. to predict on another thread).
+  std::function<void(TensorStats&)> on_tensor_done;
 };
 
 class SensitivityAccumulator {
