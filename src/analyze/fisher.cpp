@@ -149,14 +149,22 @@ BackwardHooks SensitivityAccumulator::hooks_for(int k, const std::unordered_map<
 void SensitivityAccumulator::reduce_gradients(int k, GradientBuffers& g,
                                               const std::unordered_map<std::string, size_t>& by_name,
                                               const std::string& skip) {
-  for (auto& e : g.entries()) {
+  // One fused pass per tensor (g2 += g*g and the sum of squares), the sums read back once.
+  const int64_t n = int64_t(g.entries().size());
+  double* sums = k == kEmpirical ? sums_.reserve(ops_, std::max<int64_t>(n, 1)) : nullptr;
+  for (int64_t j = 0; j < n; ++j) {
+    auto& e = g.entries()[size_t(j)];
     if (e.name == skip) continue;
-    const size_t i = by_name.at(e.name);
-    TensorStats& s = stats_[i];
-    DeviceStats& d = dev_[i];
-    const int64_t ne = e.rows * e.cols;
-    if (k == kEmpirical) s.grad_norm_sum += std::sqrt(bops_.sum_sq(e.g.data(), ne));
-    if (opt_.full) bops_.sq_accumulate(e.g.data(), ne, d.g2[k].data());
+    DeviceStats& d = dev_[by_name.at(e.name)];
+    float* acc = opt_.full ? d.g2[k].data() : nullptr;
+    if (acc || sums) bops_.sq_accumulate_sum(e.g.data(), e.rows * e.cols, acc, sums ? sums + j : nullptr);
+  }
+  if (!sums) return;
+  std::vector<double> host(static_cast<size_t>(n));
+  sums_.download(host.data(), n);
+  for (int64_t j = 0; j < n; ++j) {
+    const auto& e = g.entries()[size_t(j)];
+    if (e.name != skip) stats_[by_name.at(e.name)].grad_norm_sum += std::sqrt(host[size_t(j)]);
   }
 }
 

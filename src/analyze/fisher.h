@@ -129,6 +129,7 @@ class SensitivityAccumulator {
   Buffer<float> dl_;
   Buffer<int32_t> labels_;
   Buffer<int64_t> keys_;
+  Buffer<double> sums_;  // per-tensor sums of squares of one chunk gradient
   int64_t n_chunks_ = 0, n_tokens_ = 0, n_loss_ = 0;
   double loss_sum_ = 0;
 };
