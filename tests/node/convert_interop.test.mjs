@@ -8,7 +8,8 @@
 // 3. Records llama.cpp's greedy continuation of a few prompts plus top-5 log-probs at every
 //    generated position, for the bf16 refcode-32m file and the Q4_K_M anchor, and compares them
 //    with the committed fixture tests/data/llamacpp/greedy-fixture.json (tolerances below).
-//    With SAMQ_UPDATE_FIXTURES=1, or when the fixture is missing, it (re)writes the fixture.
+//    With SAMQ_UPDATE_FIXTURES=1 it (re)writes the fixture; a missing fixture is written and the
+//    test fails (nothing was compared).
 //
 // Environment (set by ctest): SAMQ_BINARY, SAMQ_SHARED_DIR, SAMQ_WORK_DIR. Exit 77 = skipped.
 import {execFileSync, spawnSync} from "node:child_process";
@@ -311,6 +312,8 @@ const tokFixture = {
   cases: tokCases,
 };
 if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(tokFixturePath)) {
+  // A missing fixture is recorded, but the run fails: nothing was compared.
+  if (process.env.SAMQ_UPDATE_FIXTURES !== "1") fail(`${tokFixturePath} is missing (written now; commit it)`);
   fs.writeFileSync(tokFixturePath, JSON.stringify(tokFixture) + "\n");
   console.log(`wrote ${tokFixturePath}`);
 } else {
@@ -322,6 +325,7 @@ if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(tokFixturePath)) 
 }
 
 if (process.env.SAMQ_UPDATE_FIXTURES === "1" || !fs.existsSync(fixturePath)) {
+  if (process.env.SAMQ_UPDATE_FIXTURES !== "1") fail(`${fixturePath} is missing (written now; commit it)`);
   fs.mkdirSync(path.dirname(fixturePath), {recursive: true});
   fs.writeFileSync(fixturePath, JSON.stringify(fixture, null, 1) + "\n");
   console.log(`wrote ${fixturePath}`);
