@@ -9,9 +9,10 @@
 #       [--text-bytes N] [--quantize-flag "--hessian ..."] [--plan-flags "..."] [--rows Q2_K,Q4_K_M]
 #       [--out DIR] [--build DIR]
 #
-# Defaults: the committed analysis (tests/plan/data/refcode-32m-sensitivity.json and its imatrix),
-# the first 400000 bytes of ../shared/data/eval.txt, all 207 chunks, every row. The anchors.md
-# figures are for all 207 chunks of that text; with --chunks below 207 or another --text, the
+# Defaults: a fresh analysis (`samq analyze` on the first 600000 bytes of ../shared/data/calib.txt,
+# 16384 tokens, with its importance matrix; kept in OUT/analysis and reused while the binary, model
+# and text are unchanged; with --sens and no --imatrix, no imatrix), the first 400000 bytes of
+# ../shared/data/eval.txt, all 207 chunks, every row. The anchors.md figures are for all 207 chunks of that text; with --chunks below 207 or another --text, the
 # ratio column uses the evaluated llama.cpp file where one exists and the anchors.md figure
 # (marked *) otherwise, so read it as indicative only.
 # Targets (issue 7): <= 0.45x at Q2_K, <= 0.60x at Q3_K_M and Q4_K_M, <= 0.75x at Q5_K_M, < 1x at
@@ -19,8 +20,9 @@
 set -euo pipefail
 # shellcheck source=scripts/paths.sh
 source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"
-sens="$root/tests/plan/data/refcode-32m-sensitivity.json"
-imatrix="$root/tests/plan/data/refcode-32m-imatrix.gguf"
+sens=""
+imatrix=""
+imatrix_given=0
 text="$shared/data/eval.txt"
 text_bytes=400000
 chunks=207
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --chunks) chunks="$2"; shift 2 ;;
     --sens) sens="$2"; shift 2 ;;
-    --imatrix) imatrix="$2"; shift 2 ;;
+    --imatrix) imatrix="$2"; imatrix_given=1; shift 2 ;;
     --text) text="$2"; shift 2 ;;
     --text-bytes) text_bytes="$2"; shift 2 ;;
     --quantize-flag) qflag="$2"; shift 2 ;;
@@ -49,6 +51,21 @@ done
 samq="$build/samq"
 model="$shared/models/refcode-32m"
 [[ -x "$samq" ]] || { echo "quality_sweep.sh: no samq binary at $samq (build it, or give --build DIR)" >&2; exit 2; }
+mkdir -p "$out"
+if [[ -z "$sens" ]]; then
+  a="$out/analysis"
+  mkdir -p "$a"
+  head -c 600000 "$shared/data/calib.txt" >"$a/calib.txt"
+  akey="$(cat "$samq" "$a/calib.txt" "$model/config.json" | sha256sum | cut -c1-16)"
+  if [[ ! -f "$a/sensitivity-$akey.json" ]]; then
+    echo "== samq analyze (16384 tokens of calib.txt)" >&2
+    "$samq" -q analyze "$model" --calib "$a/calib.txt" --tokens 16384 -o "$a/sensitivity-$akey.json.tmp" \
+      --imatrix-out "$a/imatrix-$akey.gguf"
+    mv "$a/sensitivity-$akey.json.tmp" "$a/sensitivity-$akey.json"
+  fi
+  sens="$a/sensitivity-$akey.json"
+  [[ $imatrix_given == 1 ]] || imatrix="$a/imatrix-$akey.gguf"
+fi
 [[ -f "$sens" ]] || { echo "quality_sweep.sh: --sens $sens: no such file" >&2; exit 2; }
 [[ -z "$imatrix" || -f "$imatrix" ]] || { echo "quality_sweep.sh: --imatrix $imatrix: no such file" >&2; exit 2; }
 [[ -f "$text" ]] || { echo "quality_sweep.sh: --text $text: no such file" >&2; exit 2; }

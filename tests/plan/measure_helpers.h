@@ -1,8 +1,9 @@
-// Helpers of the model-level quality tests (tests/plan/slow_max_kld.cpp,
-// tests/export/slow_quality_q4km.cpp, tests/export/slow_gptq.cpp): run a samq command line or
-// fail with its output's tail, read an eval.json's mean KLD, write the issue's evaluation text
-// (the first 400000 bytes of ../shared/data/eval.txt) into a test directory, and QualityRun:
-// the reference model, the committed analysis and the quantize / eval-against-BF16 steps.
+// Helpers of the model-level quality tests (tests/export/slow_cli_path.cpp,
+// tests/export/slow_gptq.cpp): run a samq command line or fail with its output's tail, read an
+// eval.json's mean KLD, write the issue's evaluation text (the first 400000 bytes of
+// ../shared/data/eval.txt) into a test directory, and QualityRun: the reference model and the
+// quantize / eval-against-BF16 steps. No samq output is committed for these tests (issue 15):
+// what they quantize with is computed in the test, or is llama.cpp's own reference imatrix.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -40,15 +41,15 @@ inline std::string env_or(const char* name, const char* def) {
   return v ? v : def;
 }
 
-// One quality measurement on refcode-32m in a fresh directory: quantize plans with the committed
-// analysis's importance matrix, then evaluate files by mean KLD against the BF16 model on the
-// chunks set by eval_on (ctx 512), with the base logits computed once.
+// One quality measurement on refcode-32m in a fresh directory: quantize plans with an importance
+// matrix (by default llama.cpp's, ../shared/golden/anchors/refcode-32m-imatrix.gguf: llama-imatrix
+// on the first 600000 bytes of calib.txt), then evaluate files by mean KLD against the BF16 model
+// on the chunks set by eval_on (ctx 512), with the base logits computed once.
 struct QualityRun {
   std::string dir = temp_dir();
   std::string bin = samq_binary() + " -q ";
   std::string model = shared_path("models/refcode-32m");
-  std::string imatrix = source_path("tests/plan/data/refcode-32m-imatrix.gguf");
-  std::string sens = source_path("tests/plan/data/refcode-32m-sensitivity.json");
+  std::string imatrix = shared_path("golden/anchors/refcode-32m-imatrix.gguf");
   std::string eval_flags;
 
   // samq quantize MODEL PLAN -o OUT --imatrix IMATRIX, plus `extra` flags.
