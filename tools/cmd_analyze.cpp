@@ -3,6 +3,7 @@
 // sensitivity.json (docs/artifacts.md), optionally the importance matrix in llama.cpp's GGUF
 // format and an SVG heat map.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "analyze/analyze.h"
@@ -101,14 +102,20 @@ int run_analyze(const AnalyzeArgs& a) {
                      {"peak_host_rss_bytes", host.peak_used}};
   std::fprintf(stderr, "samq analyze: peak memory: device %s, host RSS %s\n",
                on_host ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
-  write_file_atomic(a.out, r.doc.dump(1) + "\n");
-  std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
-               r.tokens_per_second, r.mean_loss, a.out.c_str());
+  // The importance matrix is named in sensitivity.json (absolute path and sha256; null without
+  // --imatrix-out), so `samq quantize` finds it through plan.json -> sensitivity.json by default.
   if (!a.imatrix_out.empty()) {
     write_imatrix_gguf(a.imatrix_out, r.imatrix);
     std::fprintf(stderr, "samq analyze: wrote importance matrix %s (%zu tensors)\n", a.imatrix_out.c_str(),
                  r.imatrix.entries.size());
+    r.doc["imatrix"] = {{"path", std::filesystem::absolute(a.imatrix_out).string()},
+                        {"sha256", sha256_file_hex(a.imatrix_out)}};
+  } else {
+    r.doc["imatrix"] = nullptr;
   }
+  write_file_atomic(a.out, r.doc.dump(1) + "\n");
+  std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
+               r.tokens_per_second, r.mean_loss, a.out.c_str());
   if (!a.plot.empty()) {
     write_file_atomic(a.plot, sensitivity_svg(r.doc));
     std::fprintf(stderr, "samq analyze: wrote heat map %s\n", a.plot.c_str());
