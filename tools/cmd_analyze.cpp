@@ -102,14 +102,19 @@ int run_analyze(const AnalyzeArgs& a) {
                      {"peak_host_rss_bytes", host.peak_used}};
   std::fprintf(stderr, "samq analyze: peak memory: device %s, host RSS %s\n",
                on_host ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
-  // The importance matrix is named in sensitivity.json (absolute path and sha256; null without
-  // --imatrix-out), so `samq quantize` finds it through plan.json -> sensitivity.json by default.
-  if (!a.imatrix_out.empty()) {
-    write_imatrix_gguf(a.imatrix_out, r.imatrix);
-    std::fprintf(stderr, "samq analyze: wrote importance matrix %s (%zu tensors)\n", a.imatrix_out.c_str(),
+  // The importance matrix is named in sensitivity.json (absolute path and sha256; null with
+  // --imatrix-out none), so `samq quantize` finds it through plan.json -> sensitivity.json by default.
+  // Default: beside the report (sensitivity.json -> sensitivity.imatrix.gguf); "none" writes none.
+  const std::string imatrix_out = a.imatrix_out == "none" ? ""
+                                  : !a.imatrix_out.empty()
+                                      ? a.imatrix_out
+                                      : std::filesystem::path(a.out).replace_extension("").string() + ".imatrix.gguf";
+  if (!imatrix_out.empty()) {
+    write_imatrix_gguf(imatrix_out, r.imatrix);
+    std::fprintf(stderr, "samq analyze: wrote importance matrix %s (%zu tensors)\n", imatrix_out.c_str(),
                  r.imatrix.entries.size());
-    r.doc["imatrix"] = {{"path", std::filesystem::absolute(a.imatrix_out).string()},
-                        {"sha256", sha256_file_hex(a.imatrix_out)}};
+    r.doc["imatrix"] = {{"path", std::filesystem::absolute(imatrix_out).string()},
+                        {"sha256", sha256_file_hex(imatrix_out)}};
   } else {
     r.doc["imatrix"] = nullptr;
   }
@@ -185,7 +190,8 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--scratch", a->scratch, "Directory for the streamed pass's residual checkpoints when host memory is short");
   sub.add_option("--max-gpu-memory", a->max_gpu_memory, "Device memory cap, e.g. 80GB (default: free device memory)");
   sub.add_option("--max-host-memory", a->max_host_memory, "Host memory cap, e.g. 64GB (default: none)");
-  sub.add_option("--imatrix-out", a->imatrix_out, "Also write the importance matrix (llama.cpp GGUF imatrix format)");
+  sub.add_option("--imatrix-out", a->imatrix_out, "Where to write the importance matrix (llama.cpp GGUF imatrix format; samq quantize finds it "
+                 "through sensitivity.json). Default: beside -o, NAME.imatrix.gguf; 'none': not written");
   sub.add_option("--plot", a->plot, "Also write an SVG heat map of predicted Δloss at Q4_K");
   sub.add_option("--seed", a->seed, "Seed of the model-label sampling")->capture_default_str();
   sub.add_option("--loss-from", a->loss_from, "Score positions >= this in each chunk")->capture_default_str();
