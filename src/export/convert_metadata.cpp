@@ -104,11 +104,23 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
   put("general.quantization_version", GgufValue::u32(2));
 
   const TokenizerVocab& v = tok.vocab();
-  put("tokenizer.ggml.model", GgufValue::str(v.model));
-  put("tokenizer.ggml.pre", GgufValue::str(v.pre));
-  put("tokenizer.ggml.tokens", GgufValue::arr_str(v.tokens));
-  put("tokenizer.ggml.token_type", GgufValue::arr_i32(v.token_types));
-  put("tokenizer.ggml.merges", GgufValue::arr_str(v.merges));
+  if (v.model == "llama") {
+    // SentencePiece (_set_vocab_sentencepiece / _set_vocab_llama_hf): add_space_prefix first (the
+    // llama converter writes it before the vocab; samq always writes it, so the file says what
+    // the tokenizer.json does), then model, pre "default", tokens, scores, token_type, no merges.
+    if (v.add_space_prefix) put("tokenizer.ggml.add_space_prefix", GgufValue::boolean(*v.add_space_prefix));
+    put("tokenizer.ggml.model", GgufValue::str(v.model));
+    put("tokenizer.ggml.pre", GgufValue::str(v.pre.empty() ? "default" : v.pre));
+    put("tokenizer.ggml.tokens", GgufValue::arr_str(v.tokens));
+    put("tokenizer.ggml.scores", GgufValue::arr_f32(v.scores));
+    put("tokenizer.ggml.token_type", GgufValue::arr_i32(v.token_types));
+  } else {
+    put("tokenizer.ggml.model", GgufValue::str(v.model));
+    put("tokenizer.ggml.pre", GgufValue::str(v.pre));
+    put("tokenizer.ggml.tokens", GgufValue::arr_str(v.tokens));
+    put("tokenizer.ggml.token_type", GgufValue::arr_i32(v.token_types));
+    put("tokenizer.ggml.merges", GgufValue::arr_str(v.merges));
+  }
   if (v.bos_id >= 0) put("tokenizer.ggml.bos_token_id", u32(v.bos_id));
   if (v.eos_id >= 0) put("tokenizer.ggml.eos_token_id", u32(v.eos_id));
   if (v.unk_id >= 0) put("tokenizer.ggml.unknown_token_id", u32(v.unk_id));

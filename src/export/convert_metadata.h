@@ -25,8 +25,9 @@ std::string gguf_size_label(int64_t n_params);
 //   embedding_length, feed_forward_length, attention.head_count, attention.head_count_kv,
 //   rope.freq_base, attention.layer_norm_rms_epsilon, [attention.key_length, value_length],
 //   general.file_type, [llama: vocab_size, rope.dimension_count, rope.scaling.*],
-//   general.quantization_version, tokenizer.ggml.* (model, pre, tokens, token_type, merges,
-//   special ids, add_bos/add_eos), tokenizer.chat_template.
+//   general.quantization_version, tokenizer.ggml.* (gpt2: model, pre, tokens, token_type, merges;
+//   llama/SentencePiece: add_space_prefix, model, pre, tokens, scores, token_type; then special
+//   ids, add_bos/add_eos), tokenizer.chat_template.
 std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const ModelHparams& hp, const Tokenizer& tok,
                                              int64_t n_params, uint32_t file_type);
 

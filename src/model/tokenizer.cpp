@@ -218,6 +218,29 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     }
     if (any) frags.swap(next);
   }
+  if (im.spm) {
+    // llama.cpp's SPM branch: " " before a raw fragment that is first or follows a special token
+    // (when add_space_prefix), spaces escaped as U+2581, each fragment merged on its own.
+    bool prev_special = true;
+    std::string buf;
+    for (const Frag& f : frags) {
+      if (f.id >= 0) {
+        out.push_back(f.id);
+        prev_special = true;
+        continue;
+      }
+      if (f.len == 0) continue;  // empty text: no fragment at all in llama.cpp, so no prefix either
+      buf.clear();
+      if (im.add_space_prefix && prev_special) buf = "\xe2\x96\x81";
+      for (char c : text.substr(f.off, f.len)) {
+        if (c == ' ') buf += "\xe2\x96\x81";
+        else buf.push_back(c);
+      }
+      im.spm_fragment(buf, out);
+      prev_special = false;
+    }
+    return out;
+  }
   for (const Frag& f : frags) {
     if (f.id >= 0) out.push_back(f.id);
     else if (f.len > 0) im.encode_raw(text.substr(f.off, f.len), out);
@@ -229,7 +252,34 @@ std::string Tokenizer::token_to_piece(int32_t id, bool special) const {
   if (!impl_) fail("tokenizer: not loaded");
   if (id < 0 || id >= n_vocab()) fail("tokenizer: token id {} out of range [0, {})", id, n_vocab());
   const std::string& text = impl_->vocab.tokens[size_t(id)];
-  switch (TokenType(impl_->vocab.token_types[size_t(id)])) {
+  const TokenType type = TokenType(impl_->vocab.token_types[size_t(id)]);
+  if (impl_->spm) {  // as llama.cpp's token_to_piece for SPM
+    switch (type) {
+      case TokenType::Normal: {
+        std::string out;
+        for (size_t i = 0; i < text.size(); ++i) {
+          if (text.compare(i, 3, "\xe2\x96\x81") == 0) {
+            out.push_back(' ');
+            i += 2;
+          } else {
+            out.push_back(text[i]);
+          }
+        }
+        return out;
+      }
+      case TokenType::Byte:
+        if (text.size() == 6 && text.starts_with("<0x")) return std::string(1, char(std::stoi(text.substr(3, 2), nullptr, 16)));
+        return text;
+      case TokenType::UserDefined:
+        return text;
+      case TokenType::Control:
+      case TokenType::Unknown:
+        return special ? text : std::string();
+      default:
+        return std::string();
+    }
+  }
+  switch (type) {
     case TokenType::Normal: {
       const auto& t = byte_tables();
       std::string out;
@@ -274,7 +324,7 @@ bool Tokenizer::is_control(int32_t id) const {
 bool Tokenizer::add_bos_default() const {
   if (!impl_) return false;
   if (impl_->vocab.add_bos) return *impl_->vocab.add_bos;
-  return impl_->pre_kind == detail::PreTokenizer::Llama3;
+  return impl_->spm || impl_->pre_kind == detail::PreTokenizer::Llama3;  // llama.cpp: true for SPM
 }
 int32_t Tokenizer::token_id(std::string_view text) const {
   if (!impl_) return -1;

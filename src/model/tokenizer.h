@@ -16,8 +16,15 @@
 // mutex), makes repeated words cheap: about 2M tokens/s on ../shared/data/eval.txt here, about
 // 4x llama.cpp's own tokenizer measured in the same run (tests/node/convert_interop.test.mjs).
 //
-// Non-goals: SentencePiece (`llama` vocab) and other pre-tokenizers: they fail with a clear
-// "not supported yet" error naming the family.
+// SentencePiece (llama.cpp's `llama` vocab, Llama-2/Mistral/Gemma kind; tokenizer_spm.cpp): no
+// pre-tokenizer; after the same special-token partition each raw fragment gets a leading " " when
+// add_space_prefix is on and the previous fragment was a special token (or it is the first), its
+// spaces become U+2581, and it is merged from UTF-8 characters by piece score (highest first,
+// leftmost on ties, as llama.cpp's llm_tokenizer_spm_session); what is left unmatched goes out
+// as <0xNN> byte tokens. Invalid UTF-8 is NOT replaced there (llama.cpp passes the bytes on).
+//
+// Non-goals: other vocab kinds (UGM/T5, WPM, RWKV) and other pre-tokenizers: they fail with a
+// clear "not supported yet" error naming the family.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -35,14 +42,17 @@ enum class TokenType : int32_t {
   Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6,
 };
 
-// Everything the GGUF vocab keys hold, in the converter's spelling. Token strings are in the
-// GPT-2 byte alphabet (e.g. "Ġthe"), merges are "left right".
+// Everything the GGUF vocab keys hold, in the converter's spelling. gpt2: token strings are in
+// the GPT-2 byte alphabet (e.g. "Ġthe"), merges are "left right". llama (SentencePiece): pieces
+// with U+2581 for spaces ("▁the"), "<0xNN>" byte pieces, one score per token, no merges.
 struct TokenizerVocab {
-  std::string model = "gpt2";  // tokenizer.ggml.model
-  std::string pre;             // tokenizer.ggml.pre, e.g. "llama-bpe"
+  std::string model = "gpt2";  // tokenizer.ggml.model: "gpt2" or "llama"
+  std::string pre;             // tokenizer.ggml.pre, e.g. "llama-bpe"; "default" for llama
   std::vector<std::string> tokens;
   std::vector<int32_t> token_types;  // TokenType values
   std::vector<std::string> merges;
+  std::vector<float> scores;  // tokenizer.ggml.scores (llama; empty for gpt2)
+  std::optional<bool> add_space_prefix;  // tokenizer.ggml.add_space_prefix (llama.cpp's default: true for llama)
   int32_t bos_id = -1, eos_id = -1, unk_id = -1, pad_id = -1, eot_id = -1;  // -1: absent
   std::optional<bool> add_bos, add_eos;  // written only when the source says so
   std::optional<std::string> chat_template;

@@ -1,6 +1,7 @@
 // Internal state of samq::Tokenizer, shared by tokenizer.cpp (encode/decode) and
 // tokenizer_load.cpp (building it from tokenizer.json or GGUF vocab arrays).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,9 @@ struct Tokenizer::Impl {
   detail::PreTokenizer pre_kind = detail::PreTokenizer::Llama3;
   std::unique_ptr<detail::RegexSplitter> splitter;
   bool ignore_merges = true;  // llama-bpe: a pre-token that is a vocab entry is taken whole
+  bool spm = false;              // model "llama": SentencePiece (tokenizer_spm.cpp)
+  bool add_space_prefix = true;  // spm: " " before a fragment at the start or after a special token
+  std::array<int32_t, 256> byte_ids{};  // spm: byte -> "<0xNN>" (else the 1-byte piece), -1 if none
 
   std::unordered_map<std::string, int32_t> token_to_id;
   // Merge rank and resulting token id (-1 if the merged text is no vocab entry), keyed by
@@ -41,6 +45,9 @@ struct Tokenizer::Impl {
   void build();
   void bpe_word(const std::string& word, std::vector<int32_t>& out) const;
   void encode_raw(std::string_view text, std::vector<int32_t>& out) const;
+  void build_spm();  // spm part of build()
+  // One raw fragment, already prefixed and escaped (spaces as U+2581), as llama.cpp's SPM session.
+  void spm_fragment(std::string_view text, std::vector<int32_t>& out) const;
 };
 
 }  // namespace samq

@@ -4,6 +4,7 @@
 // TokenizerVocab in Impl::build(), so both sources behave identically.
 #include <algorithm>
 #include <filesystem>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -31,14 +32,190 @@ bool looks_special(std::string_view t) {
   return false;
 }
 
+// True when tokenizer.json prepends "▁" to the text (Llama-2: normalizer Prepend("▁"); newer
+// files: pre_tokenizer Metaspace with prepend_scheme "first"/"always" or add_prefix_space).
+bool hf_prepends_space(const nlohmann::json& tj) {
+  using nlohmann::json;
+  auto any_of = [](const json& node, const char* list_key, auto&& pred) {
+    if (!node.is_object()) return false;
+    if (pred(node)) return true;
+    if (node.contains(list_key) && node[list_key].is_array())
+      for (const json& c : node[list_key])
+        if (c.is_object() && pred(c)) return true;
+    return false;
+  };
+  const bool prepend = any_of(tj.value("normalizer", json()), "normalizers", [](const json& n) {
+    return n.value("type", "") == "Prepend" && n.value("prepend", "") == "\xe2\x96\x81";
+  });
+  const bool metaspace = any_of(tj.value("pre_tokenizer", json()), "pretokenizers", [](const json& n) {
+    if (n.value("type", "") != "Metaspace") return false;
+    if (n.contains("prepend_scheme") && n["prepend_scheme"].is_string()) return n["prepend_scheme"].get<std::string>() != "never";
+    return n.value("add_prefix_space", true);
+  });
+  return prepend || metaspace;
+}
+
+// The "llama" (SentencePiece) vocab from tokenizer.json's BPE-with-byte_fallback or Unigram
+// model, typed as llama.cpp's SentencePiece conversion types them: the unknown piece UNKNOWN,
+// "<0xNN>" pieces BYTE, added tokens CONTROL (special) or USER_DEFINED, padding "[PAD<i>]"
+// UNUSED with score -1000. Scores: Unigram's own log-probabilities; for BPE, -(rank of the first
+// merge that makes the piece), so that llama.cpp's highest-score-first merging follows the merge
+// order (pieces no merge makes score below every merged one; special, byte and added pieces 0).
+// (llama.cpp's converter, given only tokenizer.json, writes -1000 for every BPE piece, a
+// placeholder under which llama.cpp merges leftmost-first; samq writes the merge order instead.)
+// add_space_prefix: tokenizer_config.json's add_prefix_space when present (as the converter),
+// else whether tokenizer.json prepends "▁".
+TokenizerVocab spm_vocab_from_json(const nlohmann::json& tj, const nlohmann::json& tc, const std::string& tj_path,
+                                   int64_t n_vocab_padded) {
+  using nlohmann::json;
+  const json& model = tj.at("model");
+  const bool unigram = model.value("type", "") == "Unigram";
+  TokenizerVocab v;
+  v.model = "llama";
+  v.pre = "default";
+  std::vector<std::string> by_id;
+  std::vector<float> score;
+  std::vector<uint8_t> present;
+  auto put = [&](int64_t id, const std::string& text, float sc) {
+    if (id < 0 || id > (1 << 24)) fail("{}: token id {} of '{}' out of range", tj_path, id, text);
+    if (size_t(id) >= by_id.size()) {
+      by_id.resize(size_t(id) + 1);
+      score.resize(size_t(id) + 1, 0.0f);
+      present.resize(size_t(id) + 1, 0);
+    }
+    by_id[size_t(id)] = text;
+    score[size_t(id)] = sc;
+    present[size_t(id)] = 1;
+  };
+  int64_t unk = -1;
+  size_t n_model = 0;
+  if (unigram) {
+    const json& jv = model.at("vocab");
+    for (size_t i = 0; i < jv.size(); ++i) put(int64_t(i), jv[i].at(0).get<std::string>(), jv[i].at(1).get<float>());
+    n_model = jv.size();
+    if (model.contains("unk_id") && model["unk_id"].is_number_integer()) unk = model["unk_id"].get<int64_t>();
+  } else {
+    const json& jv = model.at("vocab");
+    for (auto it = jv.begin(); it != jv.end(); ++it) put(it.value().get<int64_t>(), it.key(), 0.0f);
+    n_model = by_id.size();
+    if (model.contains("unk_token") && model["unk_token"].is_string()) {
+      const auto it = jv.find(model["unk_token"].get<std::string>());
+      if (it != jv.end()) unk = it->get<int64_t>();
+    }
+  }
+  std::vector<std::pair<int64_t, bool>> added;  // id, special
+  for (const auto& a : tj.value("added_tokens", json::array())) {
+    const int64_t id = a.at("id").get<int64_t>();
+    const std::string content = a.at("content").get<std::string>();
+    if (size_t(id) >= n_model || !present[size_t(id)]) put(id, content, -1000.0f);
+    added.emplace_back(id, a.value("special", false));
+  }
+  if (n_vocab_padded > 0 && by_id.size() > size_t(n_vocab_padded))
+    fail("{}: the tokenizer has ids up to {} but config.json's vocab_size is {}", tj_path, by_id.size() - 1, n_vocab_padded);
+  const size_t n = std::max<size_t>(by_id.size(), n_vocab_padded > 0 ? size_t(n_vocab_padded) : 0);
+  v.tokens.resize(n);
+  v.scores.assign(n, 0.0f);
+  v.token_types.assign(n, int32_t(TokenType::Normal));
+  auto is_byte_piece = [](const std::string& t) {
+    auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); };
+    return t.size() == 6 && t.starts_with("<0x") && hex(t[3]) && hex(t[4]) && t[5] == '>';
+  };
+  for (size_t i = 0; i < n; ++i) {
+    if (i < by_id.size() && present[i]) {
+      v.tokens[i] = by_id[i];
+      v.scores[i] = score[i];
+      if (is_byte_piece(by_id[i])) v.token_types[i] = int32_t(TokenType::Byte);
+    } else {
+      v.tokens[i] = "[PAD" + std::to_string(i) + "]";
+      v.scores[i] = -1000.0f;
+      v.token_types[i] = int32_t(TokenType::Unused);
+    }
+  }
+  for (const auto& [id, special] : added)
+    v.token_types[size_t(id)] = int32_t(special ? TokenType::Control : TokenType::UserDefined);
+  if (unk >= 0 && size_t(unk) < n) v.token_types[size_t(unk)] = int32_t(TokenType::Unknown);
+
+  if (!unigram) {
+    // Scores from the merge order.
+    std::unordered_map<std::string, int32_t> id_of;
+    id_of.reserve(n * 2);
+    for (size_t i = 0; i < n; ++i) id_of.emplace(v.tokens[i], int32_t(i));
+    std::vector<uint8_t> scored(n, 0);
+    int64_t rank = 0;
+    for (const auto& m : model.at("merges")) {
+      std::string merged;
+      if (m.is_string()) {
+        const std::string ms = m.get<std::string>();
+        const size_t sp = ms.find(' ', 1);
+        if (sp == std::string::npos) fail("{}: merge '{}' has no separating space", tj_path, ms);
+        merged = ms.substr(0, sp) + ms.substr(sp + 1);
+      } else if (m.is_array() && m.size() == 2) {
+        merged = m[0].get<std::string>() + m[1].get<std::string>();
+      } else {
+        fail("{}: model.merges entry is neither \"a b\" nor [a, b]", tj_path);
+      }
+      const auto it = id_of.find(merged);
+      if (it != id_of.end() && !scored[size_t(it->second)]) {
+        scored[size_t(it->second)] = 1;
+        if (TokenType(v.token_types[size_t(it->second)]) == TokenType::Normal) v.scores[size_t(it->second)] = -float(rank);
+      }
+      ++rank;
+    }
+    for (size_t i = 0; i < n; ++i)
+      if (!scored[i] && TokenType(v.token_types[i]) == TokenType::Normal) v.scores[i] = -float(rank + int64_t(i));
+  }
+  if (tc.contains("add_prefix_space") && tc["add_prefix_space"].is_boolean()) v.add_space_prefix = tc["add_prefix_space"].get<bool>();
+  else v.add_space_prefix = hf_prepends_space(tj);
+  return v;
+}
+
+// Special token ids, add_bos/add_eos and the chat template from tokenizer_config.json (ids
+// found among the added tokens, then the vocab), falling back to config.json's ids as the
+// converter does.
+void finish_hf_vocab(TokenizerVocab& v, const nlohmann::json& tj, const nlohmann::json& tc, const std::string& dir) {
+  namespace fs = std::filesystem;
+  using nlohmann::json;
+    // Special token ids from tokenizer_config.json's strings, found among the added tokens.
+    auto special_id = [&](const char* key) -> int32_t {
+      if (!tc.contains(key) || tc[key].is_null()) return -1;
+      const json& j = tc[key];
+      const std::string content = j.is_string() ? j.get<std::string>() : j.value("content", "");
+      for (const auto& a : tj.value("added_tokens", json::array()))
+        if (a.value("content", "") == content) return a.at("id").get<int32_t>();
+      const auto it = std::find(v.tokens.begin(), v.tokens.end(), content);
+      return it == v.tokens.end() ? -1 : int32_t(it - v.tokens.begin());
+    };
+    v.bos_id = special_id("bos_token");
+    v.eos_id = special_id("eos_token");
+    v.unk_id = special_id("unk_token");
+    v.pad_id = special_id("pad_token");
+    // Fall back to config.json's ids, as the converter does.
+    const std::string cfg_path = (fs::path(dir) / "config.json").string();
+    if ((v.bos_id < 0 || v.eos_id < 0) && fs::exists(cfg_path)) {
+      const json cfg = json::parse(read_file(cfg_path));
+      auto from_cfg = [&](const char* key, int32_t& id) {
+        if (id < 0 && cfg.contains(key) && cfg[key].is_number_integer()) id = cfg[key].get<int32_t>();
+      };
+      from_cfg("bos_token_id", v.bos_id);
+      from_cfg("eos_token_id", v.eos_id);
+    }
+    if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) v.add_bos = tc["add_bos_token"].get<bool>();
+    if (tc.contains("add_eos_token") && tc["add_eos_token"].is_boolean()) v.add_eos = tc["add_eos_token"].get<bool>();
+    if (tc.contains("chat_template") && tc["chat_template"].is_string()) v.chat_template = tc["chat_template"].get<std::string>();
+}
+
 }  // namespace
 
 void Tokenizer::Impl::build() {
-  if (vocab.model != "gpt2")
-    fail("tokenizer model '{}' is not supported yet (samq implements byte-level BPE, 'gpt2')", vocab.model);
-  pre_kind = detail::pre_tokenizer_from_name(vocab.pre);
-  ignore_merges = pre_kind == detail::PreTokenizer::Llama3;
-  splitter = std::make_unique<detail::RegexSplitter>(pre_kind);
+  spm = vocab.model == "llama";
+  if (!spm && vocab.model != "gpt2")
+    fail("tokenizer model '{}' is not supported yet (samq implements byte-level BPE 'gpt2' and SentencePiece 'llama')",
+         vocab.model);
+  if (!spm) {
+    pre_kind = detail::pre_tokenizer_from_name(vocab.pre);
+    ignore_merges = pre_kind == detail::PreTokenizer::Llama3;
+    splitter = std::make_unique<detail::RegexSplitter>(pre_kind);
+  }
   const size_t n = vocab.tokens.size();
   if (n == 0) fail("tokenizer: empty vocab (tokenizer.ggml.tokens)");
   if (vocab.token_types.empty()) vocab.token_types.assign(n, int32_t(TokenType::Normal));
@@ -86,6 +263,7 @@ void Tokenizer::Impl::build() {
   });
   if (vocab.eos_id >= 0) is_eog[size_t(vocab.eos_id)] = 1;
   if (vocab.eot_id >= 0) is_eog[size_t(vocab.eot_id)] = 1;
+  if (spm) build_spm();
   cache.clear();
 }
 
@@ -103,12 +281,23 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& f) {
   const std::string where = f.path();
   v.model = f.get_str("tokenizer.ggml.model", "");
   if (v.model.empty()) fail("{}: no tokenizer.ggml.model key; the file has no vocab", where);
-  if (v.model != "gpt2")
-    fail("{}: tokenizer model '{}' is not supported yet (samq implements byte-level BPE, 'gpt2')", where, v.model);
+  if (v.model != "gpt2" && v.model != "llama")
+    fail("{}: tokenizer model '{}' is not supported yet (samq implements byte-level BPE 'gpt2' and SentencePiece 'llama')",
+         where, v.model);
   v.pre = f.get_str("tokenizer.ggml.pre", "default");
   v.tokens = f.get_arr_str("tokenizer.ggml.tokens");
   v.token_types = f.get_arr_i32("tokenizer.ggml.token_type", {});
-  v.merges = f.get_arr_str("tokenizer.ggml.merges");
+  if (v.model == "gpt2") v.merges = f.get_arr_str("tokenizer.ggml.merges");
+  if (v.model == "llama") {
+    if (const GgufValue* sc = f.find("tokenizer.ggml.scores")) {
+      if (sc->is_array() && sc->elem_type() == GgufType::INT32) {
+        for (int32_t x : sc->get_arr_i32()) v.scores.push_back(float(x));
+      } else {
+        v.scores = sc->get_arr_f32();
+      }
+    }
+    if (const GgufValue* b = f.find("tokenizer.ggml.add_space_prefix")) v.add_space_prefix = b->get_bool();
+  }
   auto id = [&](const char* key) {
     const GgufValue* val = f.find(key);
     return val ? int32_t(val->get_int()) : -1;
@@ -155,9 +344,14 @@ Tokenizer Tokenizer::from_hf_dir(const std::string& dir, int64_t n_vocab_padded)
   try {
     const json& model = tj.at("model");
     const std::string mtype = model.value("type", "");
-    if (mtype != "BPE") fail("{}: tokenizer family '{}' (model.type) is not supported yet; samq implements byte-level BPE", tj_path, mtype);
-    if (model.value("byte_fallback", false))
-      fail("{}: BPE with byte_fallback (SentencePiece-style, llama.cpp's 'llama' vocab) is not supported yet", tj_path);
+    if (mtype == "Unigram" || (mtype == "BPE" && model.value("byte_fallback", false))) {
+      TokenizerVocab v = spm_vocab_from_json(tj, tc, tj_path, n_vocab_padded);
+      finish_hf_vocab(v, tj, tc, dir);
+      return from_vocab(std::move(v));
+    }
+    if (mtype != "BPE")
+      fail("{}: tokenizer family '{}' (model.type) is not supported yet; samq implements byte-level BPE and "
+           "SentencePiece (BPE with byte_fallback, Unigram)", tj_path, mtype);
 
     // Pre-tokenizer: Sequence[Split(regex, Isolated), ByteLevel(use_regex=false)].
     TokenizerVocab v;
@@ -230,33 +424,7 @@ Tokenizer Tokenizer::from_hf_dir(const std::string& dir, int64_t n_vocab_padded)
       else fail("{}: model.merges entry is neither \"a b\" nor [a, b]", tj_path);
     }
 
-    // Special token ids from tokenizer_config.json's strings, found among the added tokens.
-    auto special_id = [&](const char* key) -> int32_t {
-      if (!tc.contains(key) || tc[key].is_null()) return -1;
-      const json& j = tc[key];
-      const std::string content = j.is_string() ? j.get<std::string>() : j.value("content", "");
-      for (const auto& a : tj.value("added_tokens", json::array()))
-        if (a.value("content", "") == content) return a.at("id").get<int32_t>();
-      const auto it = jv.find(content);
-      return it == jv.end() ? -1 : it->get<int32_t>();
-    };
-    v.bos_id = special_id("bos_token");
-    v.eos_id = special_id("eos_token");
-    v.unk_id = special_id("unk_token");
-    v.pad_id = special_id("pad_token");
-    // Fall back to config.json's ids, as the converter does.
-    const std::string cfg_path = (fs::path(dir) / "config.json").string();
-    if ((v.bos_id < 0 || v.eos_id < 0) && fs::exists(cfg_path)) {
-      const json cfg = json::parse(read_file(cfg_path));
-      auto from_cfg = [&](const char* key, int32_t& id) {
-        if (id < 0 && cfg.contains(key) && cfg[key].is_number_integer()) id = cfg[key].get<int32_t>();
-      };
-      from_cfg("bos_token_id", v.bos_id);
-      from_cfg("eos_token_id", v.eos_id);
-    }
-    if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) v.add_bos = tc["add_bos_token"].get<bool>();
-    if (tc.contains("add_eos_token") && tc["add_eos_token"].is_boolean()) v.add_eos = tc["add_eos_token"].get<bool>();
-    if (tc.contains("chat_template") && tc["chat_template"].is_string()) v.chat_template = tc["chat_template"].get<std::string>();
+    finish_hf_vocab(v, tj, tc, dir);
     return from_vocab(std::move(v));
   } catch (const json::exception& e) {
     fail("{}: unexpected structure: {}", tj_path, e.what());
