@@ -129,10 +129,12 @@ TEST(TokenizerSpm, LoadsTokenizerJsonForms) {
     EXPECT_EQ(t.token_type(3999), TokenType::Unused);
     EXPECT_EQ(v.tokens[3999], "[PAD3999]");
     EXPECT_EQ(v.scores[3999], -1000.0f);
-    // A merged piece outranks its parts.
+    // BPE: scores follow the merge order (a merged piece outranks single characters); Unigram:
+    // the file's log-probabilities as they are.
     const int32_t the = t.token_id(SP + "the");
     ASSERT_GE(the, 0);
-    EXPECT_GT(v.scores[size_t(the)], v.scores[size_t(t.token_id("h"))]);
+    if (std::string(form) == "bpe") EXPECT_GT(v.scores[size_t(the)], v.scores[size_t(t.token_id("h"))]);
+    else EXPECT_LT(v.scores[size_t(the)], 0.0f);
     const std::string text = "def __init__(self, x):\n    return x  # é 😀\t[INST] <tool>";
     const auto ids = t.encode(text, false, false);
     EXPECT_EQ(t.decode(ids), " " + text);  // the prefix space; [INST] as text, byte fallback for 😀
