@@ -49,8 +49,10 @@ void SensitivityAccumulator::run_streamed(Model& m, const std::vector<std::vecto
   }
   std::unordered_map<std::string, size_t> by_name;
   for (size_t i = 0; i < stats_.size(); ++i) by_name[stats_[i].name] = i;
+  std::vector<bool> closed(stats_.size(), false);
   auto done = [&](const Tensor* t) {
     const size_t i = by_name.at(t->name);
+    closed[i] = true;
     close_tensor(i);
     if (so.on_tensor_done) so.on_tensor_done(stats_[i]);
     for (int k = 0; k < 2; ++k) std::vector<float>().swap(stats_[i].g2[k]);
@@ -194,6 +196,13 @@ void SensitivityAccumulator::run_streamed(Model& m, const std::vector<std::vecto
     }
     done(&te);
   }
+  // Tensors no pass reads a gradient of (rope_freqs): zero statistics, as in add_chunk.
+  for (size_t i = 0; i < stats_.size(); ++i)
+    if (!closed[i]) {
+      open_tensor(i);
+      const Tensor* t = m.find(stats_[i].name);
+      if (t) done(t);
+    }
   if (bar) bar->finish();
   dirty_ = false;
 }
