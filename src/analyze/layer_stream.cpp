@@ -7,37 +7,13 @@
 
 #include <fmt/format.h>
 
+#include "core/byte_size.h"
 #include "core/error.h"
 
 namespace samq {
 
 int64_t parse_memory_size(const std::string& text, const char* option) {
-  if (text.empty()) return 0;
-  size_t i = 0;
-  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-  if (i == 0) fail("{} '{}': expected a size such as 80GB, 64GiB or 512MB", option, text);
-  double v = 0;
-  try {
-    v = std::stod(text.substr(0, i));
-  } catch (...) {
-    fail("{} '{}': expected a size such as 80GB, 64GiB or 512MB", option, text);
-  }
-  std::string unit = text.substr(i);
-  for (auto& c : unit) c = char(std::tolower(static_cast<unsigned char>(c)));
-  double mul = 0;
-  if (unit.empty() || unit == "b") mul = 1;
-  else if (unit == "k" || unit == "kb") mul = 1e3;
-  else if (unit == "m" || unit == "mb") mul = 1e6;
-  else if (unit == "g" || unit == "gb") mul = 1e9;
-  else if (unit == "t" || unit == "tb") mul = 1e12;
-  else if (unit == "kib") mul = 1024.0;
-  else if (unit == "mib") mul = 1024.0 * 1024;
-  else if (unit == "gib") mul = 1024.0 * 1024 * 1024;
-  else if (unit == "tib") mul = 1024.0 * 1024 * 1024 * 1024;
-  else fail("{} '{}': unknown unit '{}' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)", option, text, unit);
-  const double b = v * mul;
-  if (!(b > 0) || b > 9e18) fail("{} '{}': out of range", option, text);
-  return int64_t(b);
+  return text.empty() ? 0 : parse_byte_size(text, option);
 }
 
 std::string format_bytes(int64_t b) {

@@ -134,6 +134,22 @@ TEST(LayerStream, AnalyzeEqualsInMemory) {
   EXPECT_GT(gptq, 40);
 }
 
+// A Llama-3 model with rope scaling factors (rope_freqs.weight, a tensor no gradient reaches):
+// `samq synth --like tiny`, streamed = in-memory.
+TEST(LayerStream, RopeFreqsModel) {
+  Fixture f;
+  std::string out;
+  ASSERT_EQ(f.run("synth --like tiny -o " + f.dir + "/tiny", &out), 0) << out;
+  const std::string args = "analyze " + f.dir + "/tiny --calib " + f.calib + " --ctx 64 --tokens 256";
+  ASSERT_EQ(f.run(args + " --stream off -o " + f.dir + "/off.json", &out), 0) << out;
+  ASSERT_EQ(f.run(args + " --stream on -o " + f.dir + "/on.json", &out), 0) << out;
+  const json a = read_json(f.dir + "/off.json"), b = read_json(f.dir + "/on.json");
+  bool rope = false;
+  for (const auto& t : a["tensors"]) rope |= t["name"] == "rope_freqs.weight";
+  EXPECT_TRUE(rope) << "the tiny llama3 shape should carry rope_freqs.weight";
+  EXPECT_EQ(a["tensors"], b["tensors"]);
+}
+
 TEST(LayerStream, HostMemoryCap) {
   Fixture f;
   std::string out;
