@@ -124,8 +124,8 @@ std::function<int()> setup(CLI::App& sub) {
     const QuantizeResult r = quantize_model(*src, p, a->output, o);
     if (streamed) {
       const Ops::MemoryInfo dev = be.ops->memory_info(), host = cpu_ops().memory_info();
-      std::fprintf(stderr, "samq quantize: Hessians %.1f s; peak memory: device %s, host RSS %s\n", streamed->seconds(),
-                   be.ops->host_memory() ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
+      std::fprintf(stderr, "samq quantize: Hessians %.1f s, %d layer passes; peak memory: device %s, host RSS %s\n",
+                   streamed->seconds(), streamed->layers_computed(), be.ops->host_memory() ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
     }
     std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s%s\n", a->output.c_str(),
                  (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,

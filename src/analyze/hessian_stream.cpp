@@ -33,6 +33,11 @@ int64_t StreamedHessians::cols(const std::string& w) const {
   return it == weights_.end() ? 0 : it->second.second;
 }
 
+int StreamedHessians::pass_order(const std::string& w) const {
+  auto it = weights_.find(w);
+  return it == weights_.end() ? -1 : it->second.first;
+}
+
 std::vector<float> StreamedHessians::mean(const std::string& w) {
   auto it = weights_.find(w);
   if (it == weights_.end()) return {};
@@ -129,6 +134,7 @@ void StreamedHessians::compute_layer(int layer) {
     }
     if (!head) m_.release_layer(l);
     ++next_;
+    ++layers_computed_;
     if (head) break;
   }
   if (progress_) std::fprintf(stderr, "\n");

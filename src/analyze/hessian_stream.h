@@ -1,7 +1,7 @@
 // Input Hessians for GPTQ, one layer at a time (analyze/layer_stream.h), computed while a model is
 // quantized instead of read from a `samq hessian` file: a forward pass over the calibration
-// chunks advances layer by layer as the quantizer asks for weights (file order visits the
-// layers in order), holding one residual per chunk in host memory and one layer's Hessians.
+// chunks advances layer by layer as the quantizer asks for weights (it asks in pass_order, so
+// each layer is computed once; an HF checkpoint's file order is blk.0, blk.1, blk.10, ...), holding one residual per chunk in host memory and one layer's Hessians.
 // The sums and means are the ones collect_hessians + HessianFile give, bit for bit
 // (same per-chunk accumulation, same f32 rounding of the sum before dividing by the count).
 #pragma once
@@ -24,6 +24,8 @@ class StreamedHessians final : public HessianSource {
   bool has(const std::string& weight) const override;
   int64_t cols(const std::string& weight) const override;
   std::vector<float> mean(const std::string& weight) override;
+  int pass_order(const std::string& weight) const override;  // the weight's layer (head: n_layer)
+  int layers_computed() const { return layers_computed_; }    // forward layer passes so far
   std::string path() const override { return "(Hessians streamed from the calibration text)"; }
   std::string sha256() const override { return "stream:" + calib_sha256_; }
   double seconds() const { return seconds_; }  // spent in forward passes and accumulation
@@ -43,6 +45,7 @@ class StreamedHessians final : public HessianSource {
   int held_ = -1;                                            // layer whose means are held
   std::map<std::string, std::vector<float>> means_;          // weight -> mean Hessian (held layer)
   double seconds_ = 0;
+  int layers_computed_ = 0;
 };
 
 }  // namespace samq

@@ -37,6 +37,12 @@ void AtomicFile::write_zeros(size_t n) {
   }
 }
 
+void AtomicFile::seek(uint64_t pos) {
+  if (pos == written_) return;
+  if (::fseeko(f_, off_t(pos), SEEK_SET) != 0) fail("{}: seek to {} failed: {}", tmp_, pos, std::strerror(errno));
+  written_ = pos;
+}
+
 void AtomicFile::commit() {
   if (std::fflush(f_) != 0) fail("{}: flush failed: {}", tmp_, std::strerror(errno));
   ::fsync(::fileno(f_));

@@ -18,6 +18,9 @@ class AtomicFile {
   void write(const void* data, size_t n);
   void write(std::string_view s) { write(s.data(), s.size()); }
   void write_zeros(size_t n);
+  // Moves the write position (a later write fills the file there; bytes never written read as
+  // zeros once the file is longer). tell() is the current position.
+  void seek(uint64_t pos);
   uint64_t tell() const { return written_; }
   void commit();  // flush, fsync, close, rename
 

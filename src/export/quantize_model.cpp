@@ -1,5 +1,6 @@
 #include "export/quantize_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
@@ -188,7 +189,14 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
   if (opt.progress) bar.emplace("quantize", total, "weights");
   std::vector<float> f32;
   std::vector<uint8_t> q;
-  for (size_t i = 0; i < st.size(); ++i) {
+  // The Hessian source's preferred order (a streamed one computes each layer once), file order
+  // on ties; the writer puts each tensor at its offset.
+  std::vector<size_t> order(st.size());
+  for (size_t i = 0; i < st.size(); ++i) order[i] = i;
+  if (hf)
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return hf->pass_order(st[a].name) < hf->pass_order(st[b].name); });
+  for (const size_t i : order) {
     const auto& t = st[i];
     const size_t bytes = size_t(plan.tensors[i].bytes);
     const uint8_t* raw = src.raw_data(i);

@@ -61,6 +61,12 @@ const std::vector<SynthShape>& synth_shapes() {
     t.vocab = 8448;  // > the reference tokenizer's 8192: exercises the padded vocabulary
     v.push_back(t);
 
+    SynthShape td = t;
+    td.like = "tiny-deep";
+    td.description = "test shape, as tiny with 12 layers (an HF checkpoint lists blk.10 before blk.2)";
+    td.layers = 12;
+    v.push_back(td);
+
     SynthShape tq = q7;
     tq.like = "tiny-qwen2";
     tq.description = "test shape, Qwen2 architecture: hidden 256, ff 704, 4 heads, 2 kv, 2 layers, vocab 8448, q/k/v bias";

@@ -277,7 +277,8 @@ class GgufWriter {
   // Opens the temp file and writes magic..tensor infos and the padding. Metadata and tensor
   // infos are frozen afterwards.
   void write_header();
-  // Tensor bytes, in tensor-info order; nbytes must equal the tensor's size.
+  // Tensor bytes, each tensor once, in any order (each goes to its offset; in tensor-info order
+  // the file is written front to back); nbytes must equal the tensor's size.
   void write_tensor_data(size_t index, const void* data, size_t nbytes);
   void write_tensor_data(std::string_view name, const void* data, size_t nbytes);
   // Checks that every tensor was written, flushes, fsyncs and renames onto the path.
@@ -291,7 +292,8 @@ class GgufWriter {
   std::vector<GgufTensorInfo> tensors_;
   std::unordered_map<std::string, size_t> tensor_index_;
   std::unique_ptr<AtomicFile> out_;
-  size_t next_tensor_ = 0;
+  std::vector<char> written_;  // per tensor
+  size_t n_written_ = 0;
   bool header_written_ = false;
   bool finished_ = false;
 };

@@ -143,6 +143,7 @@ void GgufWriter::write_header() {
   if (h.size() != header_bytes()) fail("internal: GGUF header is {} bytes, predicted {}", h.size(), header_bytes());
   out_ = std::make_unique<AtomicFile>(path_);
   out_->write(h);
+  written_.assign(tensors_.size(), 0);
   header_written_ = true;
 }
 
@@ -150,15 +151,15 @@ void GgufWriter::write_tensor_data(size_t index, const void* data, size_t nbytes
   if (!header_written_) fail("{}: write_header() must come before tensor data", path_);
   if (index >= tensors_.size()) fail("{}: tensor index {} out of range ({} tensors)", path_, index, tensors_.size());
   const GgufTensorInfo& t = tensors_[index];
-  if (index != next_tensor_)
-    fail("{}: tensor '{}' (index {}) written out of order; next expected is '{}'", path_, t.name, index,
-         next_tensor_ < tensors_.size() ? tensors_[next_tensor_].name : std::string("<none>"));
+  if (written_[index]) fail("{}: tensor '{}' (index {}) written twice", path_, t.name, index);
   if (nbytes != t.nbytes)
     fail("{}: tensor '{}' ({} {}): got {} bytes, expected {}", path_, t.name, ggml_type_name(t.type),
          t.shape_string(), nbytes, t.nbytes);
+  out_->seek(header_bytes() + t.offset);  // no-op when written in order
   out_->write(data, nbytes);
   out_->write_zeros(size_t(gguf_pad(nbytes, alignment()) - nbytes));
-  ++next_tensor_;
+  written_[index] = 1;
+  ++n_written_;
 }
 
 void GgufWriter::write_tensor_data(std::string_view name, const void* data, size_t nbytes) {
@@ -170,11 +171,13 @@ void GgufWriter::write_tensor_data(std::string_view name, const void* data, size
 void GgufWriter::finish() {
   if (finished_) return;
   if (!header_written_) write_header();
-  if (next_tensor_ != tensors_.size())
-    fail("{}: finish() after {} of {} tensors; next missing is '{}'", path_, next_tensor_, tensors_.size(),
-         tensors_[next_tensor_].name);
-  if (out_->tell() != file_bytes())
-    fail("internal: {} bytes written to {}, predicted {}", out_->tell(), path_, file_bytes());
+  if (n_written_ != tensors_.size()) {
+    size_t missing = 0;
+    while (written_[missing]) ++missing;
+    fail("{}: finish() after {} of {} tensors; '{}' is missing", path_, n_written_, tensors_.size(),
+         tensors_[missing].name);
+  }
+  out_->seek(file_bytes());  // the end; the padded tensors tile the data section, all written
   out_->commit();
   finished_ = true;
 }

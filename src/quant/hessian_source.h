@@ -17,6 +17,9 @@ class HessianSource {
   // The mean Hessian H / count (n x n, f32, row-major) of the weight's input; empty if none.
   // May compute (a streamed source advances its pass to the weight's layer).
   virtual std::vector<float> mean(const std::string& weight) = 0;
+  // The order in which weights are best asked for: ascending keys (a streamed source's layer;
+  // a file has no preference). The quantizer visits tensors in that order, file order on ties.
+  virtual int pass_order(const std::string& /*weight*/) const { return 0; }
   virtual std::string path() const = 0;    // for messages
   virtual std::string sha256() const = 0;  // recorded as the file's samq.hessian
 };

@@ -134,6 +134,38 @@ TEST(LayerStream, AnalyzeEqualsInMemory) {
   EXPECT_GT(gptq, 40);
 }
 
+// GPTQ with streamed Hessians visits the layers in order, each once, though an HF checkpoint
+// with more than 10 layers lists blk.10 before blk.2 (file order is kept in the output).
+TEST(LayerStream, StreamedGptqComputesEachLayerOnce) {
+  Fixture f;
+  std::string out;
+  ASSERT_EQ(f.run("synth --like tiny-deep -o " + f.dir + "/deep", &out), 0) << out;
+  const std::string m = f.dir + "/deep", calib = " --calib " + f.calib + " --ctx 64 --tokens 256";
+  ASSERT_EQ(f.run("plan " + m + " --policy preset:Q4_K_M -o " + f.dir + "/plan.json", &out), 0) << out;
+  ASSERT_EQ(f.run("hessian " + m + calib + " -o " + f.dir + "/H.gguf", &out), 0) << out;
+  ASSERT_EQ(f.run("quantize " + m + " " + f.dir + "/plan.json --hessian " + f.dir + "/H.gguf -o " + f.dir + "/file.gguf",
+                  &out),
+            0)
+      << out;
+  ASSERT_EQ(f.run("quantize " + m + " " + f.dir + "/plan.json" + calib + " -o " + f.dir + "/stream.gguf", &out), 0)
+      << out;
+  // 12 layers + the output head's input: 13 passes (without the fix: 12 + restarts)
+  EXPECT_NE(out.find(", 13 layer passes"), std::string::npos) << out;
+  EXPECT_EQ(read_bytes(f.dir + "/file.gguf").size(), read_bytes(f.dir + "/stream.gguf").size());
+  const GgufFile ga = GgufFile::open(f.dir + "/file.gguf"), gb = GgufFile::open(f.dir + "/stream.gguf");
+  ASSERT_EQ(ga.tensors().size(), gb.tensors().size());
+  bool blk10_before_blk2 = false;
+  for (size_t i = 0; i < ga.tensors().size(); ++i) {
+    const auto &x = ga.tensors()[i], &y = gb.tensors()[i];
+    ASSERT_EQ(x.name, y.name);
+    ASSERT_EQ(x.type, y.type) << x.name;
+    EXPECT_EQ(0, std::memcmp(x.data, y.data, x.nbytes)) << x.name << " differs";
+    if (x.name.rfind("blk.2.", 0) == 0 && !blk10_before_blk2)
+      for (size_t k = 0; k < i; ++k) blk10_before_blk2 |= ga.tensors()[k].name.rfind("blk.10.", 0) == 0;
+  }
+  EXPECT_TRUE(blk10_before_blk2) << "the fixture should list blk.10 before blk.2";
+}
+
 // A Llama-3 model with rope scaling factors (rope_freqs.weight, a tensor no gradient reaches):
 // `samq synth --like tiny`, streamed = in-memory.
 TEST(LayerStream, RopeFreqsModel) {

@@ -186,20 +186,25 @@ TEST(GgufRoundTrip, MatchesHandAssembledImage) {
   g.raw(w_data.data(), 102).pad(32).raw(n_data.data(), 20).pad(32);
 
   const std::string dir = samq::test::temp_dir();
-  GgufWriter w(dir + "/w.gguf");
-  w.set_str("general.architecture", "llama");
-  w.set_f32("x.f", 2.5f);
-  const int32_t arr[] = {-1, 2};
-  w.set_arr_i32("x.arr", arr);
-  w.add_tensor_info("w", GgmlType::Q8_0, {32, 3});
-  w.add_tensor_info("n", GgmlType::F32, {5});
-  EXPECT_EQ(w.header_bytes(), data_off);
-  EXPECT_EQ(w.file_bytes(), g.size());
-  w.write_header();
-  w.write_tensor_data(size_t(0), w_data.data(), w_data.size());
-  w.write_tensor_data(size_t(1), n_data.data(), n_data.size());
-  w.finish();
-  EXPECT_EQ(file_bytes(dir + "/w.gguf"), g.b);
+  // Written front to back, and last tensor first (the order GPTQ with streamed Hessians uses
+  // when file order and layer order differ): the same bytes.
+  for (const bool reversed : {false, true}) {
+    GgufWriter w(dir + "/w.gguf");
+    w.set_str("general.architecture", "llama");
+    w.set_f32("x.f", 2.5f);
+    const int32_t arr[] = {-1, 2};
+    w.set_arr_i32("x.arr", arr);
+    w.add_tensor_info("w", GgmlType::Q8_0, {32, 3});
+    w.add_tensor_info("n", GgmlType::F32, {5});
+    EXPECT_EQ(w.header_bytes(), data_off);
+    EXPECT_EQ(w.file_bytes(), g.size());
+    w.write_header();
+    if (reversed) w.write_tensor_data(size_t(1), n_data.data(), n_data.size());
+    w.write_tensor_data(size_t(0), w_data.data(), w_data.size());
+    if (!reversed) w.write_tensor_data(size_t(1), n_data.data(), n_data.size());
+    w.finish();
+    EXPECT_EQ(file_bytes(dir + "/w.gguf"), g.b) << (reversed ? "last tensor first" : "in order");
+  }
 }
 
 TEST(GgufRoundTrip, CustomAlignmentAndNoTensors) {
@@ -255,15 +260,15 @@ TEST(GgufWriterFailure, LeavesNothingBehind) {
     w.write_tensor_data(size_t(0), buf.data(), 128);
   }
   EXPECT_TRUE(dir_entries(dir).empty());
-  {  // wrong size, out of order, missing tensors: all throw, nothing is left
+  {  // wrong size, unknown name, written twice, missing tensors: all throw, nothing is left
     GgufWriter w(path);
     w.add_tensor_info("a", GgmlType::F32, {32});
     w.add_tensor_info("b", GgmlType::F32, {32});
     w.write_header();
     EXPECT_THROW(w.write_tensor_data(size_t(0), buf.data(), 100), Error);
-    EXPECT_THROW(w.write_tensor_data(size_t(1), buf.data(), 128), Error);
     EXPECT_THROW(w.write_tensor_data("zz", buf.data(), 128), Error);
     w.write_tensor_data(size_t(0), buf.data(), 128);
+    EXPECT_THROW(w.write_tensor_data(size_t(0), buf.data(), 128), Error);
     EXPECT_THROW(w.finish(), Error);
   }
   EXPECT_TRUE(dir_entries(dir).empty());
