@@ -119,6 +119,9 @@ int run_analyze(const AnalyzeArgs& a) {
     r.doc["imatrix"] = nullptr;
   }
   write_file_atomic(a.out, r.doc.dump(1) + "\n");
+  if (r.predict_seconds > 0)
+    std::fprintf(stderr, "samq analyze: predictions (quantizer round trips) %.1f s; the pass waited %.1f s for them\n",
+                 r.predict_seconds, r.predict_wait_seconds);
   std::fprintf(stderr, "samq analyze: %.1f s, %.0f tokens/s, mean loss %.4f nats; wrote %s\n", r.seconds,
                r.tokens_per_second, r.mean_loss, a.out.c_str());
   if (!a.plot.empty()) {

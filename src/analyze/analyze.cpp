@@ -185,6 +185,7 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
     return std::max<int64_t>(1, 2 * layer) * 8;  // ~two layers of Fisher rows (f32, two label kinds)
   }();
   bool finished = false;
+  double predict_s = 0, wait_s = 0;  // under mu
   std::exception_ptr worker_error;
   auto stats_bytes = [](const TensorStats& s) { return int64_t(s.g2[0].size() + s.g2[1].size()) * 4; };
   std::thread worker;
@@ -201,8 +202,10 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
         }
         try {
           if (!worker_error) {
+            const auto tp = std::chrono::steady_clock::now();
             nlohmann::json jt = tensor_json(m, acc, s, id, opt);
             std::lock_guard<std::mutex> lk(mu);
+            predict_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
             entries[s.name] = std::move(jt);
           }
         } catch (...) {
@@ -218,7 +221,9 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
     });
   so.on_tensor_done = [&](TensorStats& s) {
     if (!async) {
+      const auto tp = std::chrono::steady_clock::now();
       entries[s.name] = tensor_json(m, acc, s, id, opt);
+      predict_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
       return;
     }
     // The Fisher rows move to the job; the sums (imatrix, factored Fisher) stay for the report.
@@ -227,7 +232,9 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
     job.g2[0] = std::move(g0);
     job.g2[1] = std::move(g1);
     std::unique_lock<std::mutex> lk(mu);
+    const auto tw = std::chrono::steady_clock::now();
     cv.wait(lk, [&] { return queued_bytes == 0 || queued_bytes + stats_bytes(job) <= max_queued || worker_error; });
+    wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
     queued_bytes += stats_bytes(job);
     queue.push_back(std::move(job));
     cv.notify_all();
@@ -248,9 +255,13 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
     join();
     throw;
   }
+  const auto t_join = std::chrono::steady_clock::now();
   join();
+  wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_join).count();
   if (worker_error) std::rethrow_exception(worker_error);
   AnalysisResult r;
+  r.predict_seconds = predict_s;
+  r.predict_wait_seconds = async ? wait_s : 0;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.tokens_per_second = r.seconds > 0 ? double(acc.n_tokens()) / r.seconds : 0;
   r.mean_loss = acc.mean_loss();
@@ -262,6 +273,8 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
   r.doc["calibration"]["seconds"] = r.seconds;
   r.doc["calibration"]["tokens_per_second"] = r.tokens_per_second;
   r.doc["calibration"]["streamed"] = true;
+  r.doc["calibration"]["predict_seconds"] = r.predict_seconds;
+  r.doc["calibration"]["predict_wait_seconds"] = r.predict_wait_seconds;
   r.doc["device"] = bops.ops().device();
   r.imatrix = imatrix_of(acc, calib);
   return r;

@@ -47,6 +47,9 @@ struct AnalysisResult {
   nlohmann::json doc;  // sensitivity.json
   Imatrix imatrix;
   double seconds = 0, tokens_per_second = 0, mean_loss = 0;
+  // Streamed: seconds spent in the per-candidate predictions (quantizer round trips), and how
+  // long the pass waited for them (the queue was full; 0 on the CPU, where they run inline).
+  double predict_seconds = 0, predict_wait_seconds = 0;
 };
 
 // The forward and backward passes run on bops' backend (the model's weights prepared for it).
