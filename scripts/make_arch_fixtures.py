@@ -86,8 +86,9 @@ def main():
     ap.add_argument("--shared", default="../shared")
     ap.add_argument("--out", default="tests/data/archs")
     ap.add_argument("--only", default="")
+    ap.add_argument("--ids", default="", help="token ids file (default: SHARED/golden/tokenizer/sample2.ids)")
     a = ap.parse_args()
-    ids = json.load(open(os.path.join(a.shared, "golden/tokenizer/sample2.ids")))
+    ids = json.load(open(a.ids or os.path.join(a.shared, "golden/tokenizer/sample2.ids")))
     tokens = [0] + ids[: N_TOK - 1]
     tok_dir = os.path.join(a.shared, "models/refcode-32m")
     only = set(x for x in a.only.split(",") if x)
