@@ -396,7 +396,7 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--calib", a->calib, "Calibration text for samq analyze")->check(CLI::ExistingFile);
   sub.add_option("--eval", a->eval_text, "Evaluation text (KLD against the unquantized model)")->check(CLI::ExistingFile);
   sub.add_option("-o,--output", a->dir, "Output directory (re-running reuses its finished stages)")->required();
-  a->budget.declare(sub, "Budget: memory for weights + KV cache (at --ctx) + buffers");
+  a->budget.declare(sub, "Budget: memory for weights + KV cache (at --ctx) + compute buffers, as llama.cpp sizes them on CPU with its defaults");
   sub.add_option("--policy", a->policy, "Planner policy (optimal, threshold, preset:NAME)")->capture_default_str();
   sub.add_option("--types", a->types, "Candidate types allowed (comma-separated)");
   sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable)");
