@@ -52,7 +52,7 @@ std::function<int()> setup(CLI::App& sub) {
       ->required()
       ->check(CLI::ExistingPath);
   sub.add_option("-o,--output", a->output, "plan.json to write (plan.tensor-types.txt is written beside it)")->required();
-  a->budget.declare(sub, "Budget: weights + KV cache + compute buffers fit in this memory");
+  a->budget.declare(sub, "Budget: weights + KV cache + compute buffers fit in this memory (as llama.cpp sizes them on CPU with its defaults: flash attention, 512-token micro-batch)");
   sub.add_option("--ctx", a->ctx, "--fit-memory: context tokens per sequence")->capture_default_str();
   sub.add_option("--kv-type", a->kv_type, "--fit-memory: KV cache type (f16, q8_0, ...)")->capture_default_str();
   sub.add_option("--parallel", a->parallel, "--fit-memory: parallel sequences")->capture_default_str();

@@ -1,7 +1,8 @@
 // samq run: the whole pipeline on one model, in one directory, resumable.
 //   analyze (+ hessian) -> plan -> quantize (GPTQ) -> eval, then the same eval of llama.cpp's preset mixtures of
 //   equal or larger size (and samq plans at those presets' exact sizes), and DIR/report.md
-//   with SVG plots (size vs KLD; the plan's per-layer type map).
+//   with SVG plots (size vs KLD; the plan's per-layer type map). --sweep compares with every
+//   preset: samq's curve (a plan at each preset's size) against all of them.
 // Each stage runs the same `samq` subcommand a user would type (so its options, checks and
 // progress bars are the CLI's), in a child process of this binary. DIR/run-state.json records,
 // per stage, a key (sha256 of its inputs' hashes and options) and the sha256 of each output;
@@ -41,7 +42,7 @@ struct RunArgs {
   std::string types, policy = "optimal";
   int64_t calib_tokens = 65536, ctx = 512, eval_bytes = -1, eval_chunks = -1;
   std::string compare = "auto";
-  bool no_eval = false, no_gptq = false;
+  bool no_eval = false, no_gptq = false, sweep = false;
   DeviceOption device;  // passed on to every stage that runs the model
   // Layer streaming (analyze/layer_stream.h), passed to analyze; with `--stream on` or a cap, GPTQ
   // computes its Hessians one layer at a time while quantizing (no hessian.gguf stage).
@@ -133,8 +134,30 @@ std::string budget_desc(const RunArgs& a) { return a.budget.describe(); }
 
 json read_json(const std::string& p) { return json::parse(read_file(p)); }
 
-int run_pipeline(const RunArgs& a) {
-  if (budget_desc(a).empty()) fail("give one budget: --target-bpw, --target-size, --fit-memory or --max-kld");
+// The name shown in the report: the model directory's name or the GGUF file's stem.
+std::string model_name(const std::string& model) {
+  fs::path p(model);
+  if (p.filename().empty()) p = p.parent_path();
+  return fs::is_directory(p) ? p.filename().string() : p.stem().string();
+}
+
+// Every preset's file size under the sensitivity report's shapes, smallest first.
+std::vector<std::pair<int64_t, std::string>> preset_sizes(const std::string& sensitivity) {
+  const auto sk = plan::read_sensitivity(sensitivity);
+  std::vector<std::pair<int64_t, std::string>> sizes;
+  for (auto& p : plan::presets()) {
+    plan::PlanOptions o;
+    o.policy = std::string("preset:") + p.name;
+    sizes.push_back({plan::make_plan(sk, o).file_bytes, p.name});
+  }
+  std::sort(sizes.begin(), sizes.end());
+  return sizes;
+}
+
+int run_pipeline(RunArgs a) {
+  if (budget_desc(a).empty() && !a.sweep)
+    fail("give one budget: --target-bpw, --target-size, --fit-memory or --max-kld (or --sweep)");
+  if (a.sweep && a.compare != "auto") fail("--sweep compares with every preset; it does not go with --compare");
   // Each stage opens the device itself (a child process); this one only checks the spec.
   std::fprintf(stderr, "samq run: %s -> %s, %d threads, device %s\n", a.model.c_str(), a.dir.c_str(), num_threads(),
                a.device.preview().c_str());
@@ -169,6 +192,12 @@ int run_pipeline(const RunArgs& a) {
   const std::string imatrix = !a.imatrix.empty() ? a.imatrix : a.sensitivity.empty() ? D + "/imatrix.gguf" : "";
   const std::string imatrix_sha = imatrix.empty() ? "none" : sha256_file_hex(imatrix);
   const std::string sens_sha = st.out_sha("analyze", "sensitivity.json");
+  // --sweep without a budget: samq's main file is its plan at Q4_K_M's size.
+  std::string main_label;
+  if (a.sweep && budget_desc(a).empty())
+    for (auto& [bytes, name] : preset_sizes(D + "/sensitivity.json"))
+      if (name == "Q4_K_M") a.budget.target_size = std::to_string(bytes), main_label = "samq @ Q4_K_M size";
+  if (main_label.empty()) main_label = "samq " + budget_desc(a);
 
   // 1b. input Hessians for GPTQ rounding of samq's files (forward passes only, same calibration).
   std::string hessian = a.no_gptq ? "" : a.hessian;
@@ -226,16 +255,11 @@ int run_pipeline(const RunArgs& a) {
 
   // Comparison set: llama.cpp presets (same imatrix), and samq plans at each preset's size.
   std::vector<std::string> presets;
-  if (a.compare == "auto") {
+  if (a.sweep) {
+    for (auto& [bytes, name] : preset_sizes(D + "/sensitivity.json")) presets.push_back(name);
+  } else if (a.compare == "auto") {
     // The smallest preset at least as large as samq's file, and the next smaller one.
-    const auto sk = plan::read_sensitivity(D + "/sensitivity.json");
-    std::vector<std::pair<int64_t, std::string>> sizes;
-    for (auto& p : plan::presets()) {
-      plan::PlanOptions o;
-      o.policy = std::string("preset:") + p.name;
-      sizes.push_back({plan::make_plan(sk, o).file_bytes, p.name});
-    }
-    std::sort(sizes.begin(), sizes.end());
+    const auto sizes = preset_sizes(D + "/sensitivity.json");
     for (size_t i = 0; i < sizes.size(); ++i)
       if (sizes[i].first >= main_plan.file_bytes) {
         if (i > 0) presets.push_back(sizes[i - 1].second);
@@ -253,7 +277,7 @@ int run_pipeline(const RunArgs& a) {
   struct Entry {
     std::string label, series, plan_rel, gguf_rel, eval_rel;
   };
-  std::vector<Entry> entries = {{"samq " + budget_desc(a), "samq", "plan.json", "model.gguf", "eval.json"}};
+  std::vector<Entry> entries = {{main_label, "samq", "plan.json", "model.gguf", "eval.json"}};
   for (auto& p : presets) {
     const std::string base = "compare/" + p;
     st.stage("plan-" + p, {"plan/1", sens_sha, p}, {base + ".plan.json"}, [&] {
@@ -262,6 +286,7 @@ int run_pipeline(const RunArgs& a) {
     quantize("quantize-" + p, base + ".plan.json", base + ".gguf", false);
     entries.push_back({p + " (llama.cpp rules)", "preset", base + ".plan.json", base + ".gguf", base + ".eval.json"});
     const int64_t size = plan::read_plan(D + "/" + base + ".plan.json").file_bytes;
+    if (a.budget.target_size == std::to_string(size)) continue;  // samq's main file is this one
     const std::string sb = "compare/samq-at-" + p;
     st.stage("plan-samq-at-" + p, {"plan/1", sens_sha, std::to_string(size), plan_key}, {sb + ".plan.json"}, [&] {
       std::vector<std::string> args = {"plan", D + "/sensitivity.json", "--target-size", std::to_string(size)};
@@ -317,8 +342,8 @@ int run_pipeline(const RunArgs& a) {
   }
 
   // 5. report
-  write_file_atomic(D + "/size-vs-kld.svg", plan::size_vs_kld_svg(pts, "refcode: file size vs KLD to the base model"));
-  write_file_atomic(D + "/type-map.svg", plan::type_map_svg(main_plan, "samq plan: type per tensor (" + budget_desc(a) + ")"));
+  write_file_atomic(D + "/size-vs-kld.svg", plan::size_vs_kld_svg(pts, model_name(a.model) + ": file size vs KLD to the base model"));
+  write_file_atomic(D + "/type-map.svg", plan::type_map_svg(main_plan, model_name(a.model) + ": samq plan, type per tensor (" + budget_desc(a) + ")"));
   std::string md = "# samq run report\n\n";
   md += fmt::format("- model: `{}` (sha256 {})\n", a.model, model_sha.substr(0, 16));
   if (a.sensitivity.empty())
@@ -371,7 +396,7 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--calib", a->calib, "Calibration text for samq analyze")->check(CLI::ExistingFile);
   sub.add_option("--eval", a->eval_text, "Evaluation text (KLD against the unquantized model)")->check(CLI::ExistingFile);
   sub.add_option("-o,--output", a->dir, "Output directory (re-running reuses its finished stages)")->required();
-  a->budget.declare(sub, "Budget: memory for weights + KV cache (at --ctx) + buffers");
+  a->budget.declare(sub, "Budget: memory for weights + KV cache (at --ctx) + compute buffers, as llama.cpp sizes them on CPU with its defaults");
   sub.add_option("--policy", a->policy, "Planner policy (optimal, threshold, preset:NAME)")->capture_default_str();
   sub.add_option("--types", a->types, "Candidate types allowed (comma-separated)");
   sub.add_option("--keep", a->keep, "Pin tensors: REGEX=TYPE (repeatable)");
@@ -396,6 +421,9 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--scratch", a->scratch, "Directory for streamed residual checkpoints (analyze --scratch)");
   sub.add_option("--max-gpu-memory", a->max_gpu_memory, "Device memory cap for analyze, e.g. 24GB");
   sub.add_option("--max-host-memory", a->max_host_memory, "Host memory cap for analyze, e.g. 64GB");
+  sub.add_flag("--sweep", a->sweep,
+               "Compare with every llama.cpp preset: plan, quantize and evaluate samq at each preset's size too "
+               "(samq's curve against all presets); without a budget samq's main file is its plan at Q4_K_M's size");
   sub.add_flag("--no-gptq", a->no_gptq, "Round with the importance matrix only (no input Hessians, no GPTQ)");
   sub.add_flag("--no-eval", a->no_eval, "Stop after quantizing (no evaluation)");
   a->device.declare(sub, "Where the stages run (passed to analyze, hessian, quantize and eval)");

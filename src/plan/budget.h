@@ -14,8 +14,9 @@ int64_t parse_size(const std::string& text, const std::string& what);
 
 // Memory a llama.cpp-style CPU runtime needs beyond the weights for `ctx` tokens per sequence
 // and `parallel` sequences: the K and V caches (n_layer · ctx · parallel · n_embd_kv each, at
-// kv_type) plus compute buffers (logits and activations of one 512-token micro-batch, and the
-// attention score matrix of that micro-batch against the whole context).
+// kv_type) plus the compute buffer of one 512-token micro-batch with llama.cpp's defaults (flash
+// attention on CPU): the larger of its output stage (logits) and a layer's FFN stage with the f16
+// KQ mask of the micro-batch against the whole context (see budget.cpp).
 struct MemoryEstimate {
   int64_t kv_bytes = 0;
   int64_t compute_bytes = 0;

@@ -1,6 +1,7 @@
 #include "plan/report.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <set>
@@ -38,8 +39,59 @@ std::string type_colour(GgmlType t) {
 }
 }  // namespace
 
+double label_width(const std::string& text) {
+  // Advances of 11-unit sans-serif glyphs (DejaVu Sans, Arial), rounded up; other code points 11.
+  static const std::string wide = "MWmw@%", narrow = " iljtfr.,:;()[]|'!";
+  double w = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if ((c & 0xc0) == 0x80) continue;  // continuation byte
+    if (c >= 0x80) w += 11;
+    else if (wide.find(char(c)) != std::string::npos) w += 10.5;
+    else if (narrow.find(char(c)) != std::string::npos) w += 4;
+    else if (std::isupper(c) || std::isdigit(c)) w += 8;
+    else w += 7;
+  }
+  return w;
+}
+
+std::vector<LabelBox> place_labels(const std::vector<std::pair<double, double>>& anchors,
+                                   const std::vector<std::string>& texts, const LabelBox& frame) {
+  const double h = 12, r = 4;  // text height (11 px font), point radius
+  std::vector<LabelBox> obstacles, placed(anchors.size());
+  for (auto& [x, y] : anchors) obstacles.push_back({x - r, y - r, x + r, y + r});
+  auto overlap = [](const LabelBox& a, const LabelBox& b) {
+    const double w = std::min(a.x1, b.x1) - std::max(a.x0, b.x0), hh = std::min(a.y1, b.y1) - std::max(a.y0, b.y0);
+    return w > 0 && hh > 0 ? w * hh : 0.0;
+  };
+  // Right of the point first (above, below), then left, then further up and down.
+  std::vector<std::pair<double, double>> offs;  // (dx sign, baseline dy)
+  for (int k = 0; k <= 12; ++k)
+    for (double side : {1.0, -1.0})
+      for (double dy : {-6.0 - 13.0 * k, 16.0 + 13.0 * k}) offs.push_back({side, dy});
+  for (size_t i = 0; i < anchors.size(); ++i) {
+    const double w = label_width(texts[i]);
+    LabelBox best{};
+    double best_cost = 1e300;
+    for (auto [side, dy] : offs) {
+      const double x0 = side > 0 ? anchors[i].first + 6 : anchors[i].first - 6 - w;
+      const double base = anchors[i].second + dy;
+      LabelBox b{x0, base - h + 2, x0 + w, base + 2};
+      double cost = 0;
+      for (auto& o : obstacles) cost += overlap(b, o);
+      if (b.x0 < frame.x0 || b.x1 > frame.x1 || b.y0 < frame.y0 || b.y1 > frame.y1) cost += 1e6;
+      if (cost < best_cost) best = b, best_cost = cost;
+      if (cost == 0) break;
+    }
+    placed[i] = best;
+    obstacles.push_back(best);
+  }
+  return placed;
+}
+
 std::string size_vs_kld_svg(const std::vector<ReportPoint>& pts, const std::string& title) {
-  const double W = 720, H = 440, L = 80, R = 200, T = 40, B = 60;
+  // Taller with many points, so that their labels find room.
+  const double W = 720, H = std::max(440.0, 120.0 + 24.0 * double(pts.size())), L = 80, R = 200, T = 40, B = 60;
   std::string s = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
       "font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
@@ -73,20 +125,36 @@ std::string size_vs_kld_svg(const std::vector<ReportPoint>& pts, const std::stri
   s += fmt::format("<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">mean KLD vs base "
                    "(nats, log)</text>\n",
                    (T + H - B) / 2, (T + H - B) / 2);
-  // One polyline per series, sorted by size.
+  // One polyline per series, sorted by size; then every point's label, placed clear of the
+  // points and of the labels placed before it (a leader line when it moved away).
   std::map<std::string, std::vector<ReportPoint>> by;
   for (auto& p : v) by[p.series].push_back(p);
+  std::vector<std::pair<double, double>> anchors;
+  std::vector<std::string> texts, colours;
   for (auto& [ser, ps] : by) {
     std::sort(ps.begin(), ps.end(), [](auto& a, auto& b) { return a.bytes < b.bytes; });
     std::string pts_attr;
     for (auto& p : ps) pts_attr += fmt::format("{:.1f},{:.1f} ", X(double(p.bytes)), Y(std::log10(p.kld)));
     s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.5\"/>\n", pts_attr,
                      series_colour(ser));
-    for (auto& p : ps)
+    for (auto& p : ps) {
       s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"4\" fill=\"{}\"><title>{}: {} bytes, KLD {:.5f}</title>"
-                       "</circle>\n<text x=\"{:.1f}\" y=\"{:.1f}\" fill=\"{}\">{}</text>\n",
-                       X(double(p.bytes)), Y(std::log10(p.kld)), series_colour(ser), esc(p.label), p.bytes, p.kld,
-                       X(double(p.bytes)) + 6, Y(std::log10(p.kld)) - 6, series_colour(ser), esc(p.label));
+                       "</circle>\n",
+                       X(double(p.bytes)), Y(std::log10(p.kld)), series_colour(ser), esc(p.label), p.bytes, p.kld);
+      anchors.push_back({X(double(p.bytes)), Y(std::log10(p.kld))});
+      texts.push_back(p.label);
+      colours.push_back(series_colour(ser));
+    }
+  }
+  const auto boxes = place_labels(anchors, texts, {L, T, W - R, H - B});
+  for (size_t i = 0; i < boxes.size(); ++i) {
+    const auto& b = boxes[i];
+    const double cy = (b.y0 + b.y1) / 2, near_x = b.x0 > anchors[i].first ? b.x0 : b.x1;
+    if (std::fabs(cy - anchors[i].second) > 16)
+      s += fmt::format("<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"0.5\"/>\n",
+                       anchors[i].first, anchors[i].second, near_x, cy, colours[i]);
+    s += fmt::format("<text class=\"label\" x=\"{:.1f}\" y=\"{:.1f}\" fill=\"{}\">{}</text>\n", b.x0, b.y1 - 2, colours[i],
+                     esc(texts[i]));
   }
   int row = 0;
   for (auto& [ser, ps] : by) {

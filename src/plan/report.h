@@ -22,6 +22,18 @@ struct ReportPoint {
   double predicted_kld = -1;  // plan's summed dloss, -1 if unknown
 };
 
+// Point labels: each label's box (SVG user units, y down) beside its anchor point, chosen from
+// positions right/left and above/below at growing distance, the first that overlaps no point and
+// no label placed before it and stays inside `frame` (else the least overlapping). A label's width
+// is label_width(text): per character, a little more than an 11-unit sans-serif glyph's advance.
+struct LabelBox {
+  double x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+double label_width(const std::string& text);
+std::vector<LabelBox> place_labels(const std::vector<std::pair<double, double>>& anchors,
+                                   const std::vector<std::string>& texts, const LabelBox& frame);
+
+// title: names the model, e.g. "refcode-32m: file size vs KLD to the base model".
 std::string size_vs_kld_svg(const std::vector<ReportPoint>& pts, const std::string& title);
 std::string type_map_svg(const Plan& p, const std::string& title);
 

@@ -61,3 +61,39 @@ TEST(Run, PipelineWithGivenSensitivityAndReuse) {
   EXPECT_EQ(out.find("== samq "), std::string::npos) << "a stage re-ran:\n" << out;
   EXPECT_NE(out.find("up to date"), std::string::npos) << out;
 }
+
+// --sweep without a budget: samq's file is its plan at Q4_K_M's size, and every other preset gets
+// its llama.cpp-rules file and a samq plan at that preset's size, each quantized and evaluated;
+// the plot is titled with the model's name and carries both curves.
+TEST(Run, SweepComparesEveryPresetWithSamqAtItsSize) {
+  const std::string model = test::shared_path("golden/archs/llama3-ropescaled");
+  const std::string dir = test::temp_dir();
+  auto src = open_source_model(model);
+  const auto s = sensitivity_skeleton(*src, {GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::Q4_K,
+                                             GgmlType::Q3_K, GgmlType::Q2_K});
+  write_file_atomic(dir + "/s.json", to_json(s).dump());
+  write_file_atomic(dir + "/eval.txt", read_file(test::shared_path("data/eval.txt")).substr(0, 4000));
+  std::string out;
+  ASSERT_EQ(test::run_command(test::samq_binary() + " -q run " + model + " --sensitivity " + dir + "/s.json --eval " +
+                                  dir + "/eval.txt --ctx 64 --eval-chunks 2 --sweep -o " + dir + "/out",
+                              &out),
+            0)
+      << out;
+  const std::string md = read_file(dir + "/out/report.md");
+  const std::string svg = read_file(dir + "/out/size-vs-kld.svg");
+  for (const char* p : {"Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"}) {
+    const std::string preset = dir + "/out/compare/" + p;
+    EXPECT_NE(md.find(std::string(p) + " (llama.cpp rules)"), std::string::npos) << p;
+    EXPECT_TRUE(std::filesystem::exists(preset + ".eval.json")) << p;
+    EXPECT_NE(md.find(std::string("samq @ ") + p + " size"), std::string::npos) << p;
+    // samq's main file is its plan at Q4_K_M's size
+    const std::string at = std::string(p) == "Q4_K_M" ? dir + "/out/model" : dir + "/out/compare/samq-at-" + p;
+    EXPECT_TRUE(std::filesystem::exists(std::string(p) == "Q4_K_M" ? dir + "/out/eval.json" : at + ".eval.json")) << p;
+    EXPECT_LE(std::filesystem::file_size(at + ".gguf"), std::filesystem::file_size(preset + ".gguf")) << p;
+  }
+  EXPECT_NE(svg.find(">llama3-ropescaled: file size vs KLD to the base model<"), std::string::npos);
+  EXPECT_EQ(svg.find("refcode"), std::string::npos);
+  size_t labels = 0;
+  for (size_t at = svg.find("class=\"label\""); at != std::string::npos; at = svg.find("class=\"label\"", at + 1)) ++labels;
+  EXPECT_EQ(labels, 20u);  // 10 presets, samq's file and 9 samq plans at the other presets' sizes
+}

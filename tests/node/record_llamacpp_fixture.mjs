@@ -1,6 +1,7 @@
 // Records what llama.cpp (node-llama-cpp 3.22.1, prebuilt CPU binaries) computes for a few
 // hundred-token texts, teacher-forced, so samq can be compared with it position by position
-// (tests/model/slow_llamacpp_fixture.cpp). Runnable by hand; not part of ctest (it takes a minute).
+// (tests/model/slow_llamacpp_fixture.cpp). Runnable by hand; not part of ctest (about 10 minutes on
+// 2 cores with the defaults, 6 texts x 512 tokens: the BF16 model's token-by-token decode is most of it).
 //
 //   cd tests/node && node record_llamacpp_fixture.mjs [--out FILE] [--flash on|off|auto]
 //        [--threads N] [--batch N] [--texts N] [--len N] [--no-decode] [--no-greedy]
@@ -43,8 +44,8 @@ const out = opt("--out", path.join(repo, "tests/data/llamacpp/teacher-fixture.js
 const flashArg = opt("--flash", "off");
 const flashAttention = flashArg === "auto" ? "auto" : flashArg === "on";
 const threads = Number(opt("--threads", "2"));
-const nTexts = Number(opt("--texts", "4"));
-const LEN = Number(opt("--len", "256"));
+const nTexts = Number(opt("--texts", "6"));
+const LEN = Number(opt("--len", "512"));
 const batchSize = Number(opt("--batch", String(Math.max(512, LEN))));
 const contextSize = Number(opt("--ctx", String(Math.max(512, LEN + 64))));
 const kvType = opt("--kv", "F16");

@@ -138,16 +138,19 @@ let matched = 0, total = 0, tokens = 0;
 for (const v of variants) {
   const model = await llama.loadModel({modelPath: v.gguf});
   // samq tokenize once per (variant, special) over all texts: one JSON lines file in, ids out.
+  // Each text goes in as the UTF-8 bytes Node gives llama.cpp (lone surrogates become U+FFFD).
   const cases = [];
   for (const t of texts) for (const special of [false, true]) cases.push({...t, special});
   const want = cases.map((c) => Array.from(model.tokenize(c.text, c.special)));
   for (const special of [false, true]) {
     const idx = cases.map((c, i) => [c, i]).filter(([c]) => c.special === special);
-    for (const [c, i] of idx) {
-      const file = path.join(work, "input.txt");
-      fs.writeFileSync(file, Buffer.from(c.text, "utf8"));
-      const got = c.text.length === 0 ? JSON.parse(run(["tokenize", v.gguf, "-p", ""]))
-        : JSON.parse(run(["tokenize", v.gguf, "-f", file, ...(special ? ["--special"] : [])]));
+    const file = path.join(work, `input-${v.form}-${special}.jsonl`);
+    fs.writeFileSync(file, idx.map(([c]) => JSON.stringify(Buffer.from(c.text, "utf8").toString("utf8")) + "\n").join(""));
+    const lines = run(["tokenize", v.gguf, "--jsonl", file, ...(special ? ["--special"] : [])]).split("\n");
+    if (lines.at(-1) === "") lines.pop();
+    if (lines.length !== idx.length) fail(`${v.form}: samq tokenize --jsonl printed ${lines.length} lines for ${idx.length} texts`);
+    idx.forEach(([c, i], k) => {
+      const got = JSON.parse(lines[k] ?? "[]");
       total++;
       tokens += want[i].length;
       if (sameIds(got, want[i])) {
@@ -157,7 +160,18 @@ for (const v of variants) {
         fail(`${v.form}: ${c.label} (special=${special}) differs at token ${d}: samq ${JSON.stringify(got.slice(d, d + 6))} ` +
              `llama.cpp ${JSON.stringify(want[i].slice(d, d + 6))} text ${JSON.stringify(c.text.slice(0, 80))}`);
       }
-    }
+    });
+  }
+  // The one-text interface (--file, --text) gives the same ids: a few texts per variant.
+  for (const i of cases.map((c, i) => i).filter((i) => ["edge0", "edge20", "random0"].includes(cases[i].label) || i === 0)) {
+    const c = cases[i];
+    const file = path.join(work, "input.txt");
+    fs.writeFileSync(file, Buffer.from(c.text, "utf8"));
+    const sp = c.special ? ["--special"] : [];
+    const got = JSON.parse(run(["tokenize", v.gguf, "-f", file, ...sp]));
+    const got2 = JSON.parse(run(["tokenize", v.gguf, "-p", Buffer.from(c.text, "utf8").toString("utf8"), ...sp]));
+    if (!sameIds(got, want[i]) || !sameIds(got2, want[i]))
+      fail(`${v.form}: ${c.label} (special=${c.special}): --file/--text ids differ from llama.cpp's`);
   }
   // It loads and runs: a short greedy generation.
   const ctx = await model.createContext({contextSize: 128, threads: 2});
@@ -173,6 +187,6 @@ for (const v of variants) {
 }
 console.log(`spm tokenization: ${matched}/${total} texts identical to llama.cpp (${tokens} llama.cpp tokens), ` +
             `${variants.length} vocab variants x ${texts.length} texts x special on/off`);
-if (total < 1000) fail(`only ${total} comparisons ran`);
+if (total !== variants.length * texts.length * 2) fail(`only ${total} comparisons ran`);
 checks.finish();
 console.log("PASS");

@@ -50,7 +50,7 @@ constexpr int64_t kDecodeRows = 16;     // fused path: rows per parallel chunk
 // the fused kernels although the packed tile is faster there too (bench_engine --only tg, 1
 // thread, interleaved x3: Q4_K_M 915-968 vs 773-783 tokens/s, Q8_0 611-649 vs 536-564): their
 // float accumulation order (8 lanes over k, as ggml's AVX2 vec_dot) keeps the greedy llama.cpp
-// fixture at 47/48 positions (tests/model/slow_llamacpp_fixture.cpp, bound 0.97); the packed
+// fixture at 47/48 positions (tests/model/slow_llamacpp_fixture.cpp); the packed
 // tile for n = 1 flips one more near-tie (46/48). So the GGUF pages stay resident next to the
 // packed copy. SAMQ_PACKED_MIN=N overrides (1: packed for decode too).
 int64_t packed_min_tokens() {
