@@ -8,6 +8,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/log_softmax.h"
 #include "core/mapped_file.h"
 
 namespace samq {
@@ -31,18 +32,11 @@ int32_t TokenDist::argmax() const {
 
 // As llama-perplexity's log_softmax for the base file (ggml-formats.md §6.2).
 TokenDist encode_dist(const float* logits, int64_t n_vocab) {
-  float mx = logits[0], mn = logits[0];
-  for (int64_t i = 1; i < n_vocab; ++i) {
-    mx = std::max(mx, logits[i]);
-    mn = std::min(mn, logits[i]);
-  }
-  mn = std::max(mn, mx - 16.0f);
-  double sum_exp = 0.0;
-  for (int64_t i = 0; i < n_vocab; ++i) sum_exp += std::exp(logits[i] - mx);
-  const float lse = float(std::log(sum_exp));
+  const DistCodeRange r = dist_code_range(logits, n_vocab);
+  const float mn = r.lo;
   TokenDist d;
-  d.min_log_prob = mn - mx - lse;
-  d.scale = (mx - mn) / 65535.0f;
+  d.min_log_prob = r.min_log_prob;
+  d.scale = r.scale;
   if (d.scale != 0.0f) {
     const float inv = 1.0f / d.scale;
     for (int64_t i = 0; i < n_vocab; ++i) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/log_softmax.h"
 #include "core/progress.h"
 #include "core/parallel.h"
 #include "backend/buffer.h"
@@ -35,16 +36,9 @@ struct TokenStats {
 // One scored position's statistics (a pure function of its inputs).
 TokenStats token_stats(const float* logits, int64_t n_vocab, int32_t next, const TokenDist* base) {
   TokenStats st;
-  float mx = logits[0];
-  int32_t imax = 0;
-  for (int64_t i = 1; i < n_vocab; ++i)
-    if (logits[i] > mx) {
-      mx = logits[i];
-      imax = int32_t(i);
-    }
-  double sum_exp = 0;
-  for (int64_t i = 0; i < n_vocab; ++i) sum_exp += std::exp(logits[i] - mx);
-  const float lse = mx + float(std::log(sum_exp));
+  const ArgmaxLse al = argmax_lse(logits, n_vocab);
+  const int32_t imax = al.argmax;
+  const float lse = al.lse;
   const float nll = lse - logits[next];
   st.nll = nll;
   if (!base) return st;

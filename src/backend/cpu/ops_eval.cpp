@@ -6,6 +6,7 @@
 
 #include "backend/ops.h"
 #include "core/error.h"
+#include "core/log_softmax.h"
 #include "core/parallel.h"
 
 namespace samq {
@@ -33,36 +34,21 @@ struct BaseRow {
 
 BaseRow dense_row(const float* logits, int64_t v) {
   // encode_dist (eval/logits_codec.cpp), without materializing the codes.
-  float mx = logits[0], mn = logits[0];
-  for (int64_t i = 1; i < v; ++i) {
-    mx = std::max(mx, logits[i]);
-    mn = std::min(mn, logits[i]);
-  }
-  mn = std::max(mn, mx - 16.0f);
-  double sum_exp = 0.0;
-  for (int64_t i = 0; i < v; ++i) sum_exp += std::exp(logits[i] - mx);
-  const float lse = float(std::log(sum_exp));
+  const DistCodeRange d = dist_code_range(logits, v);
   BaseRow b;
   b.logits = logits;
-  b.min_log_prob = mn - mx - lse;
-  b.scale = (mx - mn) / 65535.0f;
-  b.lo = mn;
+  b.min_log_prob = d.min_log_prob;
+  b.scale = d.scale;
+  b.lo = d.lo;
   if (b.scale != 0.0f) b.inv = 1.0f / b.scale;
   return b;
 }
 
 EvalTokenStats row_stats(const float* logits, int64_t v, int32_t next, const BaseRow* base) {
   EvalTokenStats st;
-  float mx = logits[0];
-  int32_t imax = 0;
-  for (int64_t i = 1; i < v; ++i)
-    if (logits[i] > mx) {
-      mx = logits[i];
-      imax = int32_t(i);
-    }
-  double sum_exp = 0;
-  for (int64_t i = 0; i < v; ++i) sum_exp += std::exp(logits[i] - mx);
-  const float lse = mx + float(std::log(sum_exp));
+  const ArgmaxLse al = argmax_lse(logits, v);
+  const int32_t imax = al.argmax;
+  const float lse = al.lse;
   const float nll = lse - logits[next];
   st.nll = nll;
   if (!base) return st;
