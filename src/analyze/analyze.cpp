@@ -172,17 +172,24 @@ AnalysisResult analyze_model_streamed(Model& m, const BackwardOps& bops, const C
   StreamOptions so = so_in;
   so.progress = opt.progress;
   // On a device backend the predictions (CPU round trips of every candidate type) run on a
-  // worker thread while the device computes the next layers; at most two layers' statistics
+  // worker thread while the device computes the next layers; at most one layer's statistics
   // wait. On the CPU backend they run inline (both would share the same cores).
   const bool async = !bops.ops().host_memory();
   std::mutex mu;
   std::condition_variable cv;
   std::deque<TensorStats> queue;
   int64_t queued_bytes = 0;
+  // One layer's Fisher rows (f32, two label kinds), the host memory plan's "Fisher diagonals of
+  // one layer/head on the host"; a single larger job (the head, the embedding) may still wait alone.
   const int64_t max_queued = [&] {
-    int64_t layer = 0;
-    for (int l = 0; l < int(m.hparams.n_layer); ++l) layer = std::max(layer, m.layer_bytes(l));
-    return std::max<int64_t>(1, 2 * layer) * 8;  // ~two layers of Fisher rows (f32, two label kinds)
+    std::map<int, int64_t> params;
+    for_each_tensor(m.weights, [&](const Tensor& t) {
+      const int l = parse_gguf_name(t.name).layer;
+      if (l >= 0) params[l] += t.n_elements();
+    });
+    int64_t layer = 1;
+    for (const auto& [l, n] : params) layer = std::max(layer, n);
+    return 2 * 4 * layer;
   }();
   bool finished = false;
   double predict_s = 0, wait_s = 0;  // under mu
