@@ -88,6 +88,10 @@ nlohmann::json assemble(const Model& m, const SensitivityAccumulator& acc, const
                   {"n_embd", m.hparams.n_embd},
                   {"n_ff", m.hparams.n_ff},
                   {"n_vocab", m.hparams.n_vocab}};
+  if (m.hparams.is_moe()) {
+    doc["model"]["n_expert"] = m.hparams.n_expert;
+    doc["model"]["n_expert_used"] = m.hparams.n_expert_used;
+  }
   doc["calibration"] = {{"file", calib.path},
                         {"sha256", calib.sha256},
                         {"bytes", calib.bytes},
@@ -135,6 +139,12 @@ Imatrix imatrix_of(const SensitivityAccumulator& acc, const Calibration& calib) 
     e.name = s.name;
     e.sum2 = s.col_sq;
     e.count = double(s.n_rows_seen);
+    if (s.n_mat > 1) {  // the measured per-expert data (filled experts have none: zeros, count 0)
+      e.counts = s.mat_rows_seen;
+      for (int64_t j = 0; j < s.n_mat; ++j)
+        if (s.mat_rows_seen[size_t(j)] == 0)
+          std::fill(e.sum2.begin() + j * s.cols, e.sum2.begin() + (j + 1) * s.cols, 0.0);
+    }
     im.entries.push_back(std::move(e));
   }
   std::sort(im.entries.begin(), im.entries.end(), [](auto& a, auto& b) { return a.name < b.name; });

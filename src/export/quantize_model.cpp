@@ -202,9 +202,11 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
       const std::vector<float>* imp = nullptr;
       if (types[i] != GgmlType::F32 && types[i] != GgmlType::F16 && types[i] != GgmlType::BF16) {
         imp = im.find(t.name);
-        if (imp && int64_t(imp->size()) != t.cols()) {
+        // ne[0] * ne[2] values: one importance vector per expert of a 3-D tensor (llama-quantize's rule)
+        if (imp && int64_t(imp->size()) != t.cols() * t.ne[2]) {
           if (t.name != "token_embd.weight")
-            fail("{}: imatrix entry {} has {} values, the tensor has {} columns", im.path, t.name, imp->size(), t.cols());
+            fail("{}: imatrix entry {} has {} values, the tensor needs {} ({} columns x {} matrices)", im.path, t.name,
+                 imp->size(), t.cols() * t.ne[2], t.cols(), t.ne[2]);
           imp = nullptr;
         }
         if (imp) ++r.n_with_imatrix;
@@ -230,7 +232,12 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
         }
         ++r.n_with_hessian;
       } else {
-        n = quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), imp ? imp->data() : nullptr);
+        // Stacked experts: each expert's rows with its own slice of the importance matrix.
+        const int64_t n_mat = t.ne[2] * t.ne[3], mat_rows = t.rows() / n_mat;
+        const size_t mat_bytes = size_t(mat_rows * ggml_row_size(types[i], t.cols()));
+        for (int64_t e = 0; e < n_mat; ++e)
+          n += quantize_tensor(types[i], f32.data() + e * mat_rows * t.cols(), q.data() + size_t(e) * mat_bytes,
+                               mat_rows, t.cols(), imp ? imp->data() + e * t.cols() : nullptr);
       }
       if (n != bytes) fail("tensor {}: quantizer wrote {} bytes, expected {}", t.name, n, bytes);
       w.write_tensor_data(i, q.data(), bytes);

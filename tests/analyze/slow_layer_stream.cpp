@@ -136,6 +136,23 @@ TEST(LayerStream, AnalyzeEqualsInMemory) {
 
 // A Llama-3 model with rope scaling factors (rope_freqs.weight, a tensor no gradient reaches):
 // `samq synth --like tiny`, streamed = in-memory.
+TEST(LayerStream, MoeModelSameStreamedAndInMemory) {
+  // refmoe-31m (qwen3moe): per-expert statistics, routing counts and the 3-D imatrix entries
+  // come out of the layer-streamed pass bit for bit as from the in-memory one.
+  Fixture f;
+  std::string out;
+  const std::string args = "analyze " + test::shared_path("models/refmoe-31m") + " --calib " + f.calib +
+                           " --ctx 64 --tokens 256";
+  ASSERT_EQ(f.run(args + " --stream off -o " + f.dir + "/off.json", &out), 0) << out;
+  ASSERT_EQ(f.run(args + " --stream on -o " + f.dir + "/on.json", &out), 0) << out;
+  const json a = read_json(f.dir + "/off.json"), b = read_json(f.dir + "/on.json");
+  int exps = 0;
+  for (const auto& t : a["tensors"]) exps += t["name"].get<std::string>().find("_exps") != std::string::npos;
+  EXPECT_EQ(exps, 18);
+  EXPECT_EQ(a["tensors"], b["tensors"]);
+  EXPECT_EQ(read_bytes(f.dir + "/off.imatrix.gguf"), read_bytes(f.dir + "/on.imatrix.gguf"));
+}
+
 TEST(LayerStream, RopeFreqsModel) {
   Fixture f;
   std::string out;
