@@ -8,7 +8,9 @@
 // log-prob gap below MARGIN = 2e-2 nats, export_interop's threshold: the two engines sum in other
 // orders and llama.cpp's CPU variants differ among themselves by ~1e-2 in log-prob; an expert
 // chosen differently at a router near-tie moves later positions by as much), and >= 99% for
-// Q8_0 at every position.
+// Q8_0 at every position. The same for a mixed file from `samq quantize` (llama.cpp's Q4_K_M
+// preset through samq's preset path, with llama.cpp's importance matrix of refmoe-31m: K-quant
+// 3-D expert tensors, each expert's rows with its own importance vector): >= 99%.
 // Environment (set by ctest): SAMQ_BINARY, SAMQ_SHARED_DIR, SAMQ_WORK_DIR. Exit 77 = skipped.
 import {execFileSync} from "node:child_process";
 import fs from "node:fs";
@@ -21,7 +23,7 @@ const getLlama = await importGetLlama();
 const work = workDir("moe");
 const CTX = 512, CHUNKS = Number(process.env.SAMQ_MOE_CHUNKS ?? 4);
 const MARGIN = 2e-2;
-const REQUIRED = {bf16: 100, q8_0: 99};
+const REQUIRED = {bf16: 100, q8_0: 99, q4_K_M: 99};
 const run = (args) => execFileSync(samq, args, {encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "inherit"]});
 
 // samq's base-logits file (src/eval/logits_codec.h): tokens, and per scored position the codes;
@@ -72,9 +74,15 @@ const evalFile = path.join(work, "eval-head.txt");
 fs.writeFileSync(evalFile, fs.readFileSync(path.join(shared, "data/eval.txt")).subarray(0, 40000));
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 
-for (const type of ["bf16", "q8_0"]) {
+for (const type of ["bf16", "q8_0", "q4_K_M"]) {
   const file = path.join(work, `refmoe-31m-${type}.gguf`);
-  run(["-q", "convert", model, "-o", file, "--type", type]);
+  if (type === "q4_K_M") {
+    const plan = path.join(work, "q4_K_M.plan.json");
+    run(["-q", "plan", model, "--policy", "preset:Q4_K_M", "-o", plan]);
+    run(["-q", "quantize", model, plan, "-o", file, "--imatrix", path.join(shared, "golden/anchors/refmoe-31m-imatrix.gguf")]);
+  } else {
+    run(["-q", "convert", model, "-o", file, "--type", type]);
+  }
   const logits = path.join(work, `refmoe-31m-${type}.logits`);
   run(["-q", "eval", file, "--text", evalFile, "--ctx", String(CTX), "--chunks", String(CHUNKS), "--save-logits", logits]);
   const ours = readSamqLogits(logits);
