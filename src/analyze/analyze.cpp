@@ -46,6 +46,13 @@ nlohmann::json tensor_json(const Model& m, const SensitivityAccumulator& acc, co
   jt["fisher_trace"] = acc.fisher_trace(s, opt.labels);
   const bool quantizable = t->rows > 1 && !keeps_f32(name, t->rows > 1 ? 2 : 1);
   jt["quantizable"] = quantizable;
+  if (s.n_mat > 1) {
+    // Stacked experts: calibration rows routed to each; unrouted ones carry the routed mean (fisher.h).
+    json unrouted = json::array();
+    for (int64_t e = 0; e < s.n_mat; ++e)
+      if (s.mat_rows_seen[size_t(e)] == 0) unrouted.push_back(e);
+    jt["experts"] = {{"count", s.n_mat}, {"routed_rows", s.mat_rows_seen}, {"unrouted", unrouted}};
+  }
   json cands = json::object();
   if (!quantizable) {
     cands["f32"] = {{"bytes", t->n_elements() * 4}, {"dloss", 0.0}};

@@ -79,6 +79,10 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   if (!ops.host_memory() && m.ops != &ops)
     fail("forward: the model's weights are prepared for {}, not {} (Model::load(path, ops))", m.ops->name(),
          ops.name());
+  if (h.is_moe() && !ops.host_memory())
+    fail("{}: mixture-of-experts models run on the CPU only (--device cpu): the {} backend does not implement the "
+         "MoE ops (moe_route, gather_rows, scatter_add_rows)",
+         m.path, ops.name());
 
   // The per-thread workspace; a forward() re-entered from a hook gets its own buffers.
   static thread_local Workspace tls_ws;
