@@ -151,6 +151,27 @@ TEST(LayerStream, MoeModelSameStreamedAndInMemory) {
   EXPECT_EQ(exps, 18);
   EXPECT_EQ(a["tensors"], b["tensors"]);
   EXPECT_EQ(read_bytes(f.dir + "/off.imatrix.gguf"), read_bytes(f.dir + "/on.imatrix.gguf"));
+  // GPTQ of every routed expert matrix with its own Hessian: streamed == from the file.
+  const std::string model = test::shared_path("models/refmoe-31m");
+  const std::string calib = " --calib " + f.calib + " --ctx 64 --tokens 256";
+  ASSERT_EQ(f.run("plan " + f.dir + "/on.json --target-bpw 4.5 -o " + f.dir + "/plan.json", &out), 0) << out;
+  ASSERT_EQ(f.run("hessian " + model + calib + " -o " + f.dir + "/H.gguf", &out), 0) << out;
+  ASSERT_EQ(f.run("quantize " + model + " " + f.dir + "/plan.json --hessian " + f.dir + "/H.gguf -o " + f.dir + "/file.gguf",
+                  &out),
+            0)
+      << out;
+  const GgufFile hf = GgufFile::open(f.dir + "/H.gguf");
+  EXPECT_NE(hf.find_tensor("blk.0.ffn_down_exps.weight.0.hessian"), nullptr);
+  ASSERT_EQ(f.run("quantize " + model + " " + f.dir + "/plan.json" + calib + " -o " + f.dir + "/stream.gguf", &out), 0)
+      << out;
+  const GgufFile ga = GgufFile::open(f.dir + "/file.gguf"), gb = GgufFile::open(f.dir + "/stream.gguf");
+  ASSERT_EQ(ga.tensors().size(), gb.tensors().size());
+  for (size_t i = 0; i < ga.tensors().size(); ++i) {
+    const auto &x = ga.tensors()[i], &y = gb.tensors()[i];
+    ASSERT_EQ(x.name, y.name);
+    ASSERT_EQ(x.nbytes, y.nbytes) << x.name;
+    EXPECT_EQ(0, std::memcmp(x.data, y.data, x.nbytes)) << x.name << " differs";
+  }
 }
 
 TEST(LayerStream, RopeFreqsModel) {
