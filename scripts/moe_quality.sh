@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MoE quality table (refmoe-31m, qwen3moe): at the byte size of each of llama.cpp's
 # Q2_K/Q3_K_M/Q4_K_M/Q5_K_M+imatrix files (../shared/docs/anchors.md), samq's optimal plan
-# (samq analyze on calib.txt, its own importance matrix) against llama.cpp's preset of that name
+# (samq analyze on calib.txt, its own importance matrix, GPTQ with the input Hessians of samq
+# hessian on the same tokens, one per expert matrix) against llama.cpp's preset of that name
 # written through samq's preset path (samq plan --policy preset:X, samq quantize with llama.cpp's
 # importance matrix of refmoe-31m: the same mixture and quantizer as llama-quantize). Both
 # evaluated by `samq eval` against the BF16 file on the first 400000 bytes of eval.txt (207 chunks
@@ -21,13 +22,14 @@ head -c 400000 "$shared/data/eval.txt" >eval.txt
 [ -f bf16.gguf ] || "$samq" -q convert "$model" -o bf16.gguf --type bf16
 [ -f base.logits ] || "$samq" -q eval bf16.gguf --text eval.txt --ctx 512 --save-logits base.logits
 [ -f "sens$tokens.json" ] || "$samq" -q analyze "$model" --calib "$shared/data/calib.txt" --tokens "$tokens" -o "sens$tokens.json"
+[ -f "h$tokens.gguf" ] || "$samq" -q hessian "$model" --calib "$shared/data/calib.txt" --tokens "$tokens" -o "h$tokens.gguf"
 echo "| size of llama.cpp's | bytes samq / preset | KLD samq | KLD preset | ratio | same top-1 samq / preset |"
 echo "|---|---|---|---|---|---|"
 for row in Q2_K:14473472 Q3_K_M:17172736 Q4_K_M:20150528 Q5_K_M:22968576; do
   name=${row%%:*} size=${row##*:}
-  "$samq" -q plan "sens$tokens.json" --target-size "$size" -o "opt_$name.json" >/dev/null
-  "$samq" -q quantize "$model" "opt_$name.json" -o "opt_$name.gguf" 2>/dev/null
-  "$samq" -q plan "$model" --policy "preset:$name" -o "pre_$name.json" >/dev/null
+  "$samq" -q plan "sens$tokens.json" --target-size "$size" -o "opt_$name.json" >/dev/null 2>&1
+  "$samq" -q quantize "$model" "opt_$name.json" -o "opt_$name.gguf" --hessian "h$tokens.gguf" 2>/dev/null
+  "$samq" -q plan "$model" --policy "preset:$name" -o "pre_$name.json" >/dev/null 2>&1
   "$samq" -q quantize "$model" "pre_$name.json" -o "pre_$name.gguf" --imatrix "$shared/golden/anchors/refmoe-31m-imatrix.gguf" 2>/dev/null
   for k in opt pre; do
     "$samq" -q eval "${k}_$name.gguf" --text eval.txt --ctx 512 --base-logits base.logits --json "${k}_$name.eval.json" >/dev/null 2>&1
