@@ -13,7 +13,7 @@ const std::map<std::string, std::vector<std::string>>& activation_readers() {
   static const std::map<std::string, std::vector<std::string>> readers = {
       {"attn_norm", {"attn_q", "attn_k", "attn_v"}},
       {"kq_out", {"attn_output"}},
-      {"ffn_norm", {"ffn_gate", "ffn_up"}},
+      {"ffn_norm", {"ffn_gate", "ffn_up", "ffn_gate_inp"}},  // the MoE router reads it too
       {"ffn_act", {"ffn_down"}}};
   return readers;
 }

@@ -46,6 +46,13 @@ nlohmann::json tensor_json(const Model& m, const SensitivityAccumulator& acc, co
   jt["fisher_trace"] = acc.fisher_trace(s, opt.labels);
   const bool quantizable = t->rows > 1 && !keeps_f32(name, t->rows > 1 ? 2 : 1);
   jt["quantizable"] = quantizable;
+  if (s.n_mat > 1) {
+    // Stacked experts: calibration rows routed to each; unrouted ones carry the routed mean (fisher.h).
+    json unrouted = json::array();
+    for (int64_t e = 0; e < s.n_mat; ++e)
+      if (s.mat_rows_seen[size_t(e)] == 0) unrouted.push_back(e);
+    jt["experts"] = {{"count", s.n_mat}, {"routed_rows", s.mat_rows_seen}, {"unrouted", unrouted}};
+  }
   json cands = json::object();
   if (!quantizable) {
     cands["f32"] = {{"bytes", t->n_elements() * 4}, {"dloss", 0.0}};
@@ -88,6 +95,10 @@ nlohmann::json assemble(const Model& m, const SensitivityAccumulator& acc, const
                   {"n_embd", m.hparams.n_embd},
                   {"n_ff", m.hparams.n_ff},
                   {"n_vocab", m.hparams.n_vocab}};
+  if (m.hparams.is_moe()) {
+    doc["model"]["n_expert"] = m.hparams.n_expert;
+    doc["model"]["n_expert_used"] = m.hparams.n_expert_used;
+  }
   doc["calibration"] = {{"file", calib.path},
                         {"sha256", calib.sha256},
                         {"bytes", calib.bytes},
@@ -135,6 +146,12 @@ Imatrix imatrix_of(const SensitivityAccumulator& acc, const Calibration& calib) 
     e.name = s.name;
     e.sum2 = s.col_sq;
     e.count = double(s.n_rows_seen);
+    if (s.n_mat > 1) {  // the measured per-expert data (filled experts have none: zeros, count 0)
+      e.counts = s.mat_rows_seen;
+      for (int64_t j = 0; j < s.n_mat; ++j)
+        if (s.mat_rows_seen[size_t(j)] == 0)
+          std::fill(e.sum2.begin() + j * s.cols, e.sum2.begin() + (j + 1) * s.cols, 0.0);
+    }
     im.entries.push_back(std::move(e));
   }
   std::sort(im.entries.begin(), im.entries.end(), [](auto& a, auto& b) { return a.name < b.name; });

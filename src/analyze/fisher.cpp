@@ -32,6 +32,12 @@ SensitivityAccumulator::SensitivityAccumulator(const Model& m, const BackwardOps
     s.rows = t.rows;
     s.cols = t.cols;
     s.embedding = &t == &m.weights.token_embd;
+    s.n_mat = t.n_mat;
+    if (s.n_mat > 1) {
+      s.mat_rows_seen.assign(size_t(s.n_mat), 0.0);
+      s.mat_count.assign(size_t(s.n_mat), 0.0);
+      s.filled.assign(size_t(s.n_mat), false);
+    }
     s.linear = t.rows > 1 && !s.embedding;
     if (&t == head) s.linear = true;  // tied: token_embd is also the output head
     if (s.embedding && !s.linear) s.row_count.assign(static_cast<size_t>(s.rows), 0.0);
@@ -54,7 +60,7 @@ void SensitivityAccumulator::open_tensor(size_t i) {
     for (int k = 0; k < 2; ++k) zeroed(d.g2[k], s.rows * s.cols);
   if (s.linear) {
     for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.rows);
-    zeroed(d.col_sq, s.cols);
+    zeroed(d.col_sq, s.n_mat * s.cols);
   }
   if (s.embedding && !s.linear)  // (tied embeddings use the output head's factors)
     for (int k = 0; k < 2; ++k) zeroed(d.row_sq[k], s.cols);
@@ -69,6 +75,47 @@ void SensitivityAccumulator::close_tensor(size_t i) {
   }
   if (!d.col_sq.empty()) s.col_sq = d.col_sq.to_host();
   d = DeviceStats();
+  fill_unrouted_experts(s);
+}
+
+void fill_unrouted_experts(TensorStats& s) {
+  if (s.n_mat <= 1) return;
+  const int64_t R = s.mat_rows(), C = s.cols;
+  std::vector<int64_t> routed;
+  for (int64_t e = 0; e < s.n_mat; ++e) {
+    s.mat_count[size_t(e)] = s.mat_rows_seen[size_t(e)];
+    s.filled[size_t(e)] = false;
+    if (s.mat_rows_seen[size_t(e)] > 0) routed.push_back(e);
+  }
+  if (routed.empty() || int64_t(routed.size()) == s.n_mat) return;
+  const double nr = double(routed.size());
+  double mean_count = 0;
+  for (int64_t e : routed) mean_count += s.mat_rows_seen[size_t(e)] / nr;
+  // Sums scaled to the mean count: the filled expert's per-token statistics (sum / count) are the
+  // mean of the routed experts' per-token statistics.
+  auto fill = [&](auto& v, int64_t per, bool per_token) {
+    if (v.empty()) return;
+    std::vector<double> mean(size_t(per), 0.0);
+    for (int64_t e : routed) {
+      const double k = per_token ? mean_count / s.mat_rows_seen[size_t(e)] : 1.0;
+      for (int64_t i = 0; i < per; ++i) mean[size_t(i)] += k * double(v[size_t(e * per + i)]) / nr;
+    }
+    for (int64_t e = 0; e < s.n_mat; ++e)
+      if (s.mat_rows_seen[size_t(e)] == 0)
+        for (int64_t i = 0; i < per; ++i) v[size_t(e * per + i)] = static_cast<std::decay_t<decltype(v[0])>>(mean[size_t(i)]);
+  };
+  // col_sq: per-token means averaged; row_sq: sums over routed tokens of dy^2, which the factored
+  // Fisher divides by the count; g2 (full Fisher): a per-scored-token sum, averaged as is.
+  fill(s.col_sq, C, true);
+  for (int k = 0; k < 2; ++k) {
+    fill(s.row_sq[k], R, true);
+    fill(s.g2[k], R * C, false);
+  }
+  for (int64_t e = 0; e < s.n_mat; ++e)
+    if (s.mat_rows_seen[size_t(e)] == 0) {
+      s.mat_count[size_t(e)] = mean_count;
+      s.filled[size_t(e)] = true;
+    }
 }
 
 SensitivityAccumulator::~SensitivityAccumulator() = default;
@@ -83,6 +130,7 @@ void SensitivityAccumulator::sync() const {
       if (!d.row_sq[k].empty()) s.row_sq[k] = d.row_sq[k].to_host();
     }
     if (!d.col_sq.empty()) s.col_sq = d.col_sq.to_host();
+    fill_unrouted_experts(s);
   }
   dirty_ = false;
 }
@@ -130,6 +178,17 @@ BackwardHooks SensitivityAccumulator::hooks_for(int k, const std::unordered_map<
     if (k == kEmpirical) {
       bops_.col_sq_accumulate(x, rows, w.cols, dev_[i].col_sq.data());
       stats_[i].n_rows_seen += rows;
+    }
+  };
+  hooks.on_expert_linear = [this, k, &by_name](const Tensor& w, int e, const float* x, const float* dy,
+                                               int64_t rows) {
+    const size_t i = by_name.at(w.name);
+    const int64_t R = w.mat_rows();
+    bops_.col_sq_accumulate(dy, rows, R, dev_[i].row_sq[k].data() + e * R);
+    if (k == kEmpirical) {
+      bops_.col_sq_accumulate(x, rows, w.cols, dev_[i].col_sq.data() + e * w.cols);
+      stats_[i].n_rows_seen += rows;
+      stats_[i].mat_rows_seen[size_t(e)] += double(rows);
     }
   };
   hooks.on_embedding = [this, k, &by_name](const Tensor& w, const int32_t* ids, const float* dy, int64_t rows) {
@@ -214,6 +273,14 @@ void SensitivityAccumulator::fisher_row(const TensorStats& s, int labels, bool f
     for (int64_t i = 0; i < s.cols; ++i) out[i] = 0.0f;
     return;
   }
+  if (s.n_mat > 1) {  // expert e's rows: its own routed tokens' sums
+    const int64_t e = r / s.mat_rows();
+    const double cnt = s.mat_count[size_t(e)];
+    const double rj = cnt > 0 ? s.row_sq[labels][r] * norm / cnt : 0.0;
+    const double* col = s.col_sq.data() + e * s.cols;
+    for (int64_t i = 0; i < s.cols; ++i) out[i] = float(rj * col[i]);
+    return;
+  }
   // F[j, i] ~ sum_t dy_j^2 * sum_t x_i^2 / rows_seen, per scored token
   const double rj = s.row_sq[labels][r] * norm / rows_seen;
   for (int64_t i = 0; i < s.cols; ++i) out[i] = float(rj * s.col_sq[i]);
@@ -232,6 +299,15 @@ double SensitivityAccumulator::fisher_trace(const TensorStats& s, int labels) co
 
 std::vector<float> SensitivityAccumulator::imatrix(const TensorStats& s) const {
   if (s.col_sq.empty() || s.n_rows_seen == 0) return {};
+  if (s.n_mat > 1) {
+    std::vector<float> v(static_cast<size_t>(s.n_mat * s.cols), 1.0f);
+    for (int64_t e = 0; e < s.n_mat; ++e) {
+      const double c = s.mat_rows_seen[size_t(e)];
+      if (c > 0)
+        for (int64_t i = 0; i < s.cols; ++i) v[size_t(e * s.cols + i)] = float(s.col_sq[size_t(e * s.cols + i)] / c);
+    }
+    return v;
+  }
   std::vector<float> v(static_cast<size_t>(s.cols));
   for (int64_t i = 0; i < s.cols; ++i) v[i] = float(s.col_sq[i] / double(s.n_rows_seen));
   return v;

@@ -8,6 +8,15 @@
 //     to the unquantized model, since E_y~p[g g^T] is its Hessian at zero perturbation);
 //   - per input column sums of x^2 with counts (the importance matrix, analyze/imatrix.h).
 //
+// MoE: a stacked expert tensor (n_mat experts) keeps its row statistics per stacked row (so per
+// expert), and its column sums and token counts per expert, from the rows routed to each (the
+// backward's on_expert_linear hook). Its Fisher is therefore the routing-weighted one: a token
+// adds to expert e's statistics only when routed to e, with its routing weight inside dL/dy. An
+// expert no calibration token was routed to has no statistics; it is given the mean of the routed
+// experts' (fill_unrouted_experts): calibration text says nothing about it, other text may route
+// to it, and zero would let the planner starve it; an average expert is the neutral prior. Its
+// importance matrix stays 1.0 per column (llama-quantize's rule for an expert without data).
+//
 // Normalization: every Fisher here is per scored token, so 0.5 * sum F * (w - q(w))^2 is the
 // predicted increase of the MEAN per-token loss (nats), the unit of sensitivity.json.
 // With model-sampled labels the per-position score functions are uncorrelated, so the squared
@@ -49,7 +58,20 @@ struct TensorStats {
   std::vector<double> col_sq;          // sum over token rows of x_i^2 (linear inputs)
   std::vector<double> row_count;       // embedding: occurrences of each row as an input token
   int64_t n_rows_seen = 0;             // token rows that went through this tensor
+  // MoE: n_mat stacked experts; col_sq then holds n_mat * cols sums (expert-major), and
+  // mat_rows_seen the token rows routed to each expert (as measured; 0 for an unrouted expert,
+  // whose statistics are filled with the routed experts' mean: filled[e]).
+  int64_t n_mat = 1;
+  std::vector<double> mat_rows_seen;  // measured routing counts
+  std::vector<double> mat_count;      // counts the statistics stand for (filled: the routed mean)
+  std::vector<bool> filled;
+  int64_t mat_rows() const { return rows / n_mat; }
 };
+
+// Gives every expert of s without routed tokens the mean statistics of the routed ones (see the
+// top of this file): row sums, column sums, counts and the full Fisher rows. No-op for dense
+// tensors and when no expert was routed to.
+void fill_unrouted_experts(TensorStats& s);
 
 struct FisherOptions {
   bool full = true;          // keep the exact diagonal (rows*cols floats per tensor and label kind)
@@ -98,7 +120,8 @@ class SensitivityAccumulator {
   void fisher_row(const TensorStats& s, int labels, bool factored, int64_t r, float* out) const;
   // Sum of the Fisher diagonal of a tensor (full when kept, else factored).
   double fisher_trace(const TensorStats& s, int labels) const;
-  // Mean x^2 per input column (the importance matrix), or empty when not a linear weight.
+  // Mean x^2 per input column (the importance matrix), or empty when not a linear weight. For
+  // stacked experts: n_mat * cols values, 1.0 for an expert without routed tokens.
   std::vector<float> imatrix(const TensorStats& s) const;
 
  private:

@@ -26,7 +26,8 @@ std::vector<const Tensor*> layer_tensors(const LayerWeights& L) {
   std::vector<const Tensor*> v;
   for (const Tensor* t : {&L.attn_norm, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_q_bias, &L.attn_k_bias,
                           &L.attn_v_bias, &L.attn_q_norm, &L.attn_k_norm, &L.attn_output, &L.attn_output_bias,
-                          &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+                          &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.ffn_gate_inp, &L.ffn_gate_exps,
+                          &L.ffn_up_exps, &L.ffn_down_exps})
     if (t->present()) v.push_back(t);
   return v;
 }

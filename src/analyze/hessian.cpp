@@ -23,11 +23,8 @@ Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::ve
   const auto& readers = activation_readers();
   std::map<std::string, HessianEntry> acc;
   std::map<std::string, Buffer<double>> sums;
-  auto add = [&](const std::vector<std::string>& weights, const float* x, int64_t rows, int64_t cols) {
-    std::vector<std::string> present;
-    for (const auto& w : weights)
-      if (m.find(w)) present.push_back(w);
-    if (present.empty()) return;
+  // `present`: the weight (or expert matrix) names this input serves, the entry named after the first.
+  auto add_to = [&](const std::vector<std::string>& present, const float* x, int64_t rows, int64_t cols) {
     HessianEntry& e = acc[present[0]];
     Buffer<double>& sum = sums[present[0]];
     if (sum.empty()) {
@@ -41,6 +38,12 @@ Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::ve
     bops.xtx_accumulate(x, rows, cols, sum.data());
     e.count += double(rows);
   };
+  auto add = [&](const std::vector<std::string>& weights, const float* x, int64_t rows, int64_t cols) {
+    std::vector<std::string> present;
+    for (const auto& w : weights)
+      if (m.find(w)) present.push_back(w);
+    if (!present.empty()) add_to(present, x, rows, cols);
+  };
   ForwardHooks hooks;
   hooks.on_activation = [&](std::string_view name, int layer, const float* x, int64_t rows, int64_t cols) {
     if (layer < 0) {
@@ -50,6 +53,18 @@ Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::ve
     auto it = readers.find(std::string(name));
     if (it == readers.end()) return;
     add(layer_weight_names(layer, it->second), x, rows, cols);
+  };
+  // MoE: one entry per expert matrix, from the rows routed to it ("<weight>.<expert>"; gate and up
+  // share theirs). An expert no token reached has none.
+  hooks.on_expert = [&](std::string_view name, int layer, int e, const float* x, int64_t rows, int64_t cols) {
+    std::vector<std::string> kinds;
+    if (name == "ffn_moe_inp") kinds = {"ffn_gate_exps", "ffn_up_exps"};
+    else if (name == "ffn_moe_act") kinds = {"ffn_down_exps"};
+    else return;
+    std::vector<std::string> names;
+    for (const auto& w : layer_weight_names(layer, kinds))
+      if (m.find(w)) names.push_back(hessian_expert_name(w, e));
+    if (!names.empty()) add_to(names, x, rows, cols);
   };
   ForwardOptions opt;
   opt.hooks = &hooks;
@@ -73,6 +88,10 @@ Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::ve
   h.chunk_size = chunks.empty() ? 0 : uint32_t(chunks[0].size());
   h.device = ops.device();
   return h;
+}
+
+std::string hessian_expert_name(const std::string& weight, int64_t expert) {
+  return weight + "." + std::to_string(expert);
 }
 
 void write_hessian_gguf(const std::string& path, const Hessians& h) {

@@ -3,7 +3,10 @@
 //
 // One entry per distinct input: per layer attn_q/attn_k/attn_v share "attn_norm", attn_output
 // reads "kq_out", ffn_gate/ffn_up share "ffn_norm", ffn_down reads "ffn_act"; the output matrix
-// reads "result_norm" (all positions). token_embd (a lookup) has none.
+// reads "result_norm" (all positions). token_embd (a lookup) has none. MoE: one entry per expert
+// matrix, "<weight>.<expert>" (hessian_expert_name), from the rows routed to that expert (gate and
+// up experts share theirs); none for an expert no calibration token reached (the layer-streamed
+// source, hessian_stream.h, makes the same entries and returns an empty mean for such an expert).
 // diag(H) / count equals the imatrix (analyze/imatrix.h) of the same tokens.
 //
 // File format (GGUF, docs/artifacts.md "hessian"): general.type = "samq.hessian";
@@ -50,6 +53,9 @@ Hessians collect_hessians(const Model& m, const BackwardOps& bops, const std::ve
                           bool progress = true);
 
 void write_hessian_gguf(const std::string& path, const Hessians& h);  // atomic (temp + rename)
+
+// The entry name of matrix `expert` of a stacked expert tensor: "blk.0.ffn_up_exps.weight.3".
+std::string hessian_expert_name(const std::string& weight, int64_t expert);
 
 // Reading (weight -> mean Hessian): HessianFile in export/quantize_model.h.
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "analyze/activation_pass.h"
+#include "analyze/hessian.h"
 #include "backend/buffer.h"
 #include "core/error.h"
 #include "model/forward.h"
@@ -24,6 +25,13 @@ StreamedHessians::StreamedHessians(Model& m, const BackwardOps& bops, std::vecto
       for (const auto& w : layer_weight_names(l, kinds))
         if (m.find(w)) weights_[w] = {l, width.at(act)};
   if (m.find("output.weight")) weights_["output.weight"] = {int(h.n_layer), h.n_embd};
+  // MoE: one entry per expert matrix (hessian_expert_name), as collect_hessians.
+  for (int l = 0; l < int(h.n_layer); ++l)
+    for (const auto& [kind, width_in] : {std::pair<const char*, int64_t>{"ffn_gate_exps", h.n_embd},
+                                         {"ffn_up_exps", h.n_embd}, {"ffn_down_exps", h.n_ff_exp}})
+      for (const auto& w : layer_weight_names(l, {kind}))
+        if (m.find(w))
+          for (int64_t e = 0; e < h.n_expert; ++e) weights_[hessian_expert_name(w, e)] = {l, width_in};
 }
 
 bool StreamedHessians::has(const std::string& w) const { return weights_.count(w) != 0; }
@@ -44,8 +52,9 @@ std::vector<float> StreamedHessians::mean(const std::string& w) {
   const int layer = it->second.first;
   if (held_ != layer) compute_layer(layer);
   auto m = means_.find(w);
-  if (m == means_.end()) fail("streamed Hessians: no entry for {}", w);
-  return m->second;
+  if (m != means_.end()) return m->second;
+  if (w.find("_exps.weight.") != std::string::npos) return {};  // an expert no token was routed to
+  fail("streamed Hessians: no entry for {}", w);
 }
 
 void StreamedHessians::restart() {
@@ -94,6 +103,25 @@ void StreamedHessians::compute_layer(int layer) {
     std::vector<std::string> present;
     for (const auto& w : ws)
       if (m_.find(w)) present.push_back(w);
+    if (present.empty()) return;
+    Buffer<double>& s = sums[present[0]];
+    if (s.empty()) {
+      s = Buffer<double>(ops, cols * cols);
+      s.zero();
+      serves[present[0]] = present;
+    }
+    bops_.xtx_accumulate(x, rows, cols, s.data());
+    counts[present[0]] += double(rows);
+  };
+  hooks.on_expert = [&](std::string_view name, int l, int e, const float* x, int64_t rows, int64_t cols) {
+    if (l != layer) return;
+    std::vector<std::string> kinds;
+    if (name == "ffn_moe_inp") kinds = {"ffn_gate_exps", "ffn_up_exps"};
+    else if (name == "ffn_moe_act") kinds = {"ffn_down_exps"};
+    else return;
+    std::vector<std::string> present;
+    for (const auto& w : layer_weight_names(l, kinds))
+      if (m_.find(w)) present.push_back(hessian_expert_name(w, e));
     if (present.empty()) return;
     Buffer<double>& s = sums[present[0]];
     if (s.empty()) {

@@ -6,7 +6,10 @@
 // ne {1, 1}), sorted by name) that llama-quantize and `samq quantize --imatrix` read.
 //
 // As llama-imatrix by default: every blk.* matmul weight gets an entry (q/k/v share their
-// input, as do gate/up); token_embd (a lookup) and output do not.
+// input, as do gate/up); token_embd (a lookup) and output do not. MoE: the router ffn_gate_inp
+// gets one, and each 3-D expert tensor one of n_expert rows: in_sum2 ne {cols, n_expert} from
+// the tokens routed to each expert, counts ne {1, n_expert} (llama-imatrix's MUL_MAT_ID entries;
+// an expert never routed to has count 0).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -20,8 +23,9 @@ namespace samq {
 
 struct ImatrixEntry {
   std::string name;        // weight name, e.g. blk.0.attn_q.weight
-  std::vector<double> sum2;  // (cols) sum of x^2
-  double count = 0;          // token rows
+  std::vector<double> sum2;  // (cols) sum of x^2; stacked experts: (n_mat * cols), expert-major
+  double count = 0;          // token rows (stacked experts: their sum)
+  std::vector<double> counts;  // stacked experts only: token rows routed to each (n_mat)
 };
 
 struct Imatrix {
@@ -30,7 +34,8 @@ struct Imatrix {
   uint32_t chunk_count = 0, chunk_size = 0;
 
   const ImatrixEntry* find(const std::string& name) const;
-  // Per-column mean of x^2 (what quantizers take as importance), empty if absent.
+  // Per-column mean of x^2 (what quantizers take as importance), empty if absent; stacked experts:
+  // n_mat * cols values, 1.0 for an expert with count 0 (llama-quantize's rule).
   std::vector<float> mean(const std::string& name) const;
 };
 

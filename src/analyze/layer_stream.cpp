@@ -53,7 +53,8 @@ Sizes sizes_of(const Model& m) {
     const LayerWeights& L = m.weights.layers[size_t(l)];
     for (const Tensor* t : {&L.attn_norm, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_q_bias, &L.attn_k_bias,
                             &L.attn_v_bias, &L.attn_q_norm, &L.attn_k_norm, &L.attn_output, &L.attn_output_bias,
-                            &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down})
+                            &L.ffn_norm, &L.ffn_gate, &L.ffn_up, &L.ffn_down, &L.ffn_gate_inp, &L.ffn_gate_exps,
+                            &L.ffn_up_exps, &L.ffn_down_exps})
       if (t->present()) p += t->n_elements();
     s.layer_params_max = std::max(s.layer_params_max, p);
   }

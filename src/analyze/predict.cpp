@@ -34,7 +34,9 @@ std::vector<CandidatePrediction> predict_tensor(const SensitivityAccumulator& ac
   const int64_t rows = s.rows, cols = s.cols;
   const bool full = !s.g2[0].empty();
   const bool fact = s.linear || s.embedding;
-  std::vector<float> imx(static_cast<size_t>(cols), 1.0f);
+  // Stacked experts: every expert's rows quantized with its own importance (n_mat * cols values).
+  const int64_t n_mat = s.n_mat, mat_rows = rows / n_mat;
+  std::vector<float> imx(static_cast<size_t>(n_mat * cols), 1.0f);
   {
     auto m = acc.imatrix(s);
     if (!m.empty()) imx = m;
@@ -45,7 +47,9 @@ std::vector<CandidatePrediction> predict_tensor(const SensitivityAccumulator& ac
     CandidatePrediction cp;
     cp.type = t;
     cp.bytes = rows * ggml_row_size(t, cols);
-    quant_round_trip(t, w, deq.data(), rows, cols, quant_imatrix);
+    for (int64_t e = 0; e < n_mat; ++e)
+      quant_round_trip(t, w + e * mat_rows * cols, deq.data() + e * mat_rows * cols, mat_rows, cols,
+                       quant_imatrix ? quant_imatrix + e * cols : nullptr);
     // per-row sums in fixed chunks of rows, then reduced in order (thread-count independent)
     const int64_t rchunk = 16, nch = (rows + rchunk - 1) / rchunk;
     std::vector<std::array<double, kNumSignals>> part(static_cast<size_t>(nch));
@@ -76,7 +80,7 @@ std::vector<CandidatePrediction> predict_tensor(const SensitivityAccumulator& ac
             acc.fisher_row(s, kEmpirical, true, r, f.data());
             a[kFisherEmpFact] += weighted(f.data());
           }
-          a[kImatrixErr] += weighted(imx.data());
+          a[kImatrixErr] += weighted(imx.data() + (r / mat_rows) * cols);
         }
         part[c] = a;
       }

@@ -41,7 +41,8 @@ struct CandidatePrediction {
 };
 
 // w: the tensor's f32 values (rows, cols); quant_imatrix: per-column importance used by the
-// quantizer (nullptr: plain quantization, as for token_embd / output without imatrix data).
+// quantizer (nullptr: plain quantization, as for token_embd / output without imatrix data); for
+// stacked experts (s.n_mat > 1) n_mat * cols values, expert e's rows quantized with slice e.
 // full: whether the exact Fisher is available (else the *_full signals are 0).
 std::vector<CandidatePrediction> predict_tensor(const SensitivityAccumulator& acc, const TensorStats& s,
                                                 const float* w, const float* quant_imatrix,

@@ -174,6 +174,20 @@ class Ops {
   // y(n) = a + b. y may alias a or b.
   virtual void add(const float* a, const float* b, int64_t n, float* y) const = 0;
 
+  // ---- mixture of experts (model/moe.h). Defaults: host loops (backend/cpu/ops_moe.cpp, the
+  // reference; deterministic, sequential in row order); a backend without host memory that does
+  // not override them fails naming the op.
+  // Router: per row of logits (n, n_expert), p = softmax(row); ids[t, 0..k) = the k largest p in
+  // descending order (lower index first on ties), weights[t, j] = p[ids[t, j]], divided by their
+  // sum when norm. ids, weights: (n, k).
+  virtual void moe_route(const float* logits, int64_t n, int64_t n_expert, int64_t k, bool norm, int32_t* ids,
+                         float* weights) const;
+  // out[i] = x[rows[i]] for i < n, rows of d floats.
+  virtual void gather_rows(const float* x, int64_t d, const int32_t* rows, int64_t n, float* out) const;
+  // out[rows[i]] += scale[i] * src[i] for i = 0..n-1 in that order (scale null: 1).
+  virtual void scatter_add_rows(const float* src, int64_t d, const int32_t* rows, const float* scale, int64_t n,
+                                float* out) const;
+
   // out[r] for the n rows of logits (n, v) (the model's logits, next-token ids next (n) and, when
   // base is not null, the base distributions of the same rows; out (n) in backend memory):
   // exactly what eval/perplexity.cpp's KldAccumulator computes per scored position (log-sum-exp

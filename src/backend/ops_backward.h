@@ -102,6 +102,19 @@ class BackwardOps {
   virtual void embedding_backward(const int32_t* ids, const float* dy, int64_t n, int64_t d, float* dE) const = 0;
   virtual void bias_backward(const float* dy, int64_t n, int64_t d, float* db) const = 0;
 
+  // ---- mixture of experts (defaults: host loops in backend/cpu/ops_moe.cpp; device backends
+  // without an override fail naming the op)
+  // Through Ops::moe_route with the choice ids (n, k) held fixed (top-k is piecewise constant):
+  // p = softmax(logits), w_j = p[ids_j] (/ S, S = sum_j p[ids_j], when norm).
+  //   norm:  dp[ids_j] = (dw_j - sum_i dw_i w_i) / S;  else dp[ids_j] = dw_j (0 elsewhere);
+  //   dlogits += p * (dp - sum_e p_e dp_e).
+  virtual void moe_route_backward(const float* logits, const int32_t* ids, const float* dweights, int64_t n,
+                                  int64_t n_expert, int64_t k, bool norm, float* dlogits) const;
+  // Through Ops::scatter_add_rows (out[rows[i]] += scale[i] * src[i]), given dout:
+  //   dsrc[i] += scale[i] * dout[rows[i]];  dscale[i] += src[i] . dout[rows[i]]  (either may be null).
+  virtual void scatter_add_rows_backward(const float* src, const float* dout, int64_t d, const int32_t* rows,
+                                         const float* scale, int64_t n, float* dsrc, float* dscale) const;
+
   // ---- statistics of the sensitivity analysis
   // acc[j] += sum_t v[t, j]^2 over the rows of v (n, w), in double, in a fixed order (token order
   // on the CPU; on CUDA fixed token segments added in order, the same to ~1e-16 relative).

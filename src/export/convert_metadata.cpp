@@ -75,7 +75,8 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
 
   put("general.architecture", GgufValue::str(a));
   put("general.type", GgufValue::str("model"));
-  put("general.size_label", GgufValue::str(gguf_size_label(n_params)));
+  put("general.size_label", GgufValue::str(hp.is_moe() ? fmt::format("{}x{}", hp.n_expert, gguf_size_label(n_params))
+                                                        : gguf_size_label(n_params)));
 
   put(a + ".block_count", u32(hp.n_layer));
   put(a + ".context_length", u32(hp.n_ctx_train));
@@ -85,6 +86,10 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
   if (cfg.contains("num_key_value_heads")) put(a + ".attention.head_count_kv", u32(hp.n_head_kv));
   if (cfg.contains("rope_theta") || rp.contains("rope_theta")) put(a + ".rope.freq_base", GgufValue::f32(hp.rope_theta));
   if (cfg.contains("rms_norm_eps")) put(a + ".attention.layer_norm_rms_epsilon", GgufValue::f32(hp.rms_eps));
+  if (hp.is_moe()) {
+    put(a + ".expert_count", u32(hp.n_expert));
+    put(a + ".expert_used_count", u32(hp.n_expert_used));
+  }
   if (cfg.contains("head_dim") && !cfg["head_dim"].is_null()) {
     put(a + ".attention.key_length", u32(hp.head_dim));
     put(a + ".attention.value_length", u32(hp.head_dim));
@@ -101,6 +106,7 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
     put(a + ".rope.scaling.type", GgufValue::str("linear"));
     put(a + ".rope.scaling.factor", GgufValue::f32(rp["factor"].get<float>()));
   }
+  if (a == "qwen3moe") put(a + ".expert_feed_forward_length", u32(hp.n_ff_exp));
   put("general.quantization_version", GgufValue::u32(2));
 
   const TokenizerVocab& v = tok.vocab();

@@ -23,11 +23,14 @@ std::string gguf_size_label(int64_t n_params);
 // optional fields are present), in its order:
 //   general.architecture, general.type, general.size_label, <arch>.block_count, context_length,
 //   embedding_length, feed_forward_length, attention.head_count, attention.head_count_kv,
-//   rope.freq_base, attention.layer_norm_rms_epsilon, [attention.key_length, value_length],
-//   general.file_type, [llama: vocab_size, rope.dimension_count, rope.scaling.*],
+//   rope.freq_base, attention.layer_norm_rms_epsilon, [MoE: expert_count, expert_used_count],
+//   [attention.key_length, value_length], general.file_type, [llama: vocab_size,
+//   rope.dimension_count, rope.scaling.*], [qwen3moe: expert_feed_forward_length],
 //   general.quantization_version, tokenizer.ggml.* (gpt2: model, pre, tokens, token_type, merges;
 //   llama/SentencePiece: add_space_prefix, model, pre, tokens, scores, token_type; then special
 //   ids, add_bos/add_eos), tokenizer.chat_template.
+// n_params: every parameter; for MoE the shared ones plus those of one expert, and the size label
+// becomes "<n_expert>x<that>" (gguf-py's size_label).
 std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const ModelHparams& hp, const Tokenizer& tok,
                                              int64_t n_params, uint32_t file_type);
 

@@ -210,36 +210,52 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
       const std::vector<float>* imp = nullptr;
       if (types[i] != GgmlType::F32 && types[i] != GgmlType::F16 && types[i] != GgmlType::BF16) {
         imp = im.find(t.name);
-        if (imp && int64_t(imp->size()) != t.cols()) {
+        // ne[0] * ne[2] values: one importance vector per expert of a 3-D tensor (llama-quantize's rule)
+        if (imp && int64_t(imp->size()) != t.cols() * t.ne[2]) {
           if (t.name != "token_embd.weight")
-            fail("{}: imatrix entry {} has {} values, the tensor has {} columns", im.path, t.name, imp->size(), t.cols());
+            fail("{}: imatrix entry {} has {} values, the tensor needs {} ({} columns x {} matrices)", im.path, t.name,
+                 imp->size(), t.cols() * t.ne[2], t.cols(), t.ne[2]);
           imp = nullptr;
         }
         if (imp) ++r.n_with_imatrix;
       }
       q.resize(bytes);
       size_t n = 0;
-      if (hf && gptq_supported(types[i]) && hf->has(t.name)) {
-        if (hf->cols(t.name) != t.cols())
-          fail("{}: Hessian of {} is {}x{}, the tensor has {} columns", hf->path(), t.name, hf->cols(t.name),
-               hf->cols(t.name), t.cols());
-        const std::vector<float> H = hf->mean(t.name);
-        GptqOptions go;
-        go.damp = opt.gptq_damp;
-        if (opt.gptq_device >= 0) {
-#if SAMQ_HAVE_CUDA
-          n = gptq_quantize_tensor_cuda(types[i], f32.data(), q.data(), t.rows(), t.cols(), H.data(), go,
-                                        opt.gptq_device);
-#else
-          fail("GPTQ on cuda:{}: samq was built without CUDA", opt.gptq_device);
-#endif
-        } else {
-          n = gptq_quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), H.data(), go);
+      // Matrix by matrix (one for dense tensors): a stacked expert tensor's experts each with their
+      // own Hessian entry "<name>.<expert>" (analyze/hessian.h, hessian_expert_name) or, for an
+      // expert without one, their own slice of the importance matrix.
+      const int64_t n_mat = t.ne[2] * t.ne[3], mat_rows = t.rows() / n_mat;
+      const size_t mat_bytes = size_t(mat_rows * ggml_row_size(types[i], t.cols()));
+      bool used_hessian = false;
+      for (int64_t e = 0; e < n_mat; ++e) {
+        const std::string hname = n_mat > 1 ? t.name + "." + std::to_string(e) : t.name;
+        const float* src_e = f32.data() + e * mat_rows * t.cols();
+        uint8_t* dst_e = q.data() + size_t(e) * mat_bytes;
+        std::vector<float> H;  // empty: no Hessian (a streamed source has none for an unrouted expert)
+        if (hf && gptq_supported(types[i]) && hf->has(hname)) {
+          if (hf->cols(hname) != t.cols())
+            fail("{}: Hessian of {} is {}x{}, the tensor has {} columns", hf->path(), hname, hf->cols(hname),
+                 hf->cols(hname), t.cols());
+          H = hf->mean(hname);
         }
-        ++r.n_with_hessian;
-      } else {
-        n = quantize_tensor(types[i], f32.data(), q.data(), t.rows(), t.cols(), imp ? imp->data() : nullptr);
+        if (!H.empty()) {
+          GptqOptions go;
+          go.damp = opt.gptq_damp;
+          if (opt.gptq_device >= 0) {
+#if SAMQ_HAVE_CUDA
+            n += gptq_quantize_tensor_cuda(types[i], src_e, dst_e, mat_rows, t.cols(), H.data(), go, opt.gptq_device);
+#else
+            fail("GPTQ on cuda:{}: samq was built without CUDA", opt.gptq_device);
+#endif
+          } else {
+            n += gptq_quantize_tensor(types[i], src_e, dst_e, mat_rows, t.cols(), H.data(), go);
+          }
+          used_hessian = true;
+        } else {
+          n += quantize_tensor(types[i], src_e, dst_e, mat_rows, t.cols(), imp ? imp->data() + e * t.cols() : nullptr);
+        }
       }
+      if (used_hessian) ++r.n_with_hessian;
       if (n != bytes) fail("tensor {}: quantizer wrote {} bytes, expected {}", t.name, n, bytes);
       w.write_tensor_data(i, q.data(), bytes);
     }

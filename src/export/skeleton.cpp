@@ -29,6 +29,7 @@ plan::Sensitivity sensitivity_skeleton(const SourceModel& src, const std::vector
   s.model.n_head = int(hp.n_head);
   s.model.n_head_kv = int(hp.n_head_kv);
   s.model.head_dim = int(hp.head_dim);
+  s.model.n_expert = int(hp.n_expert);
   s.gguf_overhead_bytes = gguf_overhead_bytes(src);
   for (const auto& t : src.tensors()) {
     plan::TensorSensitivity r;

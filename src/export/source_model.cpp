@@ -90,18 +90,28 @@ class HfSourceModel final : public SourceModel {
       tensors_.push_back(t);
       views_.push_back(nullptr);
       permute_heads_.push_back(0);
+      expert_parts_.emplace_back();
     }
     std::map<std::string, std::vector<const StTensorView*>> by_file;
     for (const auto& v : st_.tensors()) by_file[v.file].push_back(&v);
+    if (hparams_.is_moe() && !hparams_.expert_weights_norm)
+      fail("{}/config.json: norm_topk_prob = false: llama.cpp's {} always renormalises the top-k expert weights, "
+           "so a GGUF file cannot hold this model",
+           dir, hparams_.arch);
     for (const auto& file : st_.files()) {
       auto& list = by_file[file];
       std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return a->name < b->name; });
       for (const StTensorView* v : list) add_tensor(*v);
     }
     if (find_tensor("token_embd.weight") < 0) fail("{}: no model.embed_tokens.weight tensor", dir);
+    for (const auto& [layer, parts] : experts_)
+      fail("{}: layer {} has {} of its {} expert tensors (missing in the checkpoint)", dir, layer, parts.size(),
+           3 * hparams_.n_expert);
 
+    // gguf-py's parameter count: a stacked expert tensor counts one expert's share (size label
+    // "<n_expert>x<shared + one expert>").
     int64_t n_params = 0;
-    for (const auto& t : tensors_) n_params += t.n_elements();
+    for (const auto& t : tensors_) n_params += t.n_dims == 3 ? t.n_elements() / t.ne[2] : t.n_elements();
     // general.file_type of the source: the most common type of its matrices (config.json's
     // dtype may be absent or disagree with the stored tensors).
     std::map<GgmlType, int64_t> count;
@@ -119,6 +129,15 @@ class HfSourceModel final : public SourceModel {
     const SourceTensor& t = tensors_[i];
     if (t.generated) {
       std::copy(rope_freqs_.begin(), rope_freqs_.end(), out);
+      return;
+    }
+    if (!expert_parts_[i].empty()) {
+      const int64_t per = t.ne[0] * t.ne[1];
+      for (size_t e = 0; e < expert_parts_[i].size(); ++e) {
+        const StTensorView& v = *expert_parts_[i][e];
+        to_f32(v, out + int64_t(e) * per);
+        release_pages(v.data, v.nbytes);
+      }
       return;
     }
     const StTensorView& v = *views_[i];
@@ -161,7 +180,47 @@ class HfSourceModel final : public SourceModel {
     return std::string(reinterpret_cast<const char*>(m.data()), size_t(n));
   }
 
+  // Per-expert tensors are held back until a layer has all 3 x n_expert of them, then its stacked
+  // ffn_{down,gate,up}_exps are emitted in that order, as the converter's modify_tensors does.
+  void add_expert_part(const StTensorView& v, const HfExpertPart& p) {
+    if (!hparams_.is_moe()) fail("{}: expert tensor '{}' in a dense model", v.file, v.name);
+    if (p.expert >= hparams_.n_expert)
+      fail("{}: tensor '{}': expert {} of a model with {} experts", v.file, v.name, p.expert, hparams_.n_expert);
+    if (v.shape.size() != 2) fail("{}: expert tensor '{}' is not 2-D", v.file, v.name);
+    auto& parts = experts_[p.layer];
+    if (!parts.emplace(p.gguf + "#" + std::to_string(p.expert), &v).second)
+      fail("{}: tensor '{}' appears twice", v.file, v.name);
+    if (int64_t(parts.size()) < 3 * hparams_.n_expert) return;
+    const std::string blk = "blk." + std::to_string(p.layer) + ".";
+    for (const char* kind : {"ffn_down_exps", "ffn_gate_exps", "ffn_up_exps"}) {
+      const std::string name = blk + kind + ".weight";
+      std::vector<const StTensorView*> list;
+      for (int64_t e = 0; e < hparams_.n_expert; ++e) {
+        auto it = parts.find(name + "#" + std::to_string(e));
+        if (it == parts.end()) fail("{}: layer {}: expert {} of {} is missing", path_, p.layer, e, name);
+        const StTensorView* x = it->second;
+        if (!list.empty() && (x->shape != list[0]->shape || x->dtype != list[0]->dtype))
+          fail("{}: expert tensor '{}' differs in shape or dtype from '{}'", x->file, x->name, list[0]->name);
+        list.push_back(x);
+      }
+      SourceTensor t;
+      t.name = name;
+      t.source_name = "model.layers." + std::to_string(p.layer) + ".mlp.experts.*";
+      t.source_type = ggml_of(list[0]->dtype);
+      t.n_dims = 3;
+      t.ne[0] = list[0]->shape[1];
+      t.ne[1] = list[0]->shape[0];
+      t.ne[2] = hparams_.n_expert;
+      tensors_.push_back(std::move(t));
+      views_.push_back(nullptr);
+      permute_heads_.push_back(0);
+      expert_parts_.push_back(std::move(list));
+    }
+    experts_.erase(p.layer);
+  }
+
   void add_tensor(const StTensorView& v) {
+    if (const auto p = parse_hf_expert_name(v.name)) return add_expert_part(v, *p);
     const auto name = hf_to_gguf_name(v.name);
     if (!name) return;
     if (*name == "output.weight" && hparams_.tied_embeddings) return;  // tied: llama.cpp reuses token_embd
@@ -186,12 +245,15 @@ class HfSourceModel final : public SourceModel {
     tensors_.push_back(std::move(t));
     views_.push_back(&v);
     permute_heads_.push_back(heads);
+    expert_parts_.emplace_back();
   }
 
   SafetensorsModel st_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::vector<const StTensorView*> views_;  // parallel to tensors_; nullptr for generated
   std::vector<int> permute_heads_;          // q/k permutation head count, 0 for none
+  std::vector<std::vector<const StTensorView*>> expert_parts_;  // per expert, for stacked tensors
+  std::map<int, std::map<std::string, const StTensorView*>> experts_;  // layer -> parts held back
   std::vector<float> rope_freqs_;
 };
 

@@ -112,7 +112,38 @@ constexpr ArchInfo kArchs[] = {
     {"MistralForCausalLM", "mistral", "llama"},
     {"Qwen2ForCausalLM", "qwen2", "qwen2"},
     {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+    {"Qwen3MoeForCausalLM", "qwen3_moe", "qwen3moe"},
 };
+
+// MoE fields of config.json (qwen3moe). Hub checkpoints say num_experts, some exports
+// num_local_experts (Mixtral's name); both are accepted, and must agree when both are present.
+void parse_moe(const Fields& f, ModelHparams& hp) {
+  const std::string& src = f.src;
+  const json* ne = f.get("num_experts");
+  const json* nl = f.get("num_local_experts");
+  if (!ne && !nl) fail("{}: a {} model needs 'num_experts' (or 'num_local_experts')", src, hp.hf_architecture);
+  const int64_t a = ne ? f.integer("num_experts") : -1, b = nl ? f.integer("num_local_experts") : -1;
+  if (ne && nl && a != b) fail("{}: 'num_experts' = {} and 'num_local_experts' = {} disagree", src, a, b);
+  hp.n_expert = ne ? a : b;
+  hp.n_expert_used = f.integer("num_experts_per_tok");
+  hp.n_ff_exp = f.integer("moe_intermediate_size");
+  hp.expert_weights_norm = f.boolean("norm_topk_prob", false);
+  if (hp.n_expert <= 1) fail("{}: 'num_experts' must be at least 2, got {}", src, hp.n_expert);
+  if (hp.n_expert_used <= 0 || hp.n_expert_used > hp.n_expert)
+    fail("{}: 'num_experts_per_tok' = {} must be in 1..num_experts ({})", src, hp.n_expert_used, hp.n_expert);
+  if (hp.n_ff_exp <= 0) fail("{}: 'moe_intermediate_size' must be positive, got {}", src, hp.n_ff_exp);
+  // Dense layers among the sparse ones are not supported (llama.cpp's qwen3moe has none either).
+  if (f.integer("decoder_sparse_step", 1) != 1)
+    fail("{}: 'decoder_sparse_step' = {} is not supported (samq needs every layer sparse: 1)", src,
+         f.integer("decoder_sparse_step", 1));
+  if (const json* m = f.get("mlp_only_layers"))
+    if (!m->is_array() || !m->empty())
+      fail("{}: 'mlp_only_layers' = {} is not supported (samq needs every layer sparse: [])", src, m->dump());
+  for (const char* k : {"shared_expert_intermediate_size", "n_shared_experts"})
+    if (const json* v = f.get(k))
+      if (!(v->is_number() && v->get<double>() == 0))
+        fail("{}: '{}' = {}: shared experts are not supported", src, k, v->dump());
+}
 
 void parse_rope(const Fields& f, const json& r, const std::string& where, ModelHparams& hp) {
   if (!r.is_object()) fail("{}: field '{}' must be an object, found {}", f.src, where, r.dump());
@@ -183,7 +214,7 @@ ModelHparams hparams_from_hf_config_json(std::string_view text, const std::strin
   }
   if (!arch)
     fail("{}: architecture '{}' is not supported (samq supports LlamaForCausalLM, MistralForCausalLM, "
-         "Qwen2ForCausalLM, Qwen3ForCausalLM)",
+         "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)",
          src, named);
   hp.arch = arch->arch;
   hp.hf_architecture = arch->hf;
@@ -197,7 +228,7 @@ ModelHparams hparams_from_hf_config_json(std::string_view text, const std::strin
   hp.n_ff = f.integer("intermediate_size");
   if (hp.n_head <= 0) fail("{}: num_attention_heads must be positive, got {}", src, hp.n_head);
   // transformers: Qwen3Config defaults head_dim to 128; the others to hidden_size / heads.
-  hp.head_dim = f.integer("head_dim", hp.arch == "qwen3" ? 128 : hp.n_embd / hp.n_head);
+  hp.head_dim = f.integer("head_dim", hp.arch == "qwen3" || hp.arch == "qwen3moe" ? 128 : hp.n_embd / hp.n_head);
   hp.rms_eps = float(f.number(j, "rms_norm_eps", 1e-6, ""));
 
   // RoPE: newer transformers put theta and scaling in rope_parameters; older configs use
@@ -209,7 +240,8 @@ ModelHparams hparams_from_hf_config_json(std::string_view text, const std::strin
   hp.tied_embeddings = f.boolean("tie_word_embeddings", false);
   // Qwen2 always has q/k/v biases (no config flag); Llama/Mistral/Qwen3 via attention_bias.
   hp.attn_bias = hp.arch == "qwen2" ? true : f.boolean("attention_bias", false);
-  hp.qk_norm = hp.arch == "qwen3";
+  hp.qk_norm = hp.arch == "qwen3" || hp.arch == "qwen3moe";
+  if (hp.arch == "qwen3moe") parse_moe(f, hp);
   hp.bos_id = f.token_id("bos_token_id");
   hp.eos_id = f.token_id("eos_token_id");
   for (const char* k : {"dtype", "torch_dtype"}) {
@@ -256,14 +288,29 @@ int64_t layer_uniform(const GgufFile& f, const std::string& key, std::optional<i
 ModelHparams hparams_from_gguf(const GgufFile& f) {
   ModelHparams hp;
   const std::string arch = f.get_str("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
-    fail("{}: general.architecture '{}' is not supported (samq supports llama, qwen2, qwen3)", f.path(), arch);
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe")
+    fail("{}: general.architecture '{}' is not supported (samq supports llama, qwen2, qwen3, qwen3moe)", f.path(),
+         arch);
   hp.arch = arch;
   const std::string p = arch + ".";
   hp.n_ctx_train = layer_uniform(f, p + "context_length", std::nullopt);
   hp.n_embd = layer_uniform(f, p + "embedding_length", std::nullopt);
   hp.n_layer = layer_uniform(f, p + "block_count", std::nullopt);
   hp.n_ff = layer_uniform(f, p + "feed_forward_length", std::nullopt);
+  hp.n_expert = layer_uniform(f, p + "expert_count", 0);
+  if (hp.n_expert > 0 && arch != "qwen3moe")
+    fail("{}: {}expert_count = {}: mixture-of-experts {} models are not supported (qwen3moe only)", f.path(), p,
+         hp.n_expert, arch);
+  if (arch == "qwen3moe") {
+    if (hp.n_expert <= 1) fail("{}: {}expert_count must be at least 2, got {}", f.path(), p, hp.n_expert);
+    hp.n_expert_used = layer_uniform(f, p + "expert_used_count", std::nullopt);
+    hp.n_ff_exp = layer_uniform(f, p + "expert_feed_forward_length", std::nullopt);
+    if (hp.n_expert_used <= 0 || hp.n_expert_used > hp.n_expert)
+      fail("{}: {}expert_used_count = {} must be in 1..{}", f.path(), p, hp.n_expert_used, hp.n_expert);
+    if (hp.n_ff_exp <= 0) fail("{}: {}expert_feed_forward_length must be positive", f.path(), p);
+    // llama.cpp's qwen3moe graph always renormalises the top-k weights (no key says otherwise).
+    hp.expert_weights_norm = true;
+  }
   hp.n_head = layer_uniform(f, p + "attention.head_count", std::nullopt);
   hp.n_head_kv = layer_uniform(f, p + "attention.head_count_kv", hp.n_head);
   if (hp.n_head <= 0) fail("{}: {}attention.head_count must be positive", f.path(), p);

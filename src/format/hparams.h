@@ -3,7 +3,9 @@
 // (n_embd, n_head_kv, n_ff, n_layer, ...).
 //
 // Supported HF architectures: LlamaForCausalLM and MistralForCausalLM (arch "llama"),
-// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"). Others get a clear error.
+// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"), Qwen3MoeForCausalLM ("qwen3moe": every
+// layer a softmax-routed top-k mixture of SwiGLU experts, no shared expert). Others get a clear
+// error.
 // config.json: both the old `rope_theta`/`rope_scaling` keys and the newer `rope_parameters`
 // are understood (rope types default, linear, llama3).
 #pragma once
@@ -19,7 +21,7 @@ enum class RopeScalingType { None, Linear, Llama3 };
 std::string_view rope_scaling_name(RopeScalingType t);  // "none", "linear", "llama3"
 
 struct ModelHparams {
-  std::string arch;             // GGUF architecture: "llama", "qwen2", "qwen3"
+  std::string arch;             // GGUF architecture: "llama", "qwen2", "qwen3", "qwen3moe"
   std::string hf_architecture;  // e.g. "MistralForCausalLM" (empty when read from GGUF)
 
   int64_t n_vocab = 0;      // embedding rows (config vocab_size, may exceed the tokenizer's)
@@ -29,7 +31,15 @@ struct ModelHparams {
   int64_t n_head = 0;       // num_attention_heads
   int64_t n_head_kv = 0;    // num_key_value_heads (defaults to n_head)
   int64_t head_dim = 0;     // head_dim, else n_embd / n_head
-  int64_t n_ff = 0;         // intermediate_size
+  int64_t n_ff = 0;         // intermediate_size (dense FFN; written but unused by qwen3moe)
+
+  // Mixture of experts (0 / false for dense models): every layer's FFN is n_expert SwiGLU experts
+  // of width n_ff_exp; a router (ffn_gate_inp) picks n_expert_used per token by softmax + top-k,
+  // the chosen weights renormalised to sum 1 when expert_weights_norm (norm_topk_prob).
+  int64_t n_expert = 0;        // num_experts / num_local_experts / <arch>.expert_count
+  int64_t n_expert_used = 0;   // num_experts_per_tok / <arch>.expert_used_count
+  int64_t n_ff_exp = 0;        // moe_intermediate_size / <arch>.expert_feed_forward_length
+  bool expert_weights_norm = false;
 
   float rope_theta = 10000.0f;
   RopeScalingType rope_scaling = RopeScalingType::None;
@@ -49,6 +59,7 @@ struct ModelHparams {
   int64_t n_embd_q() const { return n_head * head_dim; }      // rows of attn_q
   int64_t n_embd_kv() const { return n_head_kv * head_dim; }  // rows of attn_k / attn_v
   int64_t n_rot() const { return head_dim; }
+  bool is_moe() const { return n_expert > 0; }
 
   // Throws samq::Error naming `source` and the field if a dimension is missing or inconsistent.
   void validate(const std::string& source) const;

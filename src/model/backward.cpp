@@ -213,15 +213,20 @@ void ModelGradient::backward_layer(int l, float* dres, GradientBuffers* grads, c
   const LayerWeights& L = m_.weights.layers[size_t(l)];
   // ---- FFN: l_out = ffn_inp + down(swiglu(gate(xn), up(xn))), xn = rms_norm(ffn_inp)
   // dres is dL/dl_out; it flows unchanged into dL/dffn_inp (residual) plus the norm's path.
-  dact.zero();
-  linear(L.ffn_down, nullptr, activation("ffn_act", l), dres, dact.data());
-  dgate.zero();
-  dup.zero();
-  B.swiglu_backward(activation("gate", l), activation("up", l), dact.data(), n * nff, dgate.data(), dup.data());
-  dnorm.zero();
   const float* xn = activation("ffn_norm", l);
-  linear(L.ffn_gate, nullptr, xn, dgate.data(), dnorm.data());
-  linear(L.ffn_up, nullptr, xn, dup.data(), dnorm.data());
+  if (L.ffn_gate_inp.present()) {
+    dnorm.zero();
+    moe_ffn_backward(m_, B, L, l, xn, dres, n, dnorm.data(), grads, hooks, scratch_.moe);
+  } else {
+    dact.zero();
+    linear(L.ffn_down, nullptr, activation("ffn_act", l), dres, dact.data());
+    dgate.zero();
+    dup.zero();
+    B.swiglu_backward(activation("gate", l), activation("up", l), dact.data(), n * nff, dgate.data(), dup.data());
+    dnorm.zero();
+    linear(L.ffn_gate, nullptr, xn, dgate.data(), dnorm.data());
+    linear(L.ffn_up, nullptr, xn, dup.data(), dnorm.data());
+  }
   B.rms_norm_backward(activation("ffn_inp", l), dnorm.data(), n, d, opt_f32(L.ffn_norm), hp.rms_eps, dres,
                       grad_ptr(grads, L.ffn_norm));
 

@@ -40,6 +40,9 @@ struct BackwardHooks {
   // Called once per linear weight during backward: x (n, w.cols) is the weight's input and
   // dy (n, w.rows) the gradient of the loss w.r.t. its output (bias included); backend memory.
   std::function<void(const Tensor& w, const float* x, const float* dy, int64_t n)> on_linear;
+  // The same for matrix `expert` of a stacked expert tensor (MoE): x (n, w.cols) the rows routed
+  // to that expert, dy (n, w.mat_rows()). Experts no token was routed to get no call.
+  std::function<void(const Tensor& w, int expert, const float* x, const float* dy, int64_t n)> on_expert_linear;
   // Called once for the token embedding lookup: ids (n, host) and dy (n, w.cols, backend), the
   // gradient w.r.t. the looked-up rows.
   std::function<void(const Tensor& w, const int32_t* ids, const float* dy, int64_t n)> on_embedding;
@@ -119,6 +122,7 @@ class ModelGradient {
   const int32_t* positions();
   struct Scratch {
     Buffer<float> dres, dnorm, dact, dgate, dup, dq, dk, dv, dkq, pre, dpre;
+    MoeWorkspace moe;
   } scratch_;
 };
 

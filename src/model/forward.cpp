@@ -1,4 +1,4 @@
-// The transformer forward pass (llama / mistral / qwen2 / qwen3), written once over the op
+// The transformer forward pass (llama / mistral / qwen2 / qwen3 / qwen3moe), written once over the op
 // table. See forward.h for the batching model, the hooks and resuming from a layer.
 #include "model/forward.h"
 
@@ -58,6 +58,7 @@ struct Workspace {
   std::vector<int32_t> ids, pos;
   std::vector<int64_t> first;
   std::vector<std::pair<int64_t, int64_t>> runs;  // rows that need logits: (first row, count)
+  MoeWorkspace moe;
 };
 
 // A (T, int) array for the ops: the host vector itself on host-memory backends, else a copy.
@@ -78,6 +79,10 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   if (!ops.host_memory() && m.ops != &ops)
     fail("forward: the model's weights are prepared for {}, not {} (Model::load(path, ops))", m.ops->name(),
          ops.name());
+  if (h.is_moe() && !ops.host_memory())
+    fail("{}: mixture-of-experts models run on the CPU only (--device cpu): the {} backend does not implement the "
+         "MoE ops (moe_route, gather_rows, scatter_add_rows)",
+         m.path, ops.name());
 
   // The per-thread workspace; a forward() re-entered from a hook gets its own buffers.
   static thread_local Workspace tls_ws;
@@ -183,15 +188,19 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
     emit(opt, "ffn_inp", li, ws.x, T, E);
     ops.rms_norm(x, T, E, backend_f32(L.ffn_norm), h.rms_eps, cur, nullptr);
     emit(opt, "ffn_norm", li, ws.cur, T, E);
-    // (T, E) x (F, E)^T -> (T, F)
-    ops.matmul(cur, T, wv(m, L.ffn_gate), nullptr, gate);
-    ops.matmul(cur, T, wv(m, L.ffn_up), nullptr, up);
-    emit(opt, "gate", li, ws.gate, T, F);
-    emit(opt, "up", li, ws.up, T, F);
-    ops.swiglu(gate, up, T * F, gate);
-    emit(opt, "ffn_act", li, ws.gate, T, F);
-    // (T, F) x (E, F)^T -> (T, E)
-    ops.matmul(gate, T, wv(m, L.ffn_down), nullptr, tmp);
+    if (L.ffn_gate_inp.present()) {
+      moe_ffn_forward(m, ops, L, li, cur, T, tmp, ws.moe, opt.hooks);
+    } else {
+      // (T, E) x (F, E)^T -> (T, F)
+      ops.matmul(cur, T, wv(m, L.ffn_gate), nullptr, gate);
+      ops.matmul(cur, T, wv(m, L.ffn_up), nullptr, up);
+      emit(opt, "gate", li, ws.gate, T, F);
+      emit(opt, "up", li, ws.up, T, F);
+      ops.swiglu(gate, up, T * F, gate);
+      emit(opt, "ffn_act", li, ws.gate, T, F);
+      // (T, F) x (E, F)^T -> (T, E)
+      ops.matmul(gate, T, wv(m, L.ffn_down), nullptr, tmp);
+    }
     emit(opt, "ffn_out", li, ws.tmp, T, E);
     ops.add(tmp, x, T * E, x);
     emit(opt, "l_out", li, ws.x, T, E);

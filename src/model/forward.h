@@ -18,6 +18,8 @@
 //   "q", "k", "v" (after bias, q/k norm and rope), "kq_out" (attention output before
 //   attn_output), "attn_out", "ffn_inp" (residual after attention), "ffn_norm", "gate", "up",
 //   "ffn_act" (silu(gate)*up), "ffn_out", "l_out"; then "result_norm"(-1), "logits"(-1).
+//   MoE layers (model/moe.h) give "ffn_moe_logits" instead of "gate", "up", "ffn_act", and per
+//   expert, through on_expert, "ffn_moe_inp" and "ffn_moe_act" (the rows routed to that expert).
 // - start_layer / start_input: run layers start_layer.. only, starting from a saved "attn_inp"
 //   activation of that layer (rows = total tokens, backend memory). KV caches of the skipped layers are left
 //   untouched (they must not be needed later: use fresh caches per evaluation chunk).
@@ -31,6 +33,7 @@
 #include "backend/buffer.h"
 #include "backend/ops.h"
 #include "model/model.h"
+#include "model/moe.h"
 
 namespace samq {
 
@@ -70,6 +73,8 @@ struct ForwardHooks {
   std::function<void(std::string_view name, int layer, const float* data, int64_t rows,
                      int64_t cols)>
       on_activation;
+  std::function<void(std::string_view name, int layer, int expert, const float* data, int64_t rows, int64_t cols)>
+      on_expert;
 };
 
 struct BatchSeq {

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <numbers>
 
 #include "core/error.h"
@@ -30,6 +32,12 @@ const float* Tensor::f32() const {
   return reinterpret_cast<const float*>(data);
 }
 
+WeightView Tensor::mat(int64_t e) const {
+  if (e < 0 || e >= n_mat) fail("tensor {}: no matrix {} (holds {})", name, e, n_mat);
+  const int64_t r = mat_rows();
+  return WeightView{type, r, cols, data + e * r * row_bytes(), row_bytes()};
+}
+
 void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
   auto v = [&](Tensor& t) {
     if (t.present()) fn(t);
@@ -39,7 +47,8 @@ void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
   for (auto& l : w.layers) {
     for (Tensor* t : {&l.attn_norm, &l.attn_q, &l.attn_q_bias, &l.attn_k, &l.attn_k_bias, &l.attn_v,
                       &l.attn_v_bias, &l.attn_q_norm, &l.attn_k_norm, &l.attn_output,
-                      &l.attn_output_bias, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down})
+                      &l.attn_output_bias, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down,
+                      &l.ffn_gate_inp, &l.ffn_gate_exps, &l.ffn_up_exps, &l.ffn_down_exps})
       v(*t);
   }
   v(w.output_norm);
@@ -77,6 +86,10 @@ Tensor* slot(ModelWeights& w, std::string_view name) {
   if (p.kind == "ffn_gate" && !bias) return &l.ffn_gate;
   if (p.kind == "ffn_up" && !bias) return &l.ffn_up;
   if (p.kind == "ffn_down" && !bias) return &l.ffn_down;
+  if (p.kind == "ffn_gate_inp" && !bias) return &l.ffn_gate_inp;
+  if (p.kind == "ffn_gate_exps" && !bias) return &l.ffn_gate_exps;
+  if (p.kind == "ffn_up_exps" && !bias) return &l.ffn_up_exps;
+  if (p.kind == "ffn_down_exps" && !bias) return &l.ffn_down_exps;
   return nullptr;
 }
 
@@ -106,9 +119,27 @@ void check_weights(const Model& m) {
     need(l.attn_v, (b + "attn_v.weight").c_str(), h.n_embd_kv(), h.n_embd);
     need(l.attn_output, (b + "attn_output.weight").c_str(), h.n_embd, h.n_embd_q());
     need(l.ffn_norm, (b + "ffn_norm.weight").c_str(), 1, h.n_embd);
-    need(l.ffn_gate, (b + "ffn_gate.weight").c_str(), h.n_ff, h.n_embd);
-    need(l.ffn_up, (b + "ffn_up.weight").c_str(), h.n_ff, h.n_embd);
-    need(l.ffn_down, (b + "ffn_down.weight").c_str(), h.n_embd, h.n_ff);
+    if (h.is_moe()) {
+      auto need_exps = [&](const Tensor& t, const char* what, int64_t rows, int64_t cols) {
+        need(t, (b + what).c_str(), h.n_expert * rows, cols);
+        if (t.n_mat != h.n_expert)
+          fail("{}: tensor {} holds {} experts, expected {}", src, t.name, t.n_mat, h.n_expert);
+      };
+      need(l.ffn_gate_inp, (b + "ffn_gate_inp.weight").c_str(), h.n_expert, h.n_embd);
+      if (l.ffn_gate_inp.type != GgmlType::F32)
+        fail("{}: tensor {} (router) must be f32, found {}", src, l.ffn_gate_inp.name, ggml_type_name(l.ffn_gate_inp.type));
+      need_exps(l.ffn_gate_exps, "ffn_gate_exps.weight", h.n_ff_exp, h.n_embd);
+      need_exps(l.ffn_up_exps, "ffn_up_exps.weight", h.n_ff_exp, h.n_embd);
+      need_exps(l.ffn_down_exps, "ffn_down_exps.weight", h.n_embd, h.n_ff_exp);
+      for (const Tensor* t : {&l.ffn_gate, &l.ffn_up, &l.ffn_down})
+        if (t->present()) fail("{}: tensor {} in a mixture-of-experts layer", src, t->name);
+    } else {
+      need(l.ffn_gate, (b + "ffn_gate.weight").c_str(), h.n_ff, h.n_embd);
+      need(l.ffn_up, (b + "ffn_up.weight").c_str(), h.n_ff, h.n_embd);
+      need(l.ffn_down, (b + "ffn_down.weight").c_str(), h.n_embd, h.n_ff);
+      for (const Tensor* t : {&l.ffn_gate_inp, &l.ffn_gate_exps, &l.ffn_up_exps, &l.ffn_down_exps})
+        if (t->present()) fail("{}: expert tensor {} in a dense model", src, t->name);
+    }
     if (l.attn_q_bias.present()) expect_shape(l.attn_q_bias, 1, h.n_embd_q(), src);
     if (l.attn_k_bias.present()) expect_shape(l.attn_k_bias, 1, h.n_embd_kv(), src);
     if (l.attn_v_bias.present()) expect_shape(l.attn_v_bias, 1, h.n_embd_kv(), src);
@@ -168,14 +199,47 @@ std::shared_ptr<Model> load_gguf(const std::string& path) {
   for (const GgufTensorInfo& ti : file->tensors()) {
     Tensor* s = slot(m->weights, ti.name);
     if (!s) fail("{}: unexpected tensor {} (not part of a {} model)", path, ti.name, m->hparams.arch);
-    if (ti.ne[2] != 1 || ti.ne[3] != 1) fail("{}: tensor {} has more than 2 dims", path, ti.name);
+    const bool exps = parse_gguf_name(ti.name).kind.ends_with("_exps");
+    if (ti.ne[3] != 1 || (ti.ne[2] != 1 && !exps)) fail("{}: tensor {} has more than {} dims", path, ti.name, exps ? 3 : 2);
     s->name = ti.name;
     s->type = ti.type;
-    s->rows = ti.ne[1];
+    s->n_mat = ti.ne[2];
+    s->rows = ti.ne[1] * ti.ne[2];
     s->cols = ti.ne[0];
     s->data = ti.data;
   }
   return m;
+}
+
+const Tensor& router_slot(Model& m, const std::string& name) {
+  static const Tensor none;
+  const GgufNameParts p = parse_gguf_name(name);
+  if (p.kind != "ffn_gate_inp" || p.layer < 0 || p.layer >= int(m.weights.layers.size())) return none;
+  return m.weights.layers[size_t(p.layer)].ffn_gate_inp;
+}
+
+// The experts of an HF checkpoint (one 2-D tensor each) copied into one owned 3-D tensor, as the
+// converter stacks them (expert e = rows [e * r, (e + 1) * r)); the stored type is kept.
+void stack_experts(Model& m, const std::string& name, const std::vector<const StTensorView*>& parts) {
+  for (size_t e = 0; e < parts.size(); ++e)
+    if (!parts[e]) fail("{}: expert {} of {} is missing", m.path, e, name);
+  const StTensorView& p0 = *parts[0];
+  if (p0.shape.size() != 2) fail("{}: tensor {} is not 2-D", p0.file, p0.name);
+  Tensor* s = slot(m.weights, name);
+  if (!s) fail("{}: tensor {} has no place in a {} model", m.path, name, m.hparams.arch);
+  s->name = name;
+  s->type = p0.dtype == StDtype::F32 ? GgmlType::F32 : p0.dtype == StDtype::F16 ? GgmlType::F16 : GgmlType::BF16;
+  s->n_mat = int64_t(parts.size());
+  s->cols = p0.shape[1];
+  s->rows = p0.shape[0] * s->n_mat;
+  s->owned = std::make_shared<std::vector<uint8_t>>(size_t(s->n_bytes()));
+  for (size_t e = 0; e < parts.size(); ++e) {
+    const StTensorView& p = *parts[e];
+    if (p.shape != p0.shape || p.dtype != p0.dtype)
+      fail("{}: expert tensor {} differs in shape or dtype from {}", p.file, p.name, p0.name);
+    std::memcpy(s->owned->data() + e * p.nbytes, p.data, p.nbytes);
+  }
+  s->data = s->owned->data();
 }
 
 std::shared_ptr<Model> load_hf(const std::string& dir) {
@@ -186,7 +250,16 @@ std::shared_ptr<Model> load_hf(const std::string& dir) {
   m->hf_layout = true;
   m->keep_alive = st;
   m->weights.layers.resize(m->hparams.n_layer);
+  std::map<std::string, std::vector<const StTensorView*>> experts;  // stacked name -> expert parts
   for (const StTensorView& tv : st->tensors()) {
+    if (const auto e = parse_hf_expert_name(tv.name)) {
+      auto& parts = experts[e->gguf];
+      if (m->hparams.n_expert <= 0 || e->expert >= m->hparams.n_expert)
+        fail("{}: tensor {}: expert {} of a model with {} experts", tv.file, tv.name, e->expert, m->hparams.n_expert);
+      parts.resize(size_t(m->hparams.n_expert));
+      parts[size_t(e->expert)] = &tv;
+      continue;
+    }
     const auto name = hf_to_gguf_name(tv.name);
     if (!name) continue;
     Tensor* s = slot(m->weights, *name);
@@ -195,7 +268,8 @@ std::shared_ptr<Model> load_hf(const std::string& dir) {
     s->name = *name;
     s->rows = tv.shape.size() == 2 ? tv.shape[0] : 1;
     s->cols = tv.shape.empty() ? 1 : tv.shape.back();
-    if (tv.shape.size() == 1 || (tv.shape.size() == 2 && s->rows == 1)) {
+    // 1-D tensors and the MoE router are held as f32, as the converter writes them.
+    if (tv.shape.size() == 1 || (tv.shape.size() == 2 && s->rows == 1) || s == &router_slot(*m, *name)) {
       std::vector<float> v(tv.n_elements());
       to_f32(tv, v.data());
       *s = owned_f32(*name, s->rows, s->cols, std::move(v));
@@ -204,6 +278,7 @@ std::shared_ptr<Model> load_hf(const std::string& dir) {
     s->type = tv.dtype == StDtype::F32 ? GgmlType::F32 : tv.dtype == StDtype::F16 ? GgmlType::F16 : GgmlType::BF16;
     s->data = tv.data;
   }
+  for (auto& [name, parts] : experts) stack_experts(*m, name, parts);
   if (m->hparams.tied_embeddings) m->weights.output = Tensor{};
   if (m->hparams.rope_scaling == RopeScalingType::Llama3) {
     auto f = llama3_rope_factors(m->hparams);
@@ -222,7 +297,8 @@ void prepare_tensor(const Ops& ops, const ModelWeights& w, Tensor& t) {
   t.prepared.reset();
   if (!t.present()) return;
   if (ops.host_memory()) {
-    const bool matmul = t.rows > 1 && (&t != &w.token_embd || !w.output.present());
+    // Stacked experts are read matrix by matrix through Tensor::mat, without a prepared form.
+    const bool matmul = t.rows > 1 && t.n_mat == 1 && (&t != &w.token_embd || !w.output.present());
     if (!matmul) return;
   }
   t.prepared = std::shared_ptr<const PreparedWeight>(ops.prepare_weight(t.view()));
@@ -256,7 +332,7 @@ template <class Fn>
 void for_each_layer_tensor(LayerWeights& L, Fn&& fn) {
   for (Tensor* t : {&L.attn_norm, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_q_bias, &L.attn_k_bias, &L.attn_v_bias,
                     &L.attn_q_norm, &L.attn_k_norm, &L.attn_output, &L.attn_output_bias, &L.ffn_norm, &L.ffn_gate,
-                    &L.ffn_up, &L.ffn_down})
+                    &L.ffn_up, &L.ffn_down, &L.ffn_gate_inp, &L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps})
     if (t->present()) fn(*t);
 }
 
@@ -321,6 +397,8 @@ Tensor Model::replace(Tensor t) {
   if (!s || !s->present()) fail("{}: no tensor {} to replace", path, t.name);
   if (s->rows != t.rows || s->cols != t.cols)
     fail("replacing {}: shape ({}, {}) differs from ({}, {})", t.name, t.rows, t.cols, s->rows, s->cols);
+  if (t.n_mat == 1) t.n_mat = s->n_mat;  // a round trip made as one tall matrix
+  if (t.n_mat != s->n_mat) fail("replacing {}: {} stacked matrices instead of {}", t.name, t.n_mat, s->n_mat);
   Tensor old = std::move(*s);
   *s = std::move(t);
   if (!s->prepared) prepare_tensor(*ops, weights, *s);
@@ -339,7 +417,10 @@ Tensor Model::replace_with_round_trip(std::string_view name, GgmlType type, cons
   if (!cur) fail("{}: no tensor {}", path, name);
   const std::vector<float> src = tensor_f32(*cur);
   std::vector<float> dst(src.size());
-  quant_round_trip(type, src.data(), dst.data(), cur->rows, cur->cols, imatrix);
+  // Stacked experts: matrix by matrix, each with its own imatrix slice (n_mat * cols values).
+  const int64_t R = cur->mat_rows(), C = cur->cols;
+  for (int64_t e = 0; e < cur->n_mat; ++e)
+    quant_round_trip(type, src.data() + e * R * C, dst.data() + e * R * C, R, C, imatrix ? imatrix + e * C : nullptr);
   return replace(owned_f32(std::string(name), cur->rows, cur->cols, std::move(dst)));
 }
 

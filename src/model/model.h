@@ -5,7 +5,9 @@
 // Goals: one struct the forward pass, the analysis (helper H) and the server read; tensors
 // addressed by their GGUF names; any tensor replaceable in memory (e.g. by its
 // quantize->dequantize round trip, for measuring sensitivity without writing files).
-// Non-goals: MoE, sliding-window attention, architectures other than llama/mistral/qwen2/qwen3.
+// MoE (qwen3moe): the experts of a layer are one 3-D tensor each for gate, up and down, held as
+// n_mat stacked matrices (Tensor::n_mat), see model/moe.h.
+// Non-goals: sliding-window attention, architectures other than llama/mistral/qwen2/qwen3/qwen3moe.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -25,11 +27,14 @@ class Tokenizer;
 
 // One weight tensor: (rows, cols) = (out_features, in_features) = (ne[1], ne[0]).
 // 1-D tensors (norms, biases, rope_freqs) have rows = 1. `data` points into the model file's
-// memory map or into `owned`.
+// memory map or into `owned`. A 3-D expert tensor (GGUF ne = {cols, rows/n_mat, n_mat}) is n_mat
+// matrices of rows/n_mat rows stacked: `rows` counts all of them, so row-wise code (quantization,
+// round trips, sizes) sees one tall matrix; mat(e) views matrix e.
 struct Tensor {
   std::string name;  // GGUF name, e.g. "blk.3.ffn_down.weight"
   GgmlType type = GgmlType::F32;
   int64_t rows = 0, cols = 0;
+  int64_t n_mat = 1;  // stacked matrices (experts): ne[2] of a 3-D tensor
   const uint8_t* data = nullptr;
   std::shared_ptr<std::vector<uint8_t>> owned;  // set when the bytes live on the heap
   // The CPU backend's repacked form (Ops::prepare_weight), made by Model::load for matmul
@@ -46,6 +51,9 @@ struct Tensor {
     return v;
   }
   const float* f32() const;  // data as float*; throws unless type == F32
+  int64_t mat_rows() const { return rows / n_mat; }
+  // Matrix e of a stacked tensor, (mat_rows, cols), without a prepared form.
+  WeightView mat(int64_t e) const;
 };
 
 struct LayerWeights {
@@ -58,6 +66,10 @@ struct LayerWeights {
   Tensor ffn_norm;                             // (1, n_embd)
   Tensor ffn_gate, ffn_up;                     // (n_ff, n_embd)
   Tensor ffn_down;                             // (n_embd, n_ff)
+  // MoE layers instead of ffn_gate/up/down:
+  Tensor ffn_gate_inp;                         // router (n_expert, n_embd), f32
+  Tensor ffn_gate_exps, ffn_up_exps;           // n_expert x (n_ff_exp, n_embd)
+  Tensor ffn_down_exps;                        // n_expert x (n_embd, n_ff_exp)
 };
 
 struct ModelWeights {
@@ -120,7 +132,8 @@ class Model {
   const Tensor* find(std::string_view name) const;
 
   // Replaces tensor `name` by its quantize->dequantize round trip through `type` (held as F32
-  // in memory; imatrix = per-column importance or null). Returns the previous tensor so the
+  // in memory; imatrix = per-column importance or null, n_mat * cols values for stacked experts).
+  // Returns the previous tensor so the
   // caller can put it back with restore(). No file is written.
   Tensor replace_with_round_trip(std::string_view name, GgmlType type, const float* imatrix);
   // Replaces tensor `t.name` by `t` (same shape); returns the previous one.

@@ -28,6 +28,13 @@ constexpr NameMap kLayerMap[] = {
     {"mlp.gate_proj", "ffn_gate"},
     {"mlp.up_proj", "ffn_up"},
     {"mlp.down_proj", "ffn_down"},
+    {"mlp.gate", "ffn_gate_inp"},
+};
+
+constexpr NameMap kExpertMap[] = {
+    {"gate_proj", "ffn_gate_exps"},
+    {"up_proj", "ffn_up_exps"},
+    {"down_proj", "ffn_down_exps"},
 };
 
 constexpr NameMap kGlobalMap[] = {
@@ -46,9 +53,31 @@ bool split_suffix(std::string_view name, std::string_view& stem, std::string_vie
 
 }  // namespace
 
+std::optional<HfExpertPart> parse_hf_expert_name(std::string_view hf) {
+  constexpr std::string_view prefix = "model.layers.", mid = ".mlp.experts.", tail = ".weight";
+  if (!hf.starts_with(prefix) || !hf.ends_with(tail)) return std::nullopt;
+  std::string_view rest = hf.substr(prefix.size(), hf.size() - prefix.size() - tail.size());
+  HfExpertPart r;
+  auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), r.layer);
+  if (ec != std::errc() || r.layer < 0) return std::nullopt;
+  rest = rest.substr(size_t(p - rest.data()));
+  if (!rest.starts_with(mid)) return std::nullopt;
+  rest = rest.substr(mid.size());
+  auto [q, ec2] = std::from_chars(rest.data(), rest.data() + rest.size(), r.expert);
+  if (ec2 != std::errc() || r.expert < 0 || q == rest.data() + rest.size() || *q != '.') return std::nullopt;
+  rest = rest.substr(size_t(q - rest.data()) + 1);
+  for (const auto& m : kExpertMap)
+    if (rest == m.hf) {
+      r.gguf = "blk." + std::to_string(r.layer) + "." + m.gguf + ".weight";
+      return r;
+    }
+  fail("tensor '{}': unknown expert tensor '{}' (expected gate_proj, up_proj, down_proj)", hf, rest);
+}
+
 std::optional<std::string> hf_to_gguf_name(std::string_view hf) {
   // Buffers llama.cpp's converter skips.
   if (hf.find("rotary_emb.inv_freq") != std::string_view::npos) return std::nullopt;
+  if (auto e = parse_hf_expert_name(hf)) return e->gguf;
   std::string_view stem, suffix;
   if (!split_suffix(hf, stem, suffix)) fail("tensor '{}': no .weight/.bias suffix; not a known HF tensor name", hf);
   for (const auto& m : kGlobalMap)
@@ -91,7 +120,8 @@ GgufNameParts parse_gguf_name(std::string_view name) {
 bool keeps_f32(std::string_view name, int n_dims) {
   if (n_dims <= 1) return true;
   const auto parts = parse_gguf_name(name);
-  return parts.kind == "rope_freqs" || parts.kind.ends_with("_norm");
+  // ffn_gate_inp: the MoE router (the converter's always-F32 list; llama-quantize skips it).
+  return parts.kind == "rope_freqs" || parts.kind.ends_with("_norm") || parts.kind == "ffn_gate_inp";
 }
 
 namespace {

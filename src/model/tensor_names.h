@@ -11,6 +11,10 @@
 //   model.layers.N.self_attn.{q,k}_norm.weight -> blk.N.attn_{q,k}_norm.weight
 //   model.layers.N.post_attention_layernorm.* -> blk.N.ffn_norm.*
 //   model.layers.N.mlp.{gate,up,down}_proj.*  -> blk.N.ffn_{gate,up,down}.*
+//   model.layers.N.mlp.gate.weight            -> blk.N.ffn_gate_inp.weight (MoE router)
+//   model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight
+//                                             -> expert E of blk.N.ffn_{gate,up,down}_exps.weight
+//                                                (3-D: the converter stacks the experts)
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,13 +28,21 @@ namespace samq {
 // (rotary_emb.inv_freq, ...). Throws samq::Error for an unknown name under model.layers.
 std::optional<std::string> hf_to_gguf_name(std::string_view hf_name);
 
+// An HF per-expert tensor: "model.layers.3.mlp.experts.5.up_proj.weight" -> {layer 3, expert 5,
+// gguf "blk.3.ffn_up_exps.weight"}; nullopt for other names.
+struct HfExpertPart {
+  int layer = -1, expert = -1;
+  std::string gguf;
+};
+std::optional<HfExpertPart> parse_hf_expert_name(std::string_view hf_name);
+
 // Parts of a GGUF tensor name: "blk.7.ffn_down.weight" -> {kind "ffn_down", layer 7,
 // suffix "weight"}; "output.weight" -> {"output", -1, "weight"}. Unknown layouts give the
 // name without its suffix as kind.
 struct GgufNameParts {
   std::string kind;    // token_embd, output_norm, output, rope_freqs, attn_norm, attn_q, attn_k,
                        // attn_v, attn_output, attn_q_norm, attn_k_norm, ffn_norm, ffn_gate,
-                       // ffn_up, ffn_down
+                       // ffn_up, ffn_down, ffn_gate_inp, ffn_{gate,up,down}_exps
   int layer = -1;      // -1 for tensors outside the blocks
   std::string suffix;  // "weight" or "bias"
 };

@@ -96,9 +96,9 @@ std::vector<GgmlType> preset_types(const PresetInfo& p, const Sensitivity& s) {
   bool tied = true;
   int n_attention_wv = 0, n_layer = 0;
   int64_t q_rows = 0, k_rows = 0;
+  bool has_exps = false;
   for (const auto& t : s.tensors) {
-    if (t.name.find("_exps") != std::string::npos)
-      fail("tensor {}: presets for mixture-of-experts models are not implemented", t.name);
+    has_exps |= t.name.find("_exps") != std::string::npos;
     if (t.name == "output.weight") tied = false;
     const Cat c = categorize(t.name);
     if (c == Cat::AttnV) ++n_attention_wv;
@@ -110,6 +110,12 @@ std::vector<GgmlType> preset_types(const PresetInfo& p, const Sensitivity& s) {
   int n_gqa = 1;
   if (s.model.n_head > 0 && s.model.n_head_kv > 0) n_gqa = s.model.n_head / s.model.n_head_kv;
   else if (q_rows > 0 && k_rows > 0) n_gqa = int(q_rows / k_rows);
+  // hparams.n_expert (§4.3): the 8-expert rules key on it, and with more than one expert the FFN
+  // rules take the layer from the name instead of the running counter.
+  const int n_expert = s.model.n_expert;
+  if (has_exps && n_expert <= 1)
+    fail("{}: expert tensors but no model.n_expert: re-run samq analyze to record it", s.path.empty() ? "sensitivity" : s.path);
+  const bool moe8 = n_expert == 8;
   const std::string& arch = s.model.architecture;
   const bool is_70b = n_layer == 80 && ((arch == "llama" && n_gqa > 1) || arch == "qwen2");
   const std::string_view f = p.name;
@@ -143,9 +149,12 @@ std::vector<GgmlType> preset_types(const PresetInfo& p, const Sensitivity& s) {
       else if (f == "Q5_K_M") ty = use_more_bits(i, nn) ? Q6 : Q5;
       else if (f == "Q6_K") ty = Q6;
       if (is_70b && (ty == Q3 || ty == Q4)) ty = Q5;
+      if (moe8) ty = GgmlType::Q8_0;  // "trades just ~128MB" for the 8-expert models
       ++i_wv;
+    } else if (c == Cat::AttnK && moe8) {
+      ty = GgmlType::Q8_0;
     } else if (c == Cat::FfnDown) {
-      const int i = i_down, nn = n_layer;
+      const int i = n_expert > 1 ? t.layer : i_down, nn = n_layer;
       if (f == "Q2_K" || f == "Q3_K_S") ty = Q3;
       else if (f == "Q3_K_M") ty = i < nn / 16 ? Q5 : Q4;
       else if (f == "Q3_K_L") ty = Q5;
@@ -155,6 +164,9 @@ std::vector<GgmlType> preset_types(const PresetInfo& p, const Sensitivity& s) {
       else if (f == "Q5_K_M") ty = use_more_bits(i, nn) ? Q6 : Q5;
       else if (f == "Q6_K") ty = Q6;
       ++i_down;
+    } else if (c == Cat::AttnOutput && moe8) {
+      // 8 experts: Q5_K for these file types, the default type for the others (Q3_K_L too).
+      if (f == "Q2_K" || f == "Q3_K_S" || f == "Q3_K_M" || f == "Q4_K_S" || f == "Q4_K_M") ty = Q5;
     } else if (c == Cat::AttnOutput) {
       if (f == "Q2_K" || f == "Q3_K_S") ty = Q3;
       else if (f == "Q3_K_M" || f == "Q4_K_S" || f == "Q4_K_M") ty = Q4;

@@ -1,7 +1,9 @@
 // llama.cpp's file-type presets (Q2_K ... Q6_K, Q8_0) as baselines: the per-tensor types that
 // llama-quantize's mixture rules choose, reproduced from tensor names and shapes alone
 // (docs/ggml-formats.md §4: loader order, use_more_bits, the attn_v counter, n_gqa, 70B bump,
-// the output/tied-embedding rule and the shape fallback). Dense models only.
+// the output/tied-embedding rule and the shape fallback), and the mixture-of-experts rules
+// (3-D ffn_*_exps tensors take their layer from the name; with 8 experts attn_v and attn_k become
+// Q8_0 and attn_output Q5_K for Q2_K..Q4_K_M). The router (ffn_gate_inp) is never quantized.
 #pragma once
 #include <string>
 #include <vector>

@@ -91,6 +91,7 @@ Sensitivity parse_sensitivity(const json& j, const std::string& file) {
     s.model.n_head = int(int_or(m, "n_head", 0));
     s.model.n_head_kv = int(int_or(m, "n_head_kv", 0));
     s.model.head_dim = int(int_or(m, "head_dim", 0));
+    s.model.n_expert = int(int_or(m, "n_expert", 0));
   }
   s.gguf_overhead_bytes = integer(j, "gguf_overhead_bytes", file);
   if (s.gguf_overhead_bytes < 24) fail("{}: gguf_overhead_bytes = {} is impossible (< 24)", file, s.gguf_overhead_bytes);

@@ -42,6 +42,7 @@ struct ModelFacts {
   int n_layer = 0;
   int64_t n_params = 0;
   int n_head = 0, n_head_kv = 0, head_dim = 0;  // 0 = unknown
+  int n_expert = 0;  // MoE experts per layer (0: dense, or an older sensitivity.json)
 };
 
 struct Sensitivity {

@@ -109,5 +109,37 @@ TEST(Hessian, GgufLayout) {
   EXPECT_EQ(reinterpret_cast<const float*>(c->data)[0], 10.0f);
 }
 
+// MoE: one entry per expert matrix from the rows routed to it; its diagonal / count is that
+// expert's slice of the per-expert importance matrix (itself checked against llama-imatrix).
+TEST(Hessian, PerExpertEntriesMatchPerExpertImatrix) {
+  test::TinyConfig cfg{.arch = "qwen3moe", .qk_norm = true, .seed = 11};
+  auto m = test::make_tiny_model(cfg);
+  const auto chunks = test::tiny_chunks(cfg, 12, {1, 2});
+  const Hessians h = collect_hessians(*m, cpu_backward_ops(), chunks, false);
+  const Imatrix im = collect_imatrix(*m, cpu_backward_ops(), chunks, false);
+  int experts = 0;
+  for (const auto& e : h.entries) {
+    const size_t dot = e.name.rfind(".weight.");
+    if (dot == std::string::npos) continue;
+    ++experts;
+    const std::string weight = e.name.substr(0, dot + 7);
+    const int64_t x = std::stoll(e.name.substr(dot + 8));
+    EXPECT_EQ(e.name, hessian_expert_name(weight, x));
+    const ImatrixEntry* ie = im.find(weight);
+    ASSERT_NE(ie, nullptr) << weight;
+    ASSERT_EQ(ie->counts.size(), size_t(cfg.n_expert));
+    EXPECT_EQ(e.count, ie->counts[size_t(x)]) << e.name;
+    for (int64_t j = 0; j < e.n; ++j)
+      EXPECT_NEAR(e.sum[size_t(j * e.n + j)] / e.count, ie->sum2[size_t(x * e.n + j)] / ie->counts[size_t(x)],
+                  1e-5 * std::fabs(ie->sum2[size_t(x * e.n + j)] / ie->counts[size_t(x)]) + 1e-12)
+          << e.name << " column " << j;
+    if (weight.find("gate_exps") != std::string::npos) {
+      ASSERT_EQ(e.serves.size(), 2u) << e.name;  // the up expert reads the same rows
+      EXPECT_EQ(e.serves[1], hessian_expert_name("blk." + std::to_string(e.name[4] - '0') + ".ffn_up_exps.weight", x));
+    }
+  }
+  EXPECT_EQ(experts, 2 * int(cfg.n_expert * cfg.n_layer));  // every expert routed: gate(+up) and down
+}
+
 }  // namespace
 }  // namespace samq

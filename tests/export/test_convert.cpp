@@ -133,6 +133,23 @@ TEST(Convert, RefcodeBf16IdenticalToLlamaCpp) {
   EXPECT_EQ(std::filesystem::file_size(out), m["file_bytes"].get<uint64_t>());
 }
 
+TEST(Convert, RefmoeBf16IdenticalToLlamaCpp) {
+  // qwen3moe: per-expert HF tensors (split across shards) stacked into 3-D ffn_*_exps tensors at
+  // the converter's position, ffn_gate_inp kept F32, expert_* keys, "8x15M" size label.
+  const std::string out = test::temp_dir() + "/refmoe-bf16.gguf";
+  const auto src = open_source_model(test::shared_path("models/refmoe-31m"));
+  ConvertOptions opt;
+  opt.type = GgmlType::BF16;
+  opt.name = "Model";
+  const ConvertResult r = convert_to_gguf(*src, out, opt);
+  const json m = load_manifest("golden/refmoe-31m-bf16.manifest.json");
+  const Diff d = compare_with_manifest(out, m, {});
+  EXPECT_TRUE(d.keys.empty()) << fmt::format("{}", fmt::join(d.keys, ", "));
+  EXPECT_TRUE(d.tensors.empty()) << fmt::format("{}", fmt::join(d.tensors, ", "));
+  EXPECT_EQ(r.data_offset, m["data_offset"].get<uint64_t>());
+  EXPECT_EQ(r.file_bytes, m["file_bytes"].get<uint64_t>());
+}
+
 class ConvertArch : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ConvertArch, F32TensorsAndKeysMatchLlamaCpp) {

@@ -201,3 +201,39 @@ TEST(Hparams, FromLlamaCppGguf) {
   GgufFile im = GgufFile::open(samq::test::shared_path("golden/anchors/refcode-32m-imatrix.gguf"));
   EXPECT_THROW(hparams_from_gguf(im), Error);
 }
+
+TEST(Hparams, Qwen3MoeReferenceAndExpertKeys) {
+  // refmoe-31m's config says num_local_experts; llama.cpp's converter wrote expert_count from it.
+  ModelHparams hp = hparams_from_hf_config(samq::test::shared_path("models/refmoe-31m"));
+  EXPECT_EQ(hp.arch, "qwen3moe");
+  EXPECT_TRUE(hp.qk_norm);
+  EXPECT_TRUE(hp.expert_weights_norm);
+  expect_matches_manifest(hp, "golden/refmoe-31m-bf16.manifest.json");
+  const json md = json::parse(read_file(samq::test::shared_path("golden/refmoe-31m-bf16.manifest.json")))["metadata"];
+  EXPECT_EQ(hp.n_expert, md["qwen3moe.expert_count"]["value"].get<int64_t>());
+  EXPECT_EQ(hp.n_expert_used, md["qwen3moe.expert_used_count"]["value"].get<int64_t>());
+  EXPECT_EQ(hp.n_ff_exp, md["qwen3moe.expert_feed_forward_length"]["value"].get<int64_t>());
+
+  const std::string moe = std::string(R"({"architectures":["Qwen3MoeForCausalLM"],)") + kBase +
+                          R"(, "head_dim": 64, "num_experts_per_tok": 2, "moe_intermediate_size": 128)";
+  // Hub checkpoints say num_experts: the same model.
+  const ModelHparams a = from_json(moe + R"(, "num_experts": 4, "norm_topk_prob": true})");
+  const ModelHparams b = from_json(moe + R"(, "num_local_experts": 4, "norm_topk_prob": true})");
+  EXPECT_EQ(a.n_expert, 4);
+  EXPECT_EQ(b.n_expert, 4);
+  EXPECT_EQ(a.n_expert_used, 2);
+  EXPECT_EQ(a.n_ff_exp, 128);
+  EXPECT_FALSE(from_json(moe + R"(, "num_experts": 4})").expert_weights_norm);  // transformers' default
+  // What samq does not support is refused, naming the field.
+  EXPECT_NE(error_of(moe + "}").find("num_experts"), std::string::npos);
+  EXPECT_NE(error_of(moe + R"(, "num_experts": 4, "num_local_experts": 8})").find("disagree"), std::string::npos);
+  EXPECT_NE(error_of(moe + R"(, "num_experts": 4, "decoder_sparse_step": 2})").find("decoder_sparse_step"),
+            std::string::npos);
+  EXPECT_NE(error_of(moe + R"(, "num_experts": 4, "mlp_only_layers": [0]})").find("mlp_only_layers"),
+            std::string::npos);
+  const std::string five_of_four = std::string(R"({"architectures":["Qwen3MoeForCausalLM"],)") + kBase +
+                                   R"(, "num_experts": 4, "num_experts_per_tok": 5, "moe_intermediate_size": 128})";
+  EXPECT_NE(error_of(five_of_four).find("num_experts_per_tok"), std::string::npos);
+  EXPECT_NE(error_of(moe + R"(, "num_experts": 4, "shared_expert_intermediate_size": 64})").find("shared"),
+            std::string::npos);
+}

@@ -14,6 +14,29 @@
 namespace samq {
 namespace {
 
+// The experts chosen for every token of every layer (MoE): the loss is smooth only while it stays
+// the same, so finite differences are taken only where w +- h keeps it.
+std::vector<int32_t> routing_of(const Model& m, const std::vector<int32_t>& tokens) {
+  std::vector<int32_t> ids;
+  if (!m.hparams.is_moe()) return ids;
+  ForwardHooks h;
+  const int64_t NE = m.hparams.n_expert, K = m.hparams.n_expert_used;
+  h.on_activation = [&](std::string_view name, int, const float* d, int64_t rows, int64_t) {
+    if (name != "ffn_moe_logits") return;
+    std::vector<int32_t> part(size_t(rows * K));
+    std::vector<float> w(size_t(rows * K));
+    reference_ops().moe_route(d, rows, NE, K, false, part.data(), w.data());
+    ids.insert(ids.end(), part.begin(), part.end());
+  };
+  KvCache c(m, int64_t(tokens.size()), reference_ops());
+  Batch b;
+  b.add(&c, tokens, true);
+  ForwardOptions o;
+  o.hooks = &h;
+  forward(m, reference_ops(), b, o);
+  return ids;
+}
+
 double loss_of(const Model& m, const std::vector<int32_t>& tokens) {
   const auto logits = forward_logits(m, reference_ops(), tokens);
   const int64_t n = int64_t(tokens.size()), v = m.hparams.n_vocab;
@@ -44,13 +67,25 @@ void check_model(const test::TinyConfig& cfg) {
     EXPECT_NEAR(loss, loss_of(*m, tokens), 1e-3 * std::abs(loss));
     GradientBuffers grads(m->weights, *ops);
     int linear_calls = 0;
+    int64_t expert_rows = 0;
     BackwardHooks hooks;
     hooks.on_linear = [&](const Tensor&, const float*, const float*, int64_t rows) {
       EXPECT_EQ(rows, n);
       ++linear_calls;
     };
+    hooks.on_expert_linear = [&](const Tensor& w, int e, const float*, const float*, int64_t rows) {
+      EXPECT_GE(e, 0);
+      EXPECT_LT(e, w.n_mat);
+      expert_rows += rows;
+    };
     mg.backward(dl.data(), &grads, &hooks);
-    EXPECT_EQ(linear_calls, 7 * cfg.n_layer + 1);
+    const bool moe = m->hparams.is_moe();
+    // dense: q, k, v, o, gate, up, down per layer; MoE: q, k, v, o, router (+ experts); + head
+    EXPECT_EQ(linear_calls, (moe ? 5 : 7) * cfg.n_layer + 1);
+    // every token's k experts, for gate, up and down, in every layer
+    EXPECT_EQ(expert_rows, moe ? 3 * n * cfg.n_expert_used * cfg.n_layer : 0);
+    const auto routing = routing_of(*m, tokens);
+    int skipped = 0;
 
     // every tensor: a few elements by central differences (h chosen for float forward)
     std::mt19937 g(5);
@@ -74,12 +109,18 @@ void check_model(const test::TinyConfig& cfg) {
           i = int64_t(g() % uint64_t(ne));
         }
         const float w0 = w[i];
-        const float h = 1e-2f * std::max(1.0f, std::abs(w0));
+        const float h = (moe ? 2e-3f : 1e-2f) * std::max(1.0f, std::abs(w0));
         w[i] = w0 + h;
         const double lp = loss_of(*m, tokens);
+        const bool same_p = routing_of(*m, tokens) == routing;
         w[i] = w0 - h;
         const double lm = loss_of(*m, tokens);
+        const bool same_m = routing_of(*m, tokens) == routing;
         w[i] = w0;
+        if (!same_p || !same_m) {  // a routing boundary inside [w - h, w + h]: not differentiable there
+          ++skipped;
+          continue;
+        }
         const double fd = (lp - lm) / (double(w0 + h) - double(w0 - h));
         EXPECT_NEAR(gr[i], fd, 2e-2 * gmax + 2e-4)
             << ops->name() << " " << gt.name << "[" << i << "] (max |g| " << gmax << ")";
@@ -87,6 +128,7 @@ void check_model(const test::TinyConfig& cfg) {
       }
     }
     EXPECT_GT(checked, 40);
+    EXPECT_LE(skipped, checked / 4) << "too many routing flips for a meaningful check";
   }
 }
 
@@ -99,6 +141,14 @@ TEST(GradModel, Qwen2BiasTiedNeox) { check_model({.arch = "qwen2", .bias = true,
 TEST(GradModel, Qwen3QkNorm) { check_model({.arch = "qwen3", .qk_norm = true, .seed = 4}); }
 
 TEST(GradModel, MhaNoGqa) { check_model({.n_head_kv = 4, .seed = 6}); }
+
+// MoE: experts (stacked 3-D tensors, each expert's slice), the router through softmax, top-k and
+// renormalisation, and everything below them.
+TEST(GradModel, Qwen3MoeRenormalised) { check_model({.arch = "qwen3moe", .qk_norm = true, .seed = 7}); }
+
+TEST(GradModel, Qwen3MoeTop1NotRenormalised) {
+  check_model({.arch = "qwen3moe", .n_expert_used = 1, .norm_topk = false, .qk_norm = true, .seed = 8});
+}
 
 }  // namespace
 }  // namespace samq

@@ -281,5 +281,72 @@ TEST(GradOps, GumbelLabelsFollowTheSoftmax) {
   EXPECT_EQ(labels[2], gumbel_label(l.data(), v, 7));
 }
 
+// MoE router: weights w(logits) with the choice held fixed; the oracle is a double-precision
+// softmax + renormalisation written here. Loss = sum r * w.
+TEST(GradOps, MoeRouteSoftmaxTopkRenorm) {
+  const int64_t n = 5, NE = 6, K = 2;
+  auto logits = randn(n * NE, 11), r = randn(n * K, 12);
+  for (bool norm : {true, false}) {
+    std::vector<int32_t> ids(n * K);
+    std::vector<float> w(n * K);
+    cpu_ops().moe_route(logits.data(), n, NE, K, norm, ids.data(), w.data());
+    auto fwd = [&](const Vec& L) {
+      double loss = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        double mx = L[t * NE], z = 0, s = 0;
+        for (int64_t e = 0; e < NE; ++e) mx = std::max(mx, L[t * NE + e]);
+        for (int64_t e = 0; e < NE; ++e) z += std::exp(L[t * NE + e] - mx);
+        for (int64_t j = 0; j < K; ++j) s += std::exp(L[t * NE + ids[t * K + j]] - mx) / z;
+        for (int64_t j = 0; j < K; ++j) {
+          const double p = std::exp(L[t * NE + ids[t * K + j]] - mx) / z;
+          loss += r[t * K + j] * (norm ? p / s : p);
+        }
+      }
+      return loss;
+    };
+    // forward: the chosen experts are the K most probable, weights as the oracle computes them
+    for (int64_t t = 0; t < n; ++t) {
+      int64_t above = 0;
+      for (int64_t e = 0; e < NE; ++e) above += logits[t * NE + e] > logits[t * NE + ids[t * K + K - 1]];
+      EXPECT_EQ(above, K - 1) << "row " << t;
+      EXPECT_GE(logits[t * NE + ids[t * K]], logits[t * NE + ids[t * K + 1]]);
+    }
+    double loss_w = 0;
+    for (size_t i = 0; i < w.size(); ++i) loss_w += double(r[i]) * w[i];
+    EXPECT_NEAR(loss_w, fwd(to_d(logits)), 1e-5);
+    for (const BackwardOps* b : {&reference_backward_ops(), &cpu_backward_ops()}) {
+      std::vector<float> dl(n * NE, 0.0f);
+      b->moe_route_backward(logits.data(), ids.data(), r.data(), n, NE, K, norm, dl.data());
+      expect_close(dl, numeric_grad(to_d(logits), fwd), norm ? "dlogits (renormalised)" : "dlogits");
+    }
+  }
+}
+
+// out[rows[i]] += scale[i] * src[i] with a row hit twice; gather's gradient is the same op.
+TEST(GradOps, MoeScatterAddRows) {
+  const int64_t n = 4, d = 3, n_out = 3;
+  auto src = randn(n * d, 21), scale = randn(n, 22), r = randn(n_out * d, 23);
+  const std::vector<int32_t> rows = {2, 0, 2, 1};
+  auto fwd = [&](const Vec& S, const Vec& C) {
+    Vec out(n_out * d, 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < d; ++j) out[rows[i] * d + j] += C[i] * S[i * d + j];
+    return dot(out, to_d(r));
+  };
+  std::vector<float> out(n_out * d, 0.0f);
+  cpu_ops().scatter_add_rows(src.data(), d, rows.data(), scale.data(), n, out.data());
+  double l = 0;
+  for (size_t i = 0; i < out.size(); ++i) l += double(out[i]) * r[i];
+  EXPECT_NEAR(l, fwd(to_d(src), to_d(scale)), 1e-5);
+  std::vector<float> g(n * d);
+  cpu_ops().gather_rows(r.data(), d, rows.data(), n, g.data());
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(g[i * d + 1], r[rows[i] * d + 1]);
+  std::vector<float> dsrc(n * d, 0.0f), dscale(n, 0.0f);
+  cpu_backward_ops().scatter_add_rows_backward(src.data(), r.data(), d, rows.data(), scale.data(), n, dsrc.data(),
+                                               dscale.data());
+  expect_close(dsrc, numeric_grad(to_d(src), [&](const Vec& S) { return fwd(S, to_d(scale)); }), "dsrc");
+  expect_close(dscale, numeric_grad(to_d(scale), [&](const Vec& C) { return fwd(to_d(src), C); }), "dscale");
+}
+
 }  // namespace
 }  // namespace samq

@@ -13,8 +13,10 @@
 namespace samq::test {
 
 struct TinyConfig {
-  std::string arch = "llama";  // llama | qwen2 | qwen3
+  std::string arch = "llama";  // llama | qwen2 | qwen3 | qwen3moe
   int64_t n_vocab = 23, n_embd = 32, n_layer = 2, n_head = 4, n_head_kv = 2, head_dim = 8, n_ff = 48;
+  int64_t n_expert = 4, n_expert_used = 2, n_ff_exp = 16;  // qwen3moe only
+  bool norm_topk = true;
   bool bias = false, qk_norm = false, tied = false, rope_freqs = false;
   uint32_t seed = 1;
   float scale = 0.3f;
@@ -52,6 +54,12 @@ inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
   h.tied_embeddings = c.tied;
   h.attn_bias = c.bias;
   h.qk_norm = c.qk_norm;
+  if (c.arch == "qwen3moe") {
+    h.n_expert = c.n_expert;
+    h.n_expert_used = c.n_expert_used;
+    h.n_ff_exp = c.n_ff_exp;
+    h.expert_weights_norm = c.norm_topk;
+  }
   h.bos_id = 0;
   h.eos_id = 1;
   h.source_dtype = "f32";
@@ -77,9 +85,18 @@ inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
     }
     L.attn_output = tiny_tensor(p + "attn_output.weight", c.n_embd, c.n_head * c.head_dim, g, s);
     L.ffn_norm = tiny_tensor(p + "ffn_norm.weight", 1, c.n_embd, g, 0.1f, 1.0f);
-    L.ffn_gate = tiny_tensor(p + "ffn_gate.weight", c.n_ff, c.n_embd, g, s);
-    L.ffn_up = tiny_tensor(p + "ffn_up.weight", c.n_ff, c.n_embd, g, s);
-    L.ffn_down = tiny_tensor(p + "ffn_down.weight", c.n_embd, c.n_ff, g, s);
+    if (c.arch == "qwen3moe") {
+      const int64_t NE = c.n_expert;
+      L.ffn_gate_inp = tiny_tensor(p + "ffn_gate_inp.weight", NE, c.n_embd, g, 1.0f);
+      L.ffn_gate_exps = tiny_tensor(p + "ffn_gate_exps.weight", NE * c.n_ff_exp, c.n_embd, g, s);
+      L.ffn_up_exps = tiny_tensor(p + "ffn_up_exps.weight", NE * c.n_ff_exp, c.n_embd, g, s);
+      L.ffn_down_exps = tiny_tensor(p + "ffn_down_exps.weight", NE * c.n_embd, c.n_ff_exp, g, s);
+      for (Tensor* t : {&L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps}) t->n_mat = NE;
+    } else {
+      L.ffn_gate = tiny_tensor(p + "ffn_gate.weight", c.n_ff, c.n_embd, g, s);
+      L.ffn_up = tiny_tensor(p + "ffn_up.weight", c.n_ff, c.n_embd, g, s);
+      L.ffn_down = tiny_tensor(p + "ffn_down.weight", c.n_embd, c.n_ff, g, s);
+    }
     w.layers.push_back(std::move(L));
   }
   w.output_norm = tiny_tensor("output_norm.weight", 1, c.n_embd, g, 0.1f, 1.0f);

@@ -88,6 +88,47 @@ TEST_P(GoldenArch, IncrementalDecodeEqualsPrefill) {
 INSTANTIATE_TEST_SUITE_P(Archs, GoldenArch,
                          ::testing::Values("llama3-ropescaled", "qwen2-tied-bias", "qwen3-qknorm"));
 
+// qwen3moe (refmoe-31m: 8 experts, top-2 renormalised) against transformers' float32 logits of
+// the bf16 checkpoint. Bound: as for the dense fixtures, both sides compute in float32 from the
+// same bf16-exact weights, so they differ only by float32 rounding order (~1e-7 relative per
+// op, through 6 layers and logits of magnitude ~10: ~1e-4); 1e-3 leaves room for that and for
+// nothing else. A routing difference (another expert chosen for one token) would move logits by
+// O(0.1-1) and fail it; so would a wrong softmax, top-k, renormalisation or expert stacking.
+// These logits come from the model instantiated in float32 ("float32 forward of the saved bf16
+// weights"), so its RoPE frequencies are exact float32 (transformers_rope off): with the bf16
+// rounding of the dense fixtures the error grows with position to 2e-2.
+TEST(ForwardMoe, Refmoe31mLogitsMatchTransformers) {
+  const std::string dir = test::shared_path("models/refmoe-31m");
+  const Golden g = load_golden(test::shared_path("golden/refmoe-31m"));
+  auto m = Model::load(dir);
+  m->transformers_rope = false;
+  m->ggml_numerics = false;
+  ASSERT_EQ(m->hparams.n_expert, 8);
+  ASSERT_EQ(m->weights.layers[0].ffn_gate_exps.n_mat, 8);
+  const auto fast = forward_logits(*m, cpu_ops(), g.tokens);
+  ASSERT_EQ(fast.size(), g.logits.size());
+  const float d = max_diff(fast, g.logits);
+  EXPECT_LE(d, 1e-3f) << "cpu ops";
+  std::printf("refmoe-31m: max |logit - HF| = %.3g (cpu ops)\n", double(d));
+  const auto ref = forward_logits(*m, reference_ops(), g.tokens);
+  EXPECT_LE(max_diff(ref, g.logits), 1e-3f) << "reference ops";
+  // Incremental decode of the last tokens (routing per token, KV cache) gives the same.
+  const int64_t V = m->hparams.n_vocab, n = int64_t(g.tokens.size()), half = n - 4;
+  KvCache c(*m, n);
+  Batch b;
+  b.add(&c, std::vector<int32_t>(g.tokens.begin(), g.tokens.begin() + half), true);
+  forward(*m, cpu_ops(), b);
+  std::vector<float> all = b.seqs[0].logits;
+  for (int64_t i = half; i < n; ++i) {
+    Batch s;
+    s.add(&c, {g.tokens[size_t(i)]});
+    forward(*m, cpu_ops(), s);
+    all.insert(all.end(), s.seqs[0].logits.begin(), s.seqs[0].logits.end());
+  }
+  ASSERT_EQ(int64_t(all.size()), n * V);
+  EXPECT_LE(max_diff(all, g.logits), 1e-3f) << "incremental decode";
+}
+
 TEST(Forward, BatchOfSequencesEqualsSeparateRuns) {
   auto m = Model::load(test::shared_path("golden/archs/qwen3-qknorm"));
   m->ggml_numerics = false;  // f16 KV rounding would turn 1e-7 summation-order noise into 1e-3 steps

@@ -5,7 +5,10 @@
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/test_env.h"
+#include "core/atomic_file.h"
 #include "format/gguf.h"
 #include "plan/plan.h"
 #include "plan/presets.h"
@@ -93,4 +96,53 @@ TEST(Presets, ShapeFallback) {
   EXPECT_EQ(shape_fallback(GgmlType::Q4_K, 512), GgmlType::Q4_K);
   EXPECT_EQ(find_preset("q4_k"), find_preset("Q4_K_M"));
   EXPECT_EQ(find_preset("nope"), nullptr);
+}
+
+TEST(Presets, MoeEightExpertRulesMatchLlamaCppFileSizes) {
+  // refmoe-31m (qwen3moe, 8 experts): the types llama-quantize chose are not published, but the
+  // file sizes of its Q2_K/Q3_K_M/Q4_K_M/Q5_K_M+imatrix files are (anchors.md). Every file has the
+  // same header (the converter's metadata plus the same quantize.imatrix.* keys), so the
+  // differences between rows check the mixture rules exactly (attn_v/attn_k -> Q8_0,
+  // attn_output -> Q5_K, ffn_down_exps by the layer in its name), and the one header size they
+  // imply must fit them all.
+  const auto m = nlohmann::json::parse(read_file(test::shared_path("golden/refmoe-31m-bf16.manifest.json")));
+  Sensitivity s;
+  s.model.architecture = "qwen3moe";
+  s.model.n_head = 8;
+  s.model.n_head_kv = 2;
+  s.model.n_expert = int(m["metadata"]["qwen3moe.expert_count"]["value"].get<int64_t>());
+  ASSERT_EQ(s.model.n_expert, 8);
+  for (const auto& t : m["tensors"]) {
+    TensorSensitivity r;
+    r.name = t["name"];
+    r.layer = layer_of(r.name);
+    r.kind = kind_of(r.name);
+    const auto ne = t["ne"].get<std::vector<int64_t>>();
+    r.cols = ne[0];
+    r.rows = ne.size() > 1 ? ne[1] * (ne.size() > 2 ? ne[2] : 1) : 1;
+    r.params = r.rows * r.cols;
+    r.quantizable = ne.size() >= 2 && r.name.find("ffn_gate_inp") == std::string::npos;
+    if (!r.quantizable) r.candidates.push_back({GgmlType::F32, r.params * 4, 0.0});
+    s.tensors.push_back(r);
+  }
+  const std::pair<const char*, int64_t> rows[] = {
+      {"Q2_K", 14473472}, {"Q3_K_M", 17172736}, {"Q4_K_M", 20150528}, {"Q5_K_M", 22968576}};
+  int64_t header = -1;
+  for (auto [name, bytes] : rows) {
+    const auto types = preset_types(*find_preset(name), s);
+    int64_t data = 0;
+    for (size_t i = 0; i < types.size(); ++i) {
+      data += pad32(s.tensors[i].rows * ggml_row_size(types[i], s.tensors[i].cols));
+      const std::string& n = s.tensors[i].name;
+      if (n.find("ffn_gate_inp") != std::string::npos) EXPECT_EQ(types[i], GgmlType::F32) << n;
+      if (n.find("attn_v.weight") != std::string::npos || n.find("attn_k.weight") != std::string::npos)
+        EXPECT_EQ(types[i], GgmlType::Q8_0) << name << " " << n;
+    }
+    if (header < 0) header = bytes - data;
+    EXPECT_EQ(header + data, bytes) << name;
+  }
+  // the converter's header plus the quantize.imatrix.* keys (names of the imatrix file and set)
+  const int64_t bf16_header = m["data_offset"].get<int64_t>();
+  EXPECT_GT(header, bf16_header + 150);
+  EXPECT_LT(header, bf16_header + 512);
 }
