@@ -92,6 +92,18 @@ void StreamedHessians::compute_layer(int layer) {
   std::map<std::string, double> counts;
   std::map<std::string, std::vector<std::string>> serves;
   ForwardHooks hooks;
+  // One sum per distinct input, named by the first weight reading it; the others share it.
+  auto accumulate = [&](const std::vector<std::string>& present, const float* x, int64_t rows, int64_t cols) {
+    if (present.empty()) return;
+    Buffer<double>& s = sums[present[0]];
+    if (s.empty()) {
+      s = Buffer<double>(ops, cols * cols);
+      s.zero();
+      serves[present[0]] = present;
+    }
+    bops_.xtx_accumulate(x, rows, cols, s.data());
+    counts[present[0]] += double(rows);
+  };
   hooks.on_activation = [&](std::string_view name, int l, const float* x, int64_t rows, int64_t cols) {
     std::vector<std::string> ws;
     if (l < 0) {
@@ -103,15 +115,7 @@ void StreamedHessians::compute_layer(int layer) {
     std::vector<std::string> present;
     for (const auto& w : ws)
       if (m_.find(w)) present.push_back(w);
-    if (present.empty()) return;
-    Buffer<double>& s = sums[present[0]];
-    if (s.empty()) {
-      s = Buffer<double>(ops, cols * cols);
-      s.zero();
-      serves[present[0]] = present;
-    }
-    bops_.xtx_accumulate(x, rows, cols, s.data());
-    counts[present[0]] += double(rows);
+    accumulate(present, x, rows, cols);
   };
   hooks.on_expert = [&](std::string_view name, int l, int e, const float* x, int64_t rows, int64_t cols) {
     if (l != layer) return;
@@ -122,15 +126,7 @@ void StreamedHessians::compute_layer(int layer) {
     std::vector<std::string> present;
     for (const auto& w : layer_weight_names(l, kinds))
       if (m_.find(w)) present.push_back(hessian_expert_name(w, e));
-    if (present.empty()) return;
-    Buffer<double>& s = sums[present[0]];
-    if (s.empty()) {
-      s = Buffer<double>(ops, cols * cols);
-      s.zero();
-      serves[present[0]] = present;
-    }
-    bops_.xtx_accumulate(x, rows, cols, s.data());
-    counts[present[0]] += double(rows);
+    accumulate(present, x, rows, cols);
   };
   // Run layers next_ .. layer (the head when layer == n_layer), keeping the residual.
   while (next_ <= layer) {
