@@ -34,6 +34,7 @@ struct AnalyzeArgs : CalibrationOptions {
   int64_t loss_from = 0;
   // validation: measured single-tensor KLDs
   std::string stream = "auto", scratch, max_gpu_memory, max_host_memory;
+  std::string round_trips = "device";
   std::string measure_text, measure_out;
   int64_t measure_chunks = 64;
   std::vector<std::string> measure_types = {"q2_K", "q4_K"};
@@ -81,9 +82,12 @@ int run_analyze(const AnalyzeArgs& a) {
   opt.seed = a.seed;
   opt.loss_from = a.loss_from;
   const bool on_host = be.ops->host_memory();
+  if (a.round_trips != "device" && a.round_trips != "cpu")
+    fail("--round-trips must be device or cpu, not '{}'", a.round_trips);
+  opt.predict_device = on_host || a.round_trips == "cpu" ? -1 : a.device.cuda_index();
   if (!on_host && caps.gpu == 0) caps.gpu = be.ops->memory_info().free;  // what the device has now
   const AnalysisMemoryPlan plan = plan_analysis_memory(*m, on_host, int64_t(calib.chunks.size()), a.ctx, opt.full, caps,
-                                                       mode, a.scratch);
+                                                       mode, a.scratch, opt.predict_device >= 0);
   std::fprintf(stderr, "samq analyze: %s", plan.text().c_str());
   AnalysisResult r;
   if (plan.streamed) {
@@ -193,6 +197,10 @@ std::function<int()> setup(CLI::App& sub) {
   sub.add_option("--scratch", a->scratch, "Directory for the streamed pass's residual checkpoints when host memory is short");
   sub.add_option("--max-gpu-memory", a->max_gpu_memory, "Device memory cap, e.g. 80GB (default: free device memory)");
   sub.add_option("--max-host-memory", a->max_host_memory, "Host memory cap, e.g. 64GB (default: none)");
+  sub.add_option("--round-trips", a->round_trips,
+                 "Where the candidates' quantizer round trips run: device (the GPU of --device, same bytes as "
+                 "the CPU's quantizer) or cpu")
+      ->capture_default_str();
   sub.add_option("--imatrix-out", a->imatrix_out, "Where to write the importance matrix (llama.cpp GGUF imatrix format; samq quantize finds it "
                  "through sensitivity.json). Default: beside -o, NAME.imatrix.gguf; 'none': not written");
   sub.add_option("--plot", a->plot, "Also write an SVG heat map of predicted Δloss at Q4_K");

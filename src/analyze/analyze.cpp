@@ -60,7 +60,8 @@ nlohmann::json tensor_json(const Model& m, const SensitivityAccumulator& acc, co
     const std::vector<float> w = m.tensor_f32(*t);
     const std::vector<float> qim = imatrix_collects(name) ? acc.imatrix(s) : std::vector<float>{};
     const auto preds =
-        predict_tensor(acc, s, w.data(), qim.empty() ? nullptr : qim.data(), candidate_types(t->cols));
+        predict_tensor(acc, s, w.data(), qim.empty() ? nullptr : qim.data(), candidate_types(t->cols),
+                       opt.predict_device);
     for (const auto& p : preds) {
       json sj = json::object();
       for (int k = 0; k < kNumSignals; ++k) sj[predict_signal_name(k)] = p.dloss[k];

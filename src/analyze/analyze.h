@@ -32,6 +32,9 @@ struct AnalyzeOptions {
   uint64_t seed = 0x5a3d;
   int64_t loss_from = 0;
   bool progress = true;
+  // >= 0: the candidates' quantizer round trips run on that CUDA device (analyze/predict.h);
+  // -1: on the CPU.
+  int predict_device = -1;
 };
 
 // What the caller knows about the model file (tools/cmd_analyze.cpp fills it from

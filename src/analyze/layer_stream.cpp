@@ -72,7 +72,8 @@ void add(MemoryEstimate& e, bool device, const std::string& what, int64_t bytes)
 }  // namespace
 
 AnalysisMemoryPlan plan_analysis_memory(const Model& m, bool on_host, int64_t n_chunks, int64_t ctx, bool full,
-                                        const MemoryCaps& caps, StreamMode mode, const std::string& scratch_dir) {
+                                        const MemoryCaps& caps, StreamMode mode, const std::string& scratch_dir,
+                                        bool device_round_trips) {
   const ModelHparams& h = m.hparams;
   const Sizes z = sizes_of(m);
   const int64_t L = h.n_layer, E = h.n_embd, V = h.n_vocab, F = h.n_ff, Wq = h.n_embd_q(), Wkv = h.n_embd_kv();
@@ -92,6 +93,9 @@ AnalysisMemoryPlan plan_analysis_memory(const Model& m, bool on_host, int64_t n_
   add(in, true, "recorded activations (all layers, one chunk)", L * acts_layer);
   add(in, true, "work buffers, logits, KV cache", work + logits + L * 2 * n * Wkv * f4 + scores);
   add(in, false, "process, calibration tokens", process);
+  // round trips on the GPU: one tensor's f32 values and Fisher diagonals, the kernels' stacks
+  const int64_t round_trips = device_round_trips ? (full ? 3 : 1) * z.largest_tensor * f4 + (int64_t(1) << 30) : 0;
+  add(in, true, "candidate round trips: one tensor and its Fisher diagonals, kernel stacks", round_trips);
   if (!on_host) add(in, false, "mapped weights (read for upload and predictions)", z.weight_bytes);
   if (full) add(in, false, "Fisher diagonals copied to the host", 2 * z.params * f4);
 
@@ -104,6 +108,7 @@ AnalysisMemoryPlan plan_analysis_memory(const Model& m, bool on_host, int64_t n_
   add(st, true, "recorded activations (one layer, one chunk)", acts_layer + 2 * n * E * f4);
   add(st, true, "work buffers, logits, KV cache, residual in/out", work + logits + 2 * n * Wkv * f4 + 4 * n * E * f4 + scores);
   add(st, false, "process, calibration tokens", process);
+  add(st, true, "candidate round trips: one tensor and its Fisher diagonals, kernel stacks", round_trips);
   add(st, false, "mapped weights: embedding, head, two layers", z.globals_bytes + 2 * z.layer_bytes_max);
   if (full) add(st, false, "Fisher diagonals of one layer/head on the host", 2 * group * f4);
   add(st, false, "predictions: one tensor's f32 values and round trip", 2 * z.largest_tensor * f4);

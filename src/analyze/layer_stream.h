@@ -54,7 +54,9 @@ struct AnalysisMemoryPlan {
 
 // n_chunks chunks of ctx tokens; full: the exact Fisher diagonal is kept (--fisher full).
 // backend_on_host: the backend's memory is host memory (CPU), so device bytes count as host.
+// device_round_trips: the predictions' round trips run on the device (AnalyzeOptions::predict_device).
 AnalysisMemoryPlan plan_analysis_memory(const Model& m, bool backend_on_host, int64_t n_chunks, int64_t ctx, bool full,
-                                        const MemoryCaps& caps, StreamMode mode, const std::string& scratch_dir);
+                                        const MemoryCaps& caps, StreamMode mode, const std::string& scratch_dir,
+                                        bool device_round_trips = false);
 
 }  // namespace samq

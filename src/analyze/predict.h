@@ -44,8 +44,10 @@ struct CandidatePrediction {
 // quantizer (nullptr: plain quantization, as for token_embd / output without imatrix data); for
 // stacked experts (s.n_mat > 1) n_mat * cols values, expert e's rows quantized with slice e.
 // full: whether the exact Fisher is available (else the *_full signals are 0).
+// cuda_device >= 0: the round trips and sums run on that GPU (backend/cuda/round_trip_cuda.h: the
+// same quantizer bytes; the sums differ from the CPU's only in their order); -1: on the CPU.
 std::vector<CandidatePrediction> predict_tensor(const SensitivityAccumulator& acc, const TensorStats& s,
                                                 const float* w, const float* quant_imatrix,
-                                                const std::vector<GgmlType>& types);
+                                                const std::vector<GgmlType>& types, int cuda_device = -1);
 
 }  // namespace samq

@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/hd.h"
+
 namespace samq {
 
-inline float bits_to_f32(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline uint32_t f32_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+SAMQ_HD inline float bits_to_f32(uint32_t u) { return hd::bits_to_f32(u); }
+SAMQ_HD inline uint32_t f32_to_bits(float f) { return hd::f32_to_bits(f); }
 
-inline float fp16_to_f32(uint16_t h) {
+SAMQ_HD inline float fp16_to_f32(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000) << 16;
   uint32_t exp = (h >> 10) & 0x1f;
   uint32_t man = h & 0x3ff;
@@ -26,7 +28,7 @@ inline float fp16_to_f32(uint16_t h) {
   return bits_to_f32(sign | (exp + 127 - 15) << 23 | man << 13);
 }
 
-inline uint16_t f32_to_fp16(float f) {
+SAMQ_HD inline uint16_t f32_to_fp16(float f) {
   const uint32_t x = f32_to_bits(f);
   const uint16_t sign = uint16_t((x >> 16) & 0x8000);
   const uint32_t ax = x & 0x7fffffffu;
@@ -53,9 +55,9 @@ inline uint16_t f32_to_fp16(float f) {
   return sign | uint16_t(r);
 }
 
-inline float bf16_to_f32(uint16_t b) { return bits_to_f32(uint32_t(b) << 16); }
+SAMQ_HD inline float bf16_to_f32(uint16_t b) { return bits_to_f32(uint32_t(b) << 16); }
 
-inline uint16_t f32_to_bf16(float f) {
+SAMQ_HD inline uint16_t f32_to_bf16(float f) {
   const uint32_t u = f32_to_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
   return uint16_t((u + 0x7fff + ((u >> 16) & 1)) >> 16);

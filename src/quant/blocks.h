@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "core/hd.h"
+
 namespace samq {
 
 constexpr int QK4_0 = 32;
@@ -104,6 +106,14 @@ struct block_iq4_xs {
 // IQ4_NL / IQ4_XS codebook (ggml-formats.md §2.10).
 constexpr int8_t kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                       1,    13,   25,  38,  53,  69,  89,  113};
+// The same codebook by value, for code that also runs on the GPU (core/hd.h), where a host array
+// cannot be indexed.
+struct Iq4Table {
+  int8_t v[16];
+};
+SAMQ_HD inline Iq4Table iq4nl_table() {
+  return {{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}};
+}
 
 static_assert(sizeof(block_q4_0) == 18, "block_q4_0 must be 18 bytes");
 static_assert(sizeof(block_q4_1) == 20, "block_q4_1 must be 20 bytes");

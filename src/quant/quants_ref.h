@@ -14,6 +14,7 @@
 
 #include "core/ggml_type.h"
 #include "quant/blocks.h"
+#include "quant/kquants_impl.h"
 
 namespace samq {
 
@@ -56,28 +57,10 @@ void quantize_row_iq4_xs_ref(const float* x, block_iq4_xs* y, int64_t k, const f
 void dequantize_row_iq4_nl(const block_iq4_nl* x, float* y, int64_t k);
 void dequantize_row_iq4_xs(const block_iq4_xs* x, float* y, int64_t k);
 
-// Unpacks the 6-bit scale and min of sub-block j of a Q4_K/Q5_K block (ggml-formats.md §2.6).
-inline void get_scale_min_k4(int j, const uint8_t* q, uint8_t* d, uint8_t* m) {
-  if (j < 4) {
-    *d = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *d = uint8_t((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-    *m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-  }
-}
-
-// Scales and mins (d*sc, dmin*m) of sub-blocks 2c and 2c+1 of a Q4_K/Q5_K block.
-inline void sub_block_pair(const uint8_t* scales, int c, float d, float dmin, float* d1, float* m1, float* d2,
-                           float* m2) {
-  uint8_t sc, m;
-  get_scale_min_k4(2 * c, scales, &sc, &m);
-  *d1 = d * sc;
-  *m1 = dmin * m;
-  get_scale_min_k4(2 * c + 1, scales, &sc, &m);
-  *d2 = d * sc;
-  *m2 = dmin * m;
-}
+// get_scale_min_k4 / sub_block_pair (Q4_K/Q5_K 6-bit scales, ggml-formats.md §2.6): one source
+// with the GPU (quant/kquants_impl.h).
+using quant_detail::get_scale_min_k4;
+using quant_detail::sub_block_pair;
 
 }  // namespace samq
 

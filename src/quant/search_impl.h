@@ -1,30 +1,55 @@
-// Scale searches of the reference quantizers. Every float expression keeps ggml's operand
-// order: e.g. `w * x * l` is (w*x)*float(l), and sums accumulate in index order.
-#include "quant/search.h"
+// The scalar scale searches of the reference quantizers (described in quant/search.h), in one
+// source for the CPU and the CUDA backend (core/hd.h). They reproduce ggml's searches operation for
+// operation in float32 (evaluation order and int->float promotions matter for byte identity), so
+// keep every expression as it is: e.g. `w * x * l` is (w*x)*float(l), and sums accumulate in index
+// order.
+#pragma once
+#include <cstdint>
 
-#include <algorithm>
-#include <cmath>
+#include "core/hd.h"
+#include "quant/blocks.h"
 
 namespace samq::quant_detail {
-namespace {
 
-inline float qx_weight(const float* qw, int rmse_type, const float* x, int i) {
+constexpr float kGroupMaxEps = 1e-15f;
+constexpr int kIq4Ntry = 7;
+
+// Round to nearest, ties to even, for |v| <= 2^22: add 1.5*2^23 and read the mantissa.
+SAMQ_HD inline int nearest_int(float v) {
+  const float t = v + 12582912.f;
+  const int32_t i = int32_t(hd::f32_to_bits(t));
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+// Index of the nearest IQ4 codebook entry (sorted values, n = 16); exact ties pick the upper.
+// Same result as ggml's binary search (including NaN -> n-1), but branch-free: the search's
+// final lower index is the count of entries val[1..n-1] <= x, and the tie test is the same
+// float expression. (The binary search's unpredictable branches made IQ4 quantization ~5x
+// slower.)
+SAMQ_HD inline int best_index_int8(int n, const int8_t* val, float x) {
+  if (x <= val[0]) return 0;
+  if (!(x < val[n - 1])) return n - 1;  // x >= max, or NaN
+  int ml = 0;
+  for (int j = 1; j < n - 1; ++j) ml += val[j] <= x;
+  return x - val[ml] < val[ml + 1] - x ? ml : ml + 1;
+}
+SAMQ_HD inline float qx_weight(const float* qw, int rmse_type, const float* x, int i) {
   if (qw) return qw[i];
   switch (rmse_type) {
     case 1: return x[i] * x[i];
     case 2: return 1;
-    case 3: return std::fabs(x[i]);
-    default: return std::sqrt(std::fabs(x[i]));
+    case 3: return hd::fabs(x[i]);
+    default: return hd::sqrt(hd::fabs(x[i]));
   }
 }
 
-inline int clampi(int v, int lo, int hi) { return std::max(lo, std::min(hi, v)); }
+SAMQ_HD inline int clampi(int v, int lo, int hi) { return hd::max(lo, hd::min(hi, v)); }
 
 // Element of largest magnitude (first one on ties), with its sign.
-inline float signed_absmax(int n, const float* x, float* amax_out) {
+SAMQ_HD inline float signed_absmax(int n, const float* x, float* amax_out) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
+    const float ax = hd::fabs(x[i]);
     if (ax > amax) {
       amax = ax;
       max = x[i];
@@ -34,13 +59,14 @@ inline float signed_absmax(int n, const float* x, float* amax_out) {
   return max;
 }
 
-}  // namespace
 
-float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type, const float* qw) {
+// (a) symmetric search. Codes L in [0, 2*nmax) (offset +nmax). rmse_type: 0 plain rounding,
+// 1 weights x^2, 2 ones, 3 |x|, other sqrt|x|; negative returns early (see §3.2). qw overrides.
+SAMQ_HD inline float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type, const float* qw) {
   float amax;
   const float max = signed_absmax(n, x, &amax);
   if (amax < kGroupMaxEps) {
-    std::fill(L, L + n, int8_t(0));
+    hd::fill(L, n, int8_t(0));
     return 0.f;
   }
   float iscale = -nmax / max;
@@ -84,11 +110,12 @@ float make_qx_quants(int n, int nmax, const float* x, int8_t* L, int rmse_type, 
   return scale;
 }
 
-float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse) {
+// (b) 3-bit coordinate descent (Q3_K ref). Codes offset +nmax.
+SAMQ_HD inline float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse) {
   float amax;
   const float max = signed_absmax(n, x, &amax);
   if (amax < kGroupMaxEps) {
-    std::fill(L, L + n, int8_t(0));
+    hd::fill(L, n, int8_t(0));
     return 0.f;
   }
   const float iscale = -nmax / max;
@@ -130,12 +157,11 @@ float make_q3_quants(int n, int nmax, const float* x, int8_t* L, bool do_rmse) {
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-namespace {
 
 // Shared body of the affine searches; `weight(i)` yields the element weight. `strict_equal`
 // selects qkx2's degenerate test (max == min) over qkx3's (max <= min): identical in practice.
 template <typename WeightFn>
-float affine_search(int n, int nmax, const float* x, WeightFn weight, uint8_t* L, float* the_min,
+SAMQ_HD inline float affine_search(int n, int nmax, const float* x, WeightFn weight, uint8_t* L, float* the_min,
                     uint8_t* Laux, float rmin, float rdelta, int nstep, bool use_mad) {
   float min = x[0], max = x[0];
   float sum_w = weight(0);
@@ -149,7 +175,7 @@ float affine_search(int n, int nmax, const float* x, WeightFn weight, uint8_t* L
   }
   if (min > 0) min = 0;
   if (max <= min) {
-    std::fill(L, L + n, uint8_t(0));
+    hd::fill(L, n, uint8_t(0));
     *the_min = -min;
     return 0.f;
   }
@@ -160,7 +186,7 @@ float affine_search(int n, int nmax, const float* x, WeightFn weight, uint8_t* L
     const int l = nearest_int(iscale * (x[i] - min));
     L[i] = uint8_t(clampi(l, 0, nmax));
     float diff = scale * L[i] + min - x[i];
-    diff = use_mad ? std::fabs(diff) : diff * diff;
+    diff = use_mad ? hd::fabs(diff) : diff * diff;
     best_error += weight(i) * diff;
   }
   if (nstep < 1) {
@@ -189,11 +215,11 @@ float affine_search(int n, int nmax, const float* x, WeightFn weight, uint8_t* L
       float cur_error = 0;
       for (int i = 0; i < n; ++i) {
         float diff = this_scale * Laux[i] + this_min - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
+        diff = use_mad ? hd::fabs(diff) : diff * diff;
         cur_error += weight(i) * diff;
       }
       if (cur_error < best_error) {
-        std::copy(Laux, Laux + n, L);
+        for (int i = 0; i < n; ++i) L[i] = Laux[i];
         best_error = cur_error;
         scale = this_scale;
         min = this_min;
@@ -204,16 +230,20 @@ float affine_search(int n, int nmax, const float* x, WeightFn weight, uint8_t* L
   return scale;
 }
 
-}  // namespace
 
-float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+// (c) affine search, weights required. Returns the scale, *the_min = positive min.
+// Note (not in ggml-formats.md §3.2): when a step's candidate wins, its fitted offset replaces
+// the running min, and later steps grid from it (iscale = (...)/(max - min), codes from
+// x - min), exactly as ggml's loop does.
+SAMQ_HD inline float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
                        float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                        bool use_mad) {
   return affine_search(n, nmax, x, [weights](int i) { return weights[i]; }, L, the_min, Laux,
                        rmin, rdelta, nstep, use_mad);
 }
 
-float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
+// (c) variant: weights may be null (then x^2).
+SAMQ_HD inline float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, uint8_t* L,
                        float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep,
                        bool use_mad) {
   if (weights)
@@ -223,11 +253,12 @@ float make_qkx3_quants(int n, int nmax, const float* x, const float* weights, ui
                        rdelta, nstep, use_mad);
 }
 
-float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights) {
+// (d) quantize non-negative scales x to 0..nmax with one multiplier (returned).
+SAMQ_HD inline float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* quant_weights) {
   float max = 0;
-  for (int i = 0; i < n; ++i) max = std::max(max, x[i]);
+  for (int i = 0; i < n; ++i) max = hd::max(max, x[i]);
   if (max < kGroupMaxEps) {
-    std::fill(L, L + n, uint8_t(0));
+    hd::fill(L, n, uint8_t(0));
     return 0.f;
   }
   float iscale = nmax / max;
@@ -244,7 +275,7 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* q
     const float scale_is = 1 / iscale_is;
     float mse = 0;
     for (int i = 0; i < n; ++i) {
-      const int l = std::min(nmax, nearest_int(iscale_is * x[i]));
+      const int l = hd::min(nmax, nearest_int(iscale_is * x[i]));
       const float diff = x[i] - scale_is * l;
       mse += quant_weights[i] * diff * diff;
     }
@@ -255,7 +286,7 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* q
   }
   float sumlx = 0, suml2 = 0;
   for (int i = 0; i < n; ++i) {
-    const int l = std::min(nmax, nearest_int(iscale * x[i]));
+    const int l = hd::min(nmax, nearest_int(iscale * x[i]));
     L[i] = uint8_t(l);
     const float w = quant_weights[i];
     sumlx += w * x[i] * l;
@@ -268,7 +299,7 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* q
       float slx = sumlx - w * x[i] * L[i];
       float sl2 = suml2 - w * L[i] * L[i];
       if (slx > 0 && sl2 > 0) {
-        const int new_l = std::min(nmax, nearest_int(x[i] * sl2 / slx));
+        const int new_l = hd::min(nmax, nearest_int(x[i] * sl2 / slx));
         if (new_l != L[i]) {
           slx += w * x[i] * new_l;
           sl2 += w * new_l * new_l;
@@ -284,6 +315,49 @@ float make_qp_quants(int n, int nmax, const float* x, uint8_t* L, const float* q
     if (!n_changed) break;
   }
   return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+// Best scale of one 32-element block: start at d = max/127, then keep the best of the inverse
+// scales (k - 127)/max, k = -7..7, by weighted fit quality (sum w q x)^2 / (sum w q^2).
+// 0 for a block whose maximum is below kGroupMaxEps.
+SAMQ_HD inline float iq4_block_scale(const float* xb, const float* weight) {
+  const Iq4Table table = iq4nl_table();
+  const int8_t* values = table.v;
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float ax = hd::fabs(xb[j]);
+    if (ax > amax) {
+      amax = ax;
+      max = xb[j];
+    }
+  }
+  if (amax < kGroupMaxEps) return 0;
+  float d = -max / values[0];
+  float id = 1 / d;
+  float sumqx = 0, sumq2 = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float q = values[best_index_int8(16, values, id * xb[j])];
+    const float w = weight[j];
+    sumqx += w * q * xb[j];
+    sumq2 += w * q * q;
+  }
+  d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+  float best = d * sumqx;
+  for (int itry = -kIq4Ntry; itry <= kIq4Ntry; ++itry) {
+    id = (itry + values[0]) / max;
+    sumqx = sumq2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = values[best_index_int8(16, values, id * xb[j])];
+      const float w = weight[j];
+      sumqx += w * q * xb[j];
+      sumq2 += w * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      d = sumqx / sumq2;
+      best = d * sumqx;
+    }
+  }
+  return d;
 }
 
 }  // namespace samq::quant_detail
