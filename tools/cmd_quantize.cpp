@@ -127,6 +127,11 @@ std::function<int()> setup(CLI::App& sub) {
       std::fprintf(stderr, "samq quantize: Hessians %.1f s, %d layer passes; peak memory: device %s, host RSS %s\n",
                    streamed->seconds(), streamed->layers_computed(), be.ops->host_memory() ? "-" : format_bytes(dev.peak_used).c_str(), format_bytes(host.peak_used).c_str());
     }
+    if (r.n_with_hessian > 0)
+      std::fprintf(stderr, "samq quantize: GPTQ %.1f s in all%s\n", r.gptq_seconds,
+                   o.gptq_device >= 0 ? fmt::format(" (on the GPU: inverse factors {:.1f} s, uploads {:.1f} s, host in-batch steps {:.1f} s)",
+                                                    r.gptq_inverse_seconds, r.gptq_transfer_seconds, r.gptq_host_step_seconds).c_str()
+                                      : "");
     std::fprintf(stderr, "wrote %s: %lld bytes (%.3f MB), %.4f bits/weight, in %.2f s%s%s\n", a->output.c_str(),
                  (long long)r.file_bytes, double(r.file_bytes) / 1e6, p.bpw, r.seconds,
                  imatrix.empty() ? "" : fmt::format(", imatrix on {} tensors", r.n_with_imatrix).c_str(),

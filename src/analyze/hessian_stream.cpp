@@ -163,17 +163,12 @@ void StreamedHessians::compute_layer(int layer) {
   }
   if (progress_) std::fprintf(stderr, "\n");
   for (auto& [name, buf] : sums) {
-    std::vector<double> sum = buf.to_host();
     const int64_t n = cols(name);
-    constexpr int64_t kTile = 64;  // upper triangle accumulated: mirror it, in tiles
-    for (int64_t i0 = 0; i0 < n; i0 += kTile)
-      for (int64_t j0 = 0; j0 <= i0; j0 += kTile)
-        for (int64_t i = i0; i < std::min(n, i0 + kTile); ++i)
-          for (int64_t j = j0; j < std::min(i, j0 + kTile); ++j) sum[size_t(i * n + j)] = sum[size_t(j * n + i)];
-    const float cnt = float(counts[name]);
-    std::vector<float> mean(sum.size());
-    for (size_t i = 0; i < sum.size(); ++i) mean[i] = float(sum[i]) / cnt;  // as HessianFile::mean
-    for (const auto& w : serves[name]) means_[w] = mean;
+    std::vector<float> mean(size_t(n * n));  // mirrored upper triangle / count, as HessianFile::mean
+    bops_.xtx_mean(buf.data(), n, float(counts[name]), mean.data());
+    const auto& ws = serves[name];
+    for (size_t k = 0; k + 1 < ws.size(); ++k) means_[ws[k]] = mean;
+    means_[ws.back()] = std::move(mean);
   }
   held_ = layer;
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -131,6 +131,11 @@ class BackwardOps {
   // H(cols, cols) += x^T x over the rows of x (n, cols), in double: the upper triangle only
   // (H[i*cols + j], j >= i); the caller mirrors it once at the end.
   virtual void xtx_accumulate(const float* x, int64_t n, int64_t cols, double* H) const = 0;
+  // The mean of such a sum as float, mirrored, into host memory `out` (cols x cols):
+  // out[i*cols + j] = float(H[min(i,j)*cols + max(i,j)]) / count (HessianFile::mean's values). The
+  // default reads H through ops().download and works on the host; the GPU does it on the device
+  // (H never crosses PCIe in double).
+  virtual void xtx_mean(const double* H, int64_t cols, float count, float* out) const;
 };
 
 const BackwardOps& cpu_backward_ops();        // over cpu_ops() (src/backend/cpu/ops_backward.cpp)

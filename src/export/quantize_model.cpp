@@ -241,15 +241,24 @@ QuantizeResult quantize_model(const SourceModel& src, const plan::Plan& plan, co
         if (!H.empty()) {
           GptqOptions go;
           go.damp = opt.gptq_damp;
+          const auto tg = std::chrono::steady_clock::now();
           if (opt.gptq_device >= 0) {
 #if SAMQ_HAVE_CUDA
-            n += gptq_quantize_tensor_cuda(types[i], src_e, dst_e, mat_rows, t.cols(), H.data(), go, opt.gptq_device);
+            GptqCudaTimings tm;
+            GptqCudaConfig cfg;
+            cfg.timings = &tm;
+            n += gptq_quantize_tensor_cuda(types[i], src_e, dst_e, mat_rows, t.cols(), H.data(), go, opt.gptq_device,
+                                           cfg);
+            r.gptq_inverse_seconds += tm.inverse;
+            r.gptq_transfer_seconds += tm.h_upload + tm.w_upload;
+            r.gptq_host_step_seconds += tm.host_steps;
 #else
             fail("GPTQ on cuda:{}: samq was built without CUDA", opt.gptq_device);
 #endif
           } else {
             n += gptq_quantize_tensor(types[i], src_e, dst_e, mat_rows, t.cols(), H.data(), go);
           }
+          r.gptq_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - tg).count();
           used_hessian = true;
         } else {
           n += quantize_tensor(types[i], src_e, dst_e, mat_rows, t.cols(), imp ? imp->data() + e * t.cols() : nullptr);

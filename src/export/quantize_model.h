@@ -86,6 +86,9 @@ struct QuantizeResult {
   double seconds = 0;
   int n_with_imatrix = 0;
   int n_with_hessian = 0;
+  // GPTQ (tensors with a Hessian): seconds in gptq_quantize_tensor[_cuda] in all, and on a GPU its
+  // phases summed over tensors (backend/cuda/gptq_cuda.h GptqCudaTimings).
+  double gptq_seconds = 0, gptq_inverse_seconds = 0, gptq_transfer_seconds = 0, gptq_host_step_seconds = 0;
 };
 
 // Checks that the plan covers exactly the source's tensors (names, and bytes against shapes),

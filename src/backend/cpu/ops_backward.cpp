@@ -341,6 +341,25 @@ void BackwardOps::sq_accumulate_sum(const float* g, int64_t n, float* acc, doubl
   if (acc) sq_accumulate(g, n, acc);
 }
 
+void BackwardOps::xtx_mean(const double* H, int64_t cols, float count, float* out) const {
+  std::vector<double> host;
+  const double* h = H;
+  if (!ops().host_memory()) {
+    host.resize(size_t(cols * cols));
+    ops().download(host.data(), H, host.size() * sizeof(double));
+    h = host.data();
+  }
+  // Row blocks of kTile: the upper triangle is read tile by tile (a column walk thrashes).
+  constexpr int64_t kTile = 64;
+  parallel_for((cols + kTile - 1) / kTile, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t i0 = b0 * kTile; i0 < std::min(cols, b1 * kTile); i0 += kTile)
+      for (int64_t j0 = 0; j0 < cols; j0 += kTile)
+        for (int64_t i = i0; i < std::min(cols, i0 + kTile); ++i)
+          for (int64_t j = j0; j < std::min(cols, j0 + kTile); ++j)
+            out[i * cols + j] = float(h[std::min(i, j) * cols + std::max(i, j)]) / count;
+  });
+}
+
 const BackwardOps& cpu_backward_ops() {
   static const HostBackwardOps b(cpu_ops(), "cpu");
   return b;

@@ -300,6 +300,15 @@ __global__ void sum_partials_kernel(const double* part, int64_t n, double* out) 
   if (threadIdx.x == 0) *out = s;
 }
 
+// out (rows r0 .. r0+nr of the mean, nr x n) = float(H[min(i,j) n + max(i,j)]) / count: the mirrored
+// upper triangle of an xtx_accumulate sum, rounded to float and divided as the CPU does.
+__global__ void xtx_mean_kernel(const double* H, int64_t n, int64_t r0, int64_t nr, float count, float* out) {
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < nr * n; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = r0 + k / n, j = k % n;
+    out[k] = __fdiv_rn(float(H[(i < j ? i : j) * n + (i < j ? j : i)]), count);
+  }
+}
+
 __global__ void to_double_kernel(const float* x, int64_t n, double* y) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) y[i] = double(x[i]);
@@ -556,6 +565,23 @@ class CudaBackwardOps final : public BackwardOps {
                                  int(cols), X + j0, int(cols), &one, H + j1 + j0 * cols, int(cols)),
                      "cublasDgemm", d_);
       }
+    }
+  }
+
+  void xtx_mean(const double* H, int64_t cols, float count, float* out) const override {
+    if (cols <= 0) return;
+    Scope s(d_);
+    const int64_t rb = std::clamp<int64_t>(scratch_bytes() / (cols * int64_t(sizeof(float))), 1, cols);
+    Tmp tmp(d_, size_t(rb * cols) * sizeof(float));
+    for (int64_t r0 = 0; r0 < cols; r0 += rb) {
+      const int64_t nr = std::min(rb, cols - r0);
+      xtx_mean_kernel<<<grid_for(nr * cols, kThreads), kThreads, 0, d_.stream>>>(H, cols, r0, nr, count,
+                                                                                 tmp.as<float>());
+      check_launch("xtx_mean_kernel", d_);
+      check(cudaMemcpyAsync(out + r0 * cols, tmp.as<float>(), size_t(nr * cols) * sizeof(float),
+                            cudaMemcpyDeviceToHost, d_.stream),
+            "cudaMemcpyAsync (xtx_mean)", d_);
+      check(cudaStreamSynchronize(d_.stream), "cudaStreamSynchronize (xtx_mean)", d_);
     }
   }
 
