@@ -10,23 +10,17 @@
 //   Q6_K  a = d*sc,  b = 0,      q -32..31   Q8_0 a = d, b = 0, q -128..127
 //   Q4_0  a = d, b = 0, q -8..7              Q4_1 a = d, b = -m, q 0..15
 //   Q5_0  a = d, b = 0, q -16..15            Q5_1 a = d, b = -m, q 0..31
-//   IQ4_NL, IQ4_XS: a = d (XS: d*(ls-32)), table = kvalues_iq4nl, q 0..15
+//   IQ4_NL, IQ4_XS: a = d (XS: d*(ls-32)), lut: kvalues_iq4nl[q], q 0..15
 #pragma once
 #include <cstdint>
 
 #include "core/ggml_type.h"
+#include "quant/gptq_grid_impl.h"
 
 namespace samq {
 
-struct ElemGrid {
-  float a = 0, b = 0;
-  int qmin = 0, qmax = 0;
-  const int8_t* table = nullptr;
-
-  float value(int q) const { return table ? a * float(table[q]) : a * float(q) - b; }
-  // The level whose value is nearest to w (ties: the lower level).
-  int nearest(float w) const;
-};
+// ElemGrid (a, b, qmin, qmax, lut; value(q), nearest(w)) and the per-element grid and level
+// packing behind the functions below are one source for the CPU and the GPU (quant/gptq_grid_impl.h).
 
 // True for the types below (block sizes 32 or 256).
 bool grid_supported(GgmlType t);

@@ -186,6 +186,34 @@ TEST(CudaGptq, MatchesCpuQualitySgemmUpdate) {
 
 // Partial tiles everywhere: 37 rows (64-row tiles), 480 columns (128-column batches and tiles:
 // the last batch has 96 columns).
+// The in-batch step on the device (the default) against the CPU's own step run on the host
+// (device_steps = false) inside the same GPU GPTQ: the same U, so the bytes must be identical, for
+// every type GPTQ supports.
+TEST(CudaGptq, DeviceInBatchStepsEqualHostSteps) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const int64_t rows = 70, cols = 768;
+  const std::vector<float> H = hessian(cols, 11, 5);
+  const std::vector<float> W = samq::test::randn(size_t(rows * cols), 12);
+  using T = GgmlType;
+  for (T t : {T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K, T::Q8_0, T::Q4_0, T::Q4_1, T::Q5_0, T::Q5_1, T::IQ4_NL,
+              T::IQ4_XS}) {
+    const size_t bytes = size_t(rows) * size_t(ggml_row_size(t, cols));
+    std::vector<uint8_t> dev(bytes, 0x11), host(bytes, 0x22);
+    GptqCudaConfig cd, ch;
+    ch.device_steps = false;
+    GptqCudaTimings td, th;
+    cd.timings = &td;
+    ch.timings = &th;
+    gptq_quantize_tensor_cuda(t, W.data(), dev.data(), rows, cols, H.data(), GptqOptions{}, 0, cd);
+    gptq_quantize_tensor_cuda(t, W.data(), host.data(), rows, cols, H.data(), GptqOptions{}, 0, ch);
+    size_t differ = 0;
+    for (size_t i = 0; i < bytes; ++i) differ += dev[i] != host[i];
+    EXPECT_EQ(differ, 0u) << ggml_type_name(t);
+    std::printf("%-7s device in-batch steps: %zu of %zu bytes differ from the host steps; batches %.4f s (host %.4f s)\n",
+                std::string(ggml_type_name(t)).c_str(), differ, bytes, td.batches, th.batches);
+  }
+}
+
 TEST(CudaGptq, OddShapes) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
   const int64_t rows = 37, cols = 480;

@@ -1,9 +1,9 @@
 // The analysis' quantizer round trips on the GPU (backend/cuda/round_trip_cuda.h) against the CPU:
 //   - every supported type's dequantized round trip equals quant_round_trip's floats bit for bit
 //     (plain and importance-weighted paths, outliers, an all-zero block, odd row counts);
-//   - predict_tensor on cuda:0 equals the CPU's for every tensor of refcode-32m and of the MoE
-//     refmoe-31m (stacked experts) within 1e-9 relative per signal (only the summation order of
-//     the double sums differs).
+//   - predict_tensor on cuda:0 equals the CPU's for every tensor of refcode-32m and of the tiny
+//     Qwen3-MoE fixture (stacked experts, tests/data/archs/qwen3moe) within 1e-9 relative per
+//     signal (only the summation order of the double sums differs).
 // Each test skips without a GPU (ctest label gpu).
 #include <gtest/gtest.h>
 
@@ -87,7 +87,7 @@ TEST(CudaRoundTrip, RejectsWhatItCannotStore) {
 
 // Every tensor's predictions on cuda:0 against the CPU's (same accumulator, same weights).
 void predictions_match(const std::string& model_dir) {
-  auto m = Model::load(test::shared_path(model_dir));
+  auto m = Model::load(model_dir);
   const Tokenizer tok = load_tokenizer(*m);
   std::vector<int32_t> t = tokenize_eval_text(tok, read_file(test::shared_path("data/calib.txt")).substr(0, 4000));
   ASSERT_GE(t.size(), 257u);
@@ -125,12 +125,12 @@ void predictions_match(const std::string& model_dir) {
 
 TEST(CudaRoundTrip, PredictionsMatchCpuRefcode) {
   REQUIRE_GPU();
-  predictions_match("models/refcode-32m");
+  predictions_match(test::shared_path("models/refcode-32m"));
 }
 
 TEST(CudaRoundTrip, PredictionsMatchCpuMoe) {
   REQUIRE_GPU();
-  predictions_match("models/refmoe-31m");
+  predictions_match(test::source_path("tests/data/archs/qwen3moe"));
 }
 
 }  // namespace

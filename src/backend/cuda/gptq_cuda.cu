@@ -26,6 +26,9 @@
 #include "backend/cuda/cuda_owners.cuh"
 #include "core/parallel.h"
 #include "quant/gptq.h"
+#include "quant/gptq_grid_impl.h"
+#include "quant/kquants_impl.h"
+#include "quant/legacy_iq4_impl.h"
 
 namespace samq {
 namespace {
@@ -259,6 +262,105 @@ __global__ void __launch_bounds__(256) update_exact_kernel(float* __restrict__ W
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The in-batch step on the device: gptq_lazy_batch (quant/gptq.cpp) for row r = one thread, on
+// columns i1 .. i1+kb of W in place (they are not read again), with U's rows from the device copy.
+// At each block start the block is quantized from the current values (quantize_row's weighted
+// path with the importance vector), each column takes its grid's nearest level, its error (over
+// U's diagonal) goes to E and updates the rest of the batch; at each block end the levels are
+// packed and the block written to out. Same float operations as the CPU (this file is compiled
+// without FMA contraction).
+
+template <GgmlType T>
+struct BlockOf;
+template <> struct BlockOf<GgmlType::Q2_K> { using type = block_q2_K; };
+template <> struct BlockOf<GgmlType::Q3_K> { using type = block_q3_K; };
+template <> struct BlockOf<GgmlType::Q4_K> { using type = block_q4_K; };
+template <> struct BlockOf<GgmlType::Q5_K> { using type = block_q5_K; };
+template <> struct BlockOf<GgmlType::Q6_K> { using type = block_q6_K; };
+template <> struct BlockOf<GgmlType::Q8_0> { using type = block_q8_0; };
+template <> struct BlockOf<GgmlType::Q4_0> { using type = block_q4_0; };
+template <> struct BlockOf<GgmlType::Q4_1> { using type = block_q4_1; };
+template <> struct BlockOf<GgmlType::Q5_0> { using type = block_q5_0; };
+template <> struct BlockOf<GgmlType::Q5_1> { using type = block_q5_1; };
+template <> struct BlockOf<GgmlType::IQ4_NL> { using type = block_iq4_nl; };
+template <> struct BlockOf<GgmlType::IQ4_XS> { using type = block_iq4_xs; };
+
+// quantize_row(T, x, &b, block size, qw) for one block (qw: its importance slice, never null).
+template <GgmlType T>
+__device__ void quantize_block_weighted(const float* x, const float* qw, typename BlockOf<T>::type& b) {
+  using namespace quant_detail;
+  if constexpr (T == GgmlType::Q2_K) quantize_block_q2_K(x, qw, b);
+  else if constexpr (T == GgmlType::Q3_K) quantize_block_q3_K(x, qw, b);
+  else if constexpr (T == GgmlType::Q4_K || T == GgmlType::Q5_K) quantize_block_k45(x, qw, b);
+  else if constexpr (T == GgmlType::Q6_K) quantize_block_q6_K(x, qw, b);
+  else if constexpr (T == GgmlType::Q8_0) quantize_block_q8_0(x, b);
+  else if constexpr (T == GgmlType::IQ4_NL) quantize_block_iq4_nl(x, qw, b);
+  else if constexpr (T == GgmlType::IQ4_XS) quantize_block_iq4_xs(x, qw, b);
+  else quantize_block_legacy_weighted(x, qw, row_sigma2(x, 32), b);  // the row is the one block
+}
+
+template <GgmlType T>
+__global__ void gptq_batch_kernel(float* W, int64_t n, int64_t rows, int64_t i1, int64_t kb, const float* U,
+                                  const float* importance, uint8_t* out, int64_t row_bytes, float* E) {
+  using B = typename BlockOf<T>::type;
+  constexpr int bs = sizeof(B) == sizeof(block_q8_0) || sizeof(B) == sizeof(block_q4_0) ||
+                             sizeof(B) == sizeof(block_q4_1) || sizeof(B) == sizeof(block_q5_0) ||
+                             sizeof(B) == sizeof(block_q5_1)
+                         ? 32
+                         : QK_K;
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  float* wr = W + r * n + i1;
+  B blk;
+  int lev[bs];
+  for (int64_t jl = 0; jl < kb; ++jl) {
+    const int64_t j = i1 + jl;
+    const int jb = int(j % bs);
+    if (jb == 0) {
+      float x[bs];
+      for (int e = 0; e < bs; ++e) x[e] = wr[jl + e];
+      quantize_block_weighted<T>(x, importance + j, blk);
+    }
+    const ElemGrid g = elem_grid(T, &blk, jb);
+    const float* uj = U + j * n + i1;  // uj[kl] = U[j][i1 + kl]
+    const float ujj = uj[jl];
+    const int q = g.nearest(wr[jl]);
+    lev[jb] = q;
+    const float e = (wr[jl] - g.value(q)) / ujj;
+    E[r * kb + jl] = e;
+    for (int64_t kl = jl + 1; kl < kb; ++kl) wr[kl] -= e * uj[kl];
+    if (jb == bs - 1) {
+      set_block_levels_unchecked(T, &blk, lev);
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(&blk);
+      uint8_t* dst = out + r * row_bytes + (j / bs) * int64_t(sizeof(B));
+      for (size_t k = 0; k < sizeof(B); ++k) dst[k] = src[k];
+    }
+  }
+}
+
+template <GgmlType T>
+void launch_batch(float* W, int64_t n, int64_t rows, int64_t i1, int64_t kb, const float* U, const float* imp,
+                  uint8_t* out, int64_t row_bytes, float* E, cudaStream_t s) {
+  constexpr int kRowThreads = 64;
+  gptq_batch_kernel<T><<<unsigned((rows + kRowThreads - 1) / kRowThreads), kRowThreads, 0, s>>>(
+      W, n, rows, i1, kb, U, imp, out, row_bytes, E);
+  check_launch("gptq_batch_kernel");
+}
+
+void batch_on_device(GgmlType t, float* W, int64_t n, int64_t rows, int64_t i1, int64_t kb, const float* U,
+                     const float* imp, uint8_t* out, int64_t row_bytes, float* E, cudaStream_t s) {
+  switch (t) {
+#define SAMQ_GPTQ_CASE(X) \
+  case GgmlType::X: return launch_batch<GgmlType::X>(W, n, rows, i1, kb, U, imp, out, row_bytes, E, s);
+    SAMQ_GPTQ_CASE(Q2_K) SAMQ_GPTQ_CASE(Q3_K) SAMQ_GPTQ_CASE(Q4_K) SAMQ_GPTQ_CASE(Q5_K) SAMQ_GPTQ_CASE(Q6_K)
+    SAMQ_GPTQ_CASE(Q8_0) SAMQ_GPTQ_CASE(Q4_0) SAMQ_GPTQ_CASE(Q4_1) SAMQ_GPTQ_CASE(Q5_0) SAMQ_GPTQ_CASE(Q5_1)
+    SAMQ_GPTQ_CASE(IQ4_NL) SAMQ_GPTQ_CASE(IQ4_XS)
+#undef SAMQ_GPTQ_CASE
+    default: fail("gptq (CUDA): type {} has no device in-batch step", ggml_type_name(t));
+  }
+}
+
 dim3 tile_grid(int64_t n) {
   const unsigned t = unsigned((n + kTile - 1) / kTile);
   return dim3(t, t);
@@ -418,6 +520,31 @@ size_t gptq_quantize_tensor_cuda(GgmlType t, const float* W, void* dst, int64_t 
     tm.total = seconds_since(t_start);
     if (cfg.timings) *cfg.timings = tm;
     return 0;
+  }
+
+  if (cfg.device_steps) {
+    t0 = std::chrono::steady_clock::now();
+    DevBuf<float> dW(size_t(rows) * size_t(n));
+    DevBuf<float> dE(size_t(rows) * size_t(B));
+    DevBuf<float> dImp(static_cast<size_t>(n));
+    DevBuf<uint8_t> dOut(size_t(rows) * row_bytes);
+    SyncAtExit sync_before_free(s);
+    SAMQ_CK(cudaMemcpyAsync(dW.get(), W, size_t(rows) * size_t(n) * sizeof(float), cudaMemcpyHostToDevice, s));
+    SAMQ_CK(cudaMemcpyAsync(dImp.get(), importance.data(), size_t(n) * sizeof(float), cudaMemcpyHostToDevice, s));
+    stream.sync();
+    tm.w_upload = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    for (int64_t i1 = 0; i1 < n; i1 += B) {
+      const int64_t i2 = std::min(n, i1 + B), kb = i2 - i1;
+      batch_on_device(t, dW.get(), n, rows, i1, kb, dU.get(), dImp.get(), dOut.get(), int64_t(row_bytes), dE.get(), s);
+      update(cfg.update, blas, s, dW.get(), n, dE.get(), kb, dU.get(), rows, i2, n, i1, kb);
+    }
+    SAMQ_CK(cudaMemcpyAsync(out, dOut.get(), size_t(rows) * row_bytes, cudaMemcpyDeviceToHost, s));
+    stream.sync();
+    tm.batches = seconds_since(t0);
+    tm.total = seconds_since(t_start);
+    if (cfg.timings) *cfg.timings = tm;
+    return size_t(rows) * row_bytes;
   }
 
   t0 = std::chrono::steady_clock::now();

@@ -4,8 +4,9 @@
 //     double arithmetic), index-reversed (A = J H J), factored A = L L^T (cusolverDnXpotrf, lower,
 //     double), inverted (cusolverDnXtrtri, lower) and reversed back: U = J L^-1 J, the upper
 //     Cholesky factor of H^-1 (H^-1 = U^T U), kept on the device as float like the CPU's copy.
-//  2. W lives on the device (f32). Per lazy batch of B columns (gptq_batch_columns) the batch is
-//     downloaded, the CPU's own in-batch step (gptq_lazy_batch: block quantizer, grids, nearest
+//  2. W lives on the device (f32). Per lazy batch of B columns (gptq_batch_columns) the in-batch
+//     step runs on the GPU (GptqCudaConfig::device_steps, the default: one thread per row, the
+//     same float operations as the CPU's), or the batch is downloaded, the CPU's own in-batch step (gptq_lazy_batch: block quantizer, grids, nearest
 //     levels, errors, in-batch updates, packing) runs on the host over rows with parallel_for,
 //     the errors E (rows x B) are uploaded, and W[:, i2:] -= E U[i1:i2, i2:] runs on the GPU.
 //     The next batch's columns are updated first and downloaded while the rest of the update runs.
@@ -42,12 +43,16 @@ struct GptqCudaTimings {
   double inverse = 0;    // damping, potrf, trtri, U as float, U's diagonal blocks to the host
   double w_upload = 0;   // W to the device
   double batches = 0;    // the batch loop (host in-batch steps, transfers, GPU updates)
-  double host_steps = 0; // part of `batches` spent in the host in-batch steps
+  double host_steps = 0; // part of `batches` spent in the host in-batch steps (0 with device_steps)
   double total = 0;
 };
 
 struct GptqCudaConfig {
   GptqCudaUpdate update = GptqCudaUpdate::Exact;
+  // Where the in-batch steps run: on the GPU (default: one thread per row runs the CPU's own
+  // step, gptq_lazy_batch, with the block quantizers and grids shared with the CPU through
+  // quant/*_impl.h, so the bytes are the host step's), or on the host as in step 2 above.
+  bool device_steps = true;
   GptqCudaTimings* timings = nullptr;  // filled when set
 };
 
