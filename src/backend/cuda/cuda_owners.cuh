@@ -1,13 +1,22 @@
 // RAII owners of CUDA runtime resources for code that runs outside the op tables' Device (GPTQ,
 // the analysis' round trips): device buffers, pinned host buffers, the current device, a stream,
 // and a sync at scope exit; every failing call throws samq::Error naming it (SAMQ_CK).
+//
+// Include it first: fmt configures itself differently under nvcc (__NVCC__), which does not compile
+// its consteval format strings; seen as the host compiler it works, with the configuration of the
+// rest of samq (as cuda_common.cuh does).
 #pragma once
+#pragma push_macro("__NVCC__")
+#undef __NVCC__
+#include <fmt/format.h>
+
+#include "core/error.h"
+#pragma pop_macro("__NVCC__")
+
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <utility>
-
-#include "core/error.h"  // include it first the way cuda_common.cuh does (fmt under nvcc)
 
 namespace samq::cuda_owners {
 

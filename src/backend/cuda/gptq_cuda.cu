@@ -1,14 +1,6 @@
 // GPTQ on an NVIDIA GPU (backend/cuda/gptq_cuda.h): cuSOLVER for U, the CPU's in-batch step on
 // the host, the beyond-batch updates of W on the device.
-// fmt configures itself differently under nvcc (__NVCC__), which does not compile its consteval
-// format strings; seen as the host compiler it works, with the configuration of the rest of samq
-// (as backend/cuda/cuda_common.cuh does). It must come before anything that includes fmt.
-#pragma push_macro("__NVCC__")
-#undef __NVCC__
-#include <fmt/format.h>
-
-#include "core/error.h"
-#pragma pop_macro("__NVCC__")
+#include "backend/cuda/cuda_owners.cuh"  // first: fmt under nvcc
 
 #include "backend/cuda/gptq_cuda.h"
 
@@ -23,24 +15,17 @@
 #include <utility>
 #include <vector>
 
-#include "backend/cuda/cuda_owners.cuh"
 #include "core/parallel.h"
 #include "quant/gptq.h"
 #include "quant/gptq_grid_impl.h"
-#include "quant/kquants_impl.h"
-#include "quant/legacy_iq4_impl.h"
+#include "quant/block_dispatch_impl.h"
 
 namespace samq {
 namespace {
 
 // Status checks of cuBLAS and cuSOLVER (the CUDA runtime's, the owners and SAMQ_CK: cuda_owners.cuh).
-using cuda_owners::check;
-using cuda_owners::check_launch;
-using cuda_owners::DeviceScope;
-using cuda_owners::DevBuf;
-using cuda_owners::PinnedBuf;
-using cuda_owners::Stream;
-using cuda_owners::SyncAtExit;
+using namespace cuda_owners;
+using cuda_owners::check;  // in the overload set with the cuBLAS and cuSOLVER checks below
 
 void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) fail("gptq (CUDA): {} failed: {} ({})", what, cublasGetStatusString(s), int(s));
@@ -272,43 +257,10 @@ __global__ void __launch_bounds__(256) update_exact_kernel(float* __restrict__ W
 // without FMA contraction).
 
 template <GgmlType T>
-struct BlockOf;
-template <> struct BlockOf<GgmlType::Q2_K> { using type = block_q2_K; };
-template <> struct BlockOf<GgmlType::Q3_K> { using type = block_q3_K; };
-template <> struct BlockOf<GgmlType::Q4_K> { using type = block_q4_K; };
-template <> struct BlockOf<GgmlType::Q5_K> { using type = block_q5_K; };
-template <> struct BlockOf<GgmlType::Q6_K> { using type = block_q6_K; };
-template <> struct BlockOf<GgmlType::Q8_0> { using type = block_q8_0; };
-template <> struct BlockOf<GgmlType::Q4_0> { using type = block_q4_0; };
-template <> struct BlockOf<GgmlType::Q4_1> { using type = block_q4_1; };
-template <> struct BlockOf<GgmlType::Q5_0> { using type = block_q5_0; };
-template <> struct BlockOf<GgmlType::Q5_1> { using type = block_q5_1; };
-template <> struct BlockOf<GgmlType::IQ4_NL> { using type = block_iq4_nl; };
-template <> struct BlockOf<GgmlType::IQ4_XS> { using type = block_iq4_xs; };
-
-// quantize_row(T, x, &b, block size, qw) for one block (qw: its importance slice, never null).
-template <GgmlType T>
-__device__ void quantize_block_weighted(const float* x, const float* qw, typename BlockOf<T>::type& b) {
-  using namespace quant_detail;
-  if constexpr (T == GgmlType::Q2_K) quantize_block_q2_K(x, qw, b);
-  else if constexpr (T == GgmlType::Q3_K) quantize_block_q3_K(x, qw, b);
-  else if constexpr (T == GgmlType::Q4_K || T == GgmlType::Q5_K) quantize_block_k45(x, qw, b);
-  else if constexpr (T == GgmlType::Q6_K) quantize_block_q6_K(x, qw, b);
-  else if constexpr (T == GgmlType::Q8_0) quantize_block_q8_0(x, b);
-  else if constexpr (T == GgmlType::IQ4_NL) quantize_block_iq4_nl(x, qw, b);
-  else if constexpr (T == GgmlType::IQ4_XS) quantize_block_iq4_xs(x, qw, b);
-  else quantize_block_legacy_weighted(x, qw, row_sigma2(x, 32), b);  // the row is the one block
-}
-
-template <GgmlType T>
 __global__ void gptq_batch_kernel(float* W, int64_t n, int64_t rows, int64_t i1, int64_t kb, const float* U,
                                   const float* importance, uint8_t* out, int64_t row_bytes, float* E) {
-  using B = typename BlockOf<T>::type;
-  constexpr int bs = sizeof(B) == sizeof(block_q8_0) || sizeof(B) == sizeof(block_q4_0) ||
-                             sizeof(B) == sizeof(block_q4_1) || sizeof(B) == sizeof(block_q5_0) ||
-                             sizeof(B) == sizeof(block_q5_1)
-                         ? 32
-                         : QK_K;
+  using B = typename quant_detail::BlockOf<T>::type;
+  constexpr int bs = quant_detail::BlockOf<T>::size;
   const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   float* wr = W + r * n + i1;
@@ -320,7 +272,8 @@ __global__ void gptq_batch_kernel(float* W, int64_t n, int64_t rows, int64_t i1,
     if (jb == 0) {
       float x[bs];
       for (int e = 0; e < bs; ++e) x[e] = wr[jl + e];
-      quantize_block_weighted<T>(x, importance + j, blk);
+      // quantize_row(T, x, blk, bs, importance + j): a legacy type's row is this one block
+      quant_detail::quantize_block_as<T>(x, importance + j, quant_detail::row_sigma2(x, bs), blk);
     }
     const ElemGrid g = elem_grid(T, &blk, jb);
     const float* uj = U + j * n + i1;  // uj[kl] = U[j][i1 + kl]

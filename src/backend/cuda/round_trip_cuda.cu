@@ -1,11 +1,6 @@
 // Quantizer round trips and their weighted errors on the GPU (backend/cuda/round_trip_cuda.h).
 // Built with -fmad=false (CMakeLists.txt): the shared block quantizers must not be contracted.
-#pragma push_macro("__NVCC__")
-#undef __NVCC__
-#include <fmt/format.h>
-
-#include "core/error.h"
-#pragma pop_macro("__NVCC__")
+#include "backend/cuda/cuda_owners.cuh"  // first: fmt under nvcc
 
 #include "backend/cuda/round_trip_cuda.h"
 
@@ -15,19 +10,13 @@
 #include <cmath>
 
 #include "backend/cuda/cuda_common.cuh"
-#include "backend/cuda/cuda_owners.cuh"
 #include "core/fp16.h"
-#include "quant/kquants_impl.h"
-#include "quant/legacy_iq4_impl.h"
+#include "quant/block_dispatch_impl.h"
 
 namespace samq {
 namespace {
 
-using cuda_owners::check;
-using cuda_owners::check_launch;
-using cuda_owners::DeviceScope;
-using cuda_owners::Stream;
-using cuda_owners::SyncAtExit;
+using namespace cuda_owners;
 using namespace quant_detail;
 
 // Device memory from the device's pool (so the analysis' reported peak counts it), allocated and
@@ -93,46 +82,9 @@ __device__ void round_trip_block(const float* x, const float* qw, float sigma2, 
     y[0] = fp16_to_f32(f32_to_fp16(x[0]));
   } else if constexpr (T == GgmlType::BF16) {
     y[0] = bf16_to_f32(f32_to_bf16(x[0]));
-  } else if constexpr (T == GgmlType::Q8_0) {
-    block_q8_0 b;
-    quantize_block_q8_0(x, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::Q4_0 || T == GgmlType::Q4_1 || T == GgmlType::Q5_0 || T == GgmlType::Q5_1) {
-    using B = std::conditional_t<T == GgmlType::Q4_0, block_q4_0,
-                                 std::conditional_t<T == GgmlType::Q4_1, block_q4_1,
-                                                    std::conditional_t<T == GgmlType::Q5_0, block_q5_0, block_q5_1>>>;
-    B b;
-    if (qw) quantize_block_legacy_weighted(x, qw, sigma2, b);
-    else quantize_block_legacy_plain(x, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::IQ4_NL) {
-    block_iq4_nl b;
-    quantize_block_iq4_nl(x, qw, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::IQ4_XS) {
-    block_iq4_xs b;
-    quantize_block_iq4_xs(x, qw, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::Q2_K) {
-    block_q2_K b;
-    quantize_block_q2_K(x, qw, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::Q3_K) {
-    block_q3_K b;
-    quantize_block_q3_K(x, qw, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::Q4_K) {
-    block_q4_K b;
-    quantize_block_k45(x, qw, b);
-    dequantize_block(b, y);
-  } else if constexpr (T == GgmlType::Q5_K) {
-    block_q5_K b;
-    quantize_block_k45(x, qw, b);
-    dequantize_block(b, y);
   } else {
-    static_assert(T == GgmlType::Q6_K);
-    block_q6_K b;
-    quantize_block_q6_K(x, qw, b);
+    typename BlockOf<T>::type b;
+    quantize_block_as<T>(x, qw, sigma2, b);
     dequantize_block(b, y);
   }
 }
