@@ -19,6 +19,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -139,11 +140,53 @@ const float* rope_freqs_on_device(Device& d, const RopeParams& p) {
 
 }  // namespace
 
+namespace {
+
+// Bytes of device memory that expanded quantized weights (CudaWeight::split3) may take in this
+// process: SAMQ_CUDA_SPLIT_CACHE_BYTES, else an eighth of the first device's memory.
+std::atomic<int64_t>& split3_cache_budget(const Device& d) {
+  static std::atomic<int64_t> budget = [&] {
+    if (const char* e = std::getenv("SAMQ_CUDA_SPLIT_CACHE_BYTES")) return int64_t(std::strtoll(e, nullptr, 10));
+    size_t free_b = 0, total_b = 0;
+    check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo", d);
+    return int64_t(total_b / 8);
+  }();
+  return budget;
+}
+
+// w's bf16x3 expansion, made on first use when the budget allows (else null: the caller expands
+// tiles per call).
+const uint16_t* split3_cached(Device& d, const CudaWeight& cw) {
+  if (cw.split3) return cw.split3;
+  const int64_t bytes = cw.rows * cw.cols * 3 * int64_t(sizeof(uint16_t));
+  auto& budget = split3_cache_budget(d);
+  if (budget.fetch_sub(bytes) < bytes) {
+    budget.fetch_add(bytes);
+    return nullptr;
+  }
+  void* p = nullptr;
+  if (cudaMallocFromPoolAsync(&p, size_t(bytes), d.pool, d.stream) != cudaSuccess) {
+    (void)cudaGetLastError();  // no room now: tiles per call, as without the cache
+    budget.fetch_add(bytes);
+    return nullptr;
+  }
+  dequantize_rows_split3(d, cw.type, cw.data, cw.row_bytes, cw.cols, 0, cw.rows, static_cast<uint16_t*>(p));
+  cw.split3 = static_cast<uint16_t*>(p);
+  cw.split3_bytes = bytes;
+  return cw.split3;
+}
+
+}  // namespace
+
 CudaWeight::~CudaWeight() {
   if (!data || !dev) return;
   std::lock_guard<std::recursive_mutex> lock(dev->mu);
   report(cudaSetDevice(dev->index), "cudaSetDevice", *dev);
   report(cudaFreeAsync(data, dev->stream), "cudaFreeAsync (weight)", *dev);  // a block of the pool (alloc)
+  if (split3) {
+    report(cudaFreeAsync(split3, dev->stream), "cudaFreeAsync (expanded weight)", *dev);
+    split3_cache_budget(*dev).fetch_add(split3_bytes);
+  }
 }
 
 const CudaWeight& uploaded(const WeightView& w, const Device& d, const char* op) {
@@ -377,6 +420,15 @@ class CudaOps final : public Ops {
           // 4x the speed of the f32 SGEMM (no TF32) it replaces. SAMQ_CUDA_QUANT_GEMM=f32: the SGEMM.
           Tmp xa(d_, size_t(n * 3 * cols) * sizeof(uint16_t));
           split3_bf16_rows(d_, xr, n, cols, 0, xa.as<uint16_t>());
+          if (const uint16_t* w3 = split3_cached(d_, cw)) {
+            gemm_16(d_, CUDA_R_16BF, false, true, n, rows, 3 * cols, 1.0f, xa.as<void>(), 3 * cols, w3, 3 * cols,
+                    0.0f, y, rows);
+            if (bias) {
+              add_bias_kernel<<<grid_for(n * rows, kThreads), kThreads, 0, d_.stream>>>(y, n, rows, bias);
+              check_launch("add_bias_kernel", d_);
+            }
+            return;
+          }
           const int64_t per_row = cols * int64_t(3 * sizeof(uint16_t));
           const int64_t tile = std::max<int64_t>(1, std::min(rows, scratch_bytes() / std::max<int64_t>(per_row, 1)));
           Tmp wb(d_, size_t(tile * 3 * cols) * sizeof(uint16_t));

@@ -18,6 +18,11 @@ struct CudaWeight final : PreparedWeight {
   GgmlType type = GgmlType::F32;
   int64_t rows = 0, cols = 0, row_bytes = 0;
   void* data = nullptr;
+  // A quantized weight expanded once to the order-1 bf16x3 form the split GEMM reads (3 cols
+  // bf16 per row), kept while the weight lives, within the process's cache budget
+  // (cuda_ops.cu split3_cache_budget); null until first used or when over the budget.
+  mutable uint16_t* split3 = nullptr;
+  mutable int64_t split3_bytes = 0;
   ~CudaWeight() override;
   const void* backend_data() const override { return data; }
 };
