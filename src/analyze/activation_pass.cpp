@@ -11,7 +11,7 @@ namespace samq {
 
 const std::map<std::string, std::vector<std::string>>& activation_readers() {
   static const std::map<std::string, std::vector<std::string>> readers = {
-      {"attn_norm", {"attn_q", "attn_k", "attn_v"}},
+      {"attn_norm", {"attn_q", "attn_k", "attn_v", "attn_qkv"}},  // attn_qkv: phi3's fused q/k/v
       {"kq_out", {"attn_output"}},
       {"ffn_norm", {"ffn_gate", "ffn_up", "ffn_gate_inp"}},  // the MoE router reads it too
       {"ffn_act", {"ffn_down"}}};

@@ -40,7 +40,7 @@ std::vector<float> Imatrix::mean(const std::string& name) const {
 bool imatrix_collects(const std::string& name) {
   const auto p = parse_gguf_name(name);
   if (p.layer < 0 || p.suffix != "weight") return false;
-  static const char* kinds[] = {"attn_q",        "attn_k",   "attn_v",        "attn_output",
+  static const char* kinds[] = {"attn_q",        "attn_k",   "attn_v",        "attn_qkv",  "attn_output",
                                 "ffn_gate",      "ffn_up",   "ffn_down",      "ffn_gate_inp",
                                 "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
   return std::find(std::begin(kinds), std::end(kinds), p.kind) != std::end(kinds);

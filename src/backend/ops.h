@@ -72,11 +72,16 @@ struct RopeParams {
   GgmlType inv_freq_type = GgmlType::F32;
 };
 
+// First key a query at position p sees: 0, or p - window + 1 with a window.
+inline int64_t attention_first_key(int64_t p, int64_t window) {
+  return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+}
+
 // The n_rot/2 inverse frequencies of p: freq_scale * theta^(-2i/n_rot) / freq_factors[i],
 // in float32, rounded to p.inv_freq_type.
 std::vector<float> rope_inv_freq(const RopeParams& p);
 
-// Causal attention of one sequence over its KV cache.
+// Causal attention of one sequence over its KV cache, optionally windowed.
 struct AttentionArgs {
   int64_t n_tokens = 0;    // query rows
   int64_t n_kv = 0;        // cache rows visible (keys at positions 0..n_kv-1)
@@ -87,7 +92,11 @@ struct AttentionArgs {
   const int32_t* pos = nullptr;  // (n_tokens) position of each query; it sees keys 0..pos[i]
   float scale = 1.0f;          // usually 1/sqrt(head_dim)
   float* out = nullptr;        // (n_tokens, n_head*head_dim)
-  float* probs = nullptr;      // optional (n_head, n_tokens, n_kv): softmax weights (0 past pos)
+  float* probs = nullptr;      // optional (n_head, n_tokens, n_kv): softmax weights (0 where masked)
+  // Sliding window (> 0): query i sees only keys pos[i] - window + 1 .. pos[i] (itself included,
+  // as HF transformers' and llama.cpp's sliding-window masks); 0: all of 0..pos[i]. (Last, so
+  // that positional initialisers keep their meaning.)
+  int64_t window = 0;
 };
 
 // Per-position statistics of `samq eval` (eval/perplexity.h) for Ops::eval_token_stats.
@@ -173,6 +182,12 @@ class Ops {
   virtual void softmax(float* x, int64_t n, int64_t d) const = 0;
   // y(n) = a + b. y may alias a or b.
   virtual void add(const float* a, const float* b, int64_t n, float* y) const = 0;
+  // dst[r * dst_stride + c] = src[r * src_stride + c] for r < rows, c < cols (a block of columns
+  // of a row-major matrix: the fused outputs of phi3's attn_qkv and gate+up ffn_up split into q,
+  // k, v / gate, up, and back for their gradients). Default: a host loop; a backend without
+  // host memory that does not override it fails naming the op.
+  virtual void copy_cols(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
+                         int64_t cols) const;
 
   // ---- mixture of experts (model/moe.h). Defaults: host loops (backend/cpu/ops_moe.cpp, the
   // reference; deterministic, sequential in row order); a backend without host memory that does

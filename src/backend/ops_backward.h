@@ -36,7 +36,9 @@ void rms_norm_backward(const Ops& ops, const float* x, const float* dy, int64_t 
 void rope_backward(const Ops& ops, float* dx, int64_t n, int64_t n_head, int64_t head_dim,
                    const int32_t* pos, const RopeParams& p);
 
-// Causal GQA attention of one sequence (a.n_kv keys; query t sees keys 0..pos[t]).
+// Causal GQA attention of one sequence (a.n_kv keys; query t sees keys 0..pos[t], or the last
+// a.window of them). The mask enters only through probs (0 where masked), so the formulas below
+// hold for any mask.
 // probs: the softmax weights (n_head, n_tokens, n_kv), e.g. from the forward's a.probs.
 // With P = probs of head h and kv head g = h / (n_head / n_head_kv):
 //   dV_g += P^T dO_h;  dP = dO_h V_g^T;  dS = P * (dP - rowsum(P * dP));

@@ -78,6 +78,29 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
   put("general.size_label", GgufValue::str(hp.is_moe() ? fmt::format("{}x{}", hp.n_expert, gguf_size_label(n_params))
                                                         : gguf_size_label(n_params)));
 
+  if (a == "phi3") {
+    // Phi3MiniModel.set_gguf_parameters (it does not call the base class's): its own key order,
+    // rope.scaling.original_context_length, and sliding_window written as 0 when config.json has
+    // none (how llama.cpp tells Phi-4 from Phi-3).
+    const json* orig = rp.contains("original_max_position_embeddings") ? &rp["original_max_position_embeddings"]
+                       : cfg.contains("original_max_position_embeddings") ? &cfg["original_max_position_embeddings"]
+                                                                           : nullptr;
+    if (!orig || !orig->is_number_integer())
+      fail("{}/config.json: Phi3ForCausalLM needs an integer 'original_max_position_embeddings'", dir);
+    put(a + ".context_length", u32(hp.n_ctx_train));
+    put(a + ".rope.scaling.original_context_length", u32(orig->get<int64_t>()));
+    put(a + ".embedding_length", u32(hp.n_embd));
+    put(a + ".feed_forward_length", u32(hp.n_ff));
+    put(a + ".block_count", u32(hp.n_layer));
+    put(a + ".attention.head_count", u32(hp.n_head));
+    put(a + ".attention.head_count_kv", u32(hp.n_head_kv));
+    put(a + ".attention.layer_norm_rms_epsilon", GgufValue::f32(hp.rms_eps));
+    put(a + ".rope.dimension_count", u32(hp.head_dim));
+    put(a + ".rope.freq_base", GgufValue::f32(hp.rope_theta));
+    put("general.file_type", GgufValue::u32(file_type));
+    put(a + ".attention.sliding_window", u32(hp.n_swa));
+    put("general.quantization_version", GgufValue::u32(2));
+  } else {
   put(a + ".block_count", u32(hp.n_layer));
   put(a + ".context_length", u32(hp.n_ctx_train));
   put(a + ".embedding_length", u32(hp.n_embd));
@@ -98,6 +121,9 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
   if (a == "llama") {
     put(a + ".vocab_size", u32(hp.n_vocab));
     put(a + ".rope.dimension_count", u32(hp.head_dim));
+    // Not written by llama.cpp's converter (its llama graph has no sliding window, so llama.cpp
+    // attends to the whole context); samq's engine reads it to run Mistral's window as HF does.
+    if (hp.n_swa > 0) put(a + ".attention.sliding_window", u32(hp.n_swa));
     if (rope_type(rp) == "linear" && rp.contains("factor")) {
       put(a + ".rope.scaling.type", GgufValue::str("linear"));
       put(a + ".rope.scaling.factor", GgufValue::f32(rp["factor"].get<float>()));
@@ -108,6 +134,7 @@ std::vector<GgufValue> hf_converter_metadata(const std::string& dir, const Model
   }
   if (a == "qwen3moe") put(a + ".expert_feed_forward_length", u32(hp.n_ff_exp));
   put("general.quantization_version", GgufValue::u32(2));
+  }
 
   const TokenizerVocab& v = tok.vocab();
   if (v.model == "llama") {

@@ -192,7 +192,10 @@ class HfSourceModel final : public SourceModel {
       fail("{}: tensor '{}' appears twice", v.file, v.name);
     if (int64_t(parts.size()) < 3 * hparams_.n_expert) return;
     const std::string blk = "blk." + std::to_string(p.layer) + ".";
-    for (const char* kind : {"ffn_down_exps", "ffn_gate_exps", "ffn_up_exps"}) {
+    // The converter's order: qwen3moe stacks down, gate, up; Mixtral (llama) w1, w2, w3 = gate, down, up.
+    static constexpr const char* kQwen[] = {"ffn_down_exps", "ffn_gate_exps", "ffn_up_exps"};
+    static constexpr const char* kMixtral[] = {"ffn_gate_exps", "ffn_down_exps", "ffn_up_exps"};
+    for (const char* kind : hparams_.arch == "llama" ? kMixtral : kQwen) {
       const std::string name = blk + kind + ".weight";
       std::vector<const StTensorView*> list;
       for (int64_t e = 0; e < hparams_.n_expert; ++e) {
@@ -205,7 +208,7 @@ class HfSourceModel final : public SourceModel {
       }
       SourceTensor t;
       t.name = name;
-      t.source_name = "model.layers." + std::to_string(p.layer) + ".mlp.experts.*";
+      t.source_name = "model.layers." + std::to_string(p.layer) + (hparams_.arch == "llama" ? ".block_sparse_moe.experts.*" : ".mlp.experts.*");
       t.source_type = ggml_of(list[0]->dtype);
       t.n_dims = 3;
       t.ne[0] = list[0]->shape[1];

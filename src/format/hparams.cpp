@@ -113,6 +113,8 @@ constexpr ArchInfo kArchs[] = {
     {"Qwen2ForCausalLM", "qwen2", "qwen2"},
     {"Qwen3ForCausalLM", "qwen3", "qwen3"},
     {"Qwen3MoeForCausalLM", "qwen3_moe", "qwen3moe"},
+    {"MixtralForCausalLM", "mixtral", "llama"},
+    {"Phi3ForCausalLM", "phi3", "phi3"},
 };
 
 // MoE fields of config.json (qwen3moe). Hub checkpoints say num_experts, some exports
@@ -126,8 +128,18 @@ void parse_moe(const Fields& f, ModelHparams& hp) {
   if (ne && nl && a != b) fail("{}: 'num_experts' = {} and 'num_local_experts' = {} disagree", src, a, b);
   hp.n_expert = ne ? a : b;
   hp.n_expert_used = f.integer("num_experts_per_tok");
-  hp.n_ff_exp = f.integer("moe_intermediate_size");
-  hp.expert_weights_norm = f.boolean("norm_topk_prob", false);
+  if (hp.hf_architecture == "MixtralForCausalLM") {
+    // Mixtral: every expert has the dense width, and its router always renormalises the top-k
+    // weights (transformers' MixtralSparseMoeBlock; llama.cpp's llama graph likewise).
+    hp.n_ff_exp = hp.n_ff;
+    hp.expert_weights_norm = true;
+    if (const json* v = f.get("norm_topk_prob"))
+      if (!(v->is_boolean() && v->get<bool>()))
+        fail("{}: 'norm_topk_prob' = {}: Mixtral always renormalises the top-k expert weights", src, v->dump());
+  } else {
+    hp.n_ff_exp = f.integer("moe_intermediate_size");
+    hp.expert_weights_norm = f.boolean("norm_topk_prob", false);
+  }
   if (hp.n_expert <= 1) fail("{}: 'num_experts' must be at least 2, got {}", src, hp.n_expert);
   if (hp.n_expert_used <= 0 || hp.n_expert_used > hp.n_expert)
     fail("{}: 'num_experts_per_tok' = {} must be in 1..num_experts ({})", src, hp.n_expert_used, hp.n_expert);
@@ -214,7 +226,7 @@ ModelHparams hparams_from_hf_config_json(std::string_view text, const std::strin
   }
   if (!arch)
     fail("{}: architecture '{}' is not supported (samq supports LlamaForCausalLM, MistralForCausalLM, "
-         "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)",
+         "MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, Phi3ForCausalLM)",
          src, named);
   hp.arch = arch->arch;
   hp.hf_architecture = arch->hf;
@@ -241,7 +253,30 @@ ModelHparams hparams_from_hf_config_json(std::string_view text, const std::strin
   // Qwen2 always has q/k/v biases (no config flag); Llama/Mistral/Qwen3 via attention_bias.
   hp.attn_bias = hp.arch == "qwen2" ? true : f.boolean("attention_bias", false);
   hp.qk_norm = hp.arch == "qwen3" || hp.arch == "qwen3moe";
-  if (hp.arch == "qwen3moe") parse_moe(f, hp);
+  if (hp.arch == "qwen3moe" || hp.hf_architecture == "MixtralForCausalLM") parse_moe(f, hp);
+  // Sliding-window attention. Mistral and Phi-3 apply config.json's sliding_window to every
+  // layer (null: none); Qwen2/Qwen3 only with use_sliding_window, which samq does not support.
+  if (hp.hf_architecture == "MistralForCausalLM" || hp.hf_architecture == "MixtralForCausalLM" || hp.arch == "phi3") {
+    hp.n_swa = f.integer("sliding_window", 0);
+    if (hp.n_swa < 0) fail("{}: 'sliding_window' must be positive or null, got {}", src, hp.n_swa);
+  } else if (f.boolean("use_sliding_window", false)) {
+    fail("{}: 'use_sliding_window' = true is not supported for {} (sliding-window attention on some layers)", src,
+         hp.hf_architecture);
+  }
+  if (hp.arch == "phi3") {
+    hp.fused_qkv_gate_up = true;
+    if (hp.attn_bias) fail("{}: 'attention_bias' = true is not supported for Phi3ForCausalLM", src);
+    // Partial rotary (Phi-4-mini) and long-context RoPE factors are not supported.
+    for (const char* k : {"rope_parameters", "rope_scaling"})
+      if (const json* r = f.get(k))
+        if (r->is_object() && r->contains("partial_rotary_factor") && !(*r)["partial_rotary_factor"].is_null() &&
+            f.number(*r, "partial_rotary_factor", 1.0, std::string(k) + ".") != 1.0)
+          fail("{}: {}.partial_rotary_factor = {} is not supported (samq rotates whole heads)", src, k,
+               (*r)["partial_rotary_factor"].dump());
+    if (const json* v = f.get("partial_rotary_factor"))
+      if (!(v->is_number() && v->get<double>() == 1.0))
+        fail("{}: 'partial_rotary_factor' = {} is not supported (samq rotates whole heads)", src, v->dump());
+  }
   hp.bos_id = f.token_id("bos_token_id");
   hp.eos_id = f.token_id("eos_token_id");
   for (const char* k : {"dtype", "torch_dtype"}) {
@@ -288,9 +323,9 @@ int64_t layer_uniform(const GgufFile& f, const std::string& key, std::optional<i
 ModelHparams hparams_from_gguf(const GgufFile& f) {
   ModelHparams hp;
   const std::string arch = f.get_str("general.architecture");
-  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe")
-    fail("{}: general.architecture '{}' is not supported (samq supports llama, qwen2, qwen3, qwen3moe)", f.path(),
-         arch);
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "qwen3moe" && arch != "phi3")
+    fail("{}: general.architecture '{}' is not supported (samq supports llama, qwen2, qwen3, qwen3moe, phi3)",
+         f.path(), arch);
   hp.arch = arch;
   const std::string p = arch + ".";
   hp.n_ctx_train = layer_uniform(f, p + "context_length", std::nullopt);
@@ -298,17 +333,19 @@ ModelHparams hparams_from_gguf(const GgufFile& f) {
   hp.n_layer = layer_uniform(f, p + "block_count", std::nullopt);
   hp.n_ff = layer_uniform(f, p + "feed_forward_length", std::nullopt);
   hp.n_expert = layer_uniform(f, p + "expert_count", 0);
-  if (hp.n_expert > 0 && arch != "qwen3moe")
-    fail("{}: {}expert_count = {}: mixture-of-experts {} models are not supported (qwen3moe only)", f.path(), p,
-         hp.n_expert, arch);
-  if (arch == "qwen3moe") {
+  if (hp.n_expert > 0 && arch != "qwen3moe" && arch != "llama")
+    fail("{}: {}expert_count = {}: mixture-of-experts {} models are not supported (qwen3moe and llama/Mixtral only)",
+         f.path(), p, hp.n_expert, arch);
+  if (arch == "qwen3moe" || hp.n_expert > 0) {
     if (hp.n_expert <= 1) fail("{}: {}expert_count must be at least 2, got {}", f.path(), p, hp.n_expert);
     hp.n_expert_used = layer_uniform(f, p + "expert_used_count", std::nullopt);
-    hp.n_ff_exp = layer_uniform(f, p + "expert_feed_forward_length", std::nullopt);
+    // Mixtral (llama): the experts' width is feed_forward_length (no expert_feed_forward_length).
+    hp.n_ff_exp = arch == "llama" ? hp.n_ff : layer_uniform(f, p + "expert_feed_forward_length", std::nullopt);
     if (hp.n_expert_used <= 0 || hp.n_expert_used > hp.n_expert)
       fail("{}: {}expert_used_count = {} must be in 1..{}", f.path(), p, hp.n_expert_used, hp.n_expert);
     if (hp.n_ff_exp <= 0) fail("{}: {}expert_feed_forward_length must be positive", f.path(), p);
-    // llama.cpp's qwen3moe graph always renormalises the top-k weights (no key says otherwise).
+    // llama.cpp's qwen3moe and llama graphs always renormalise the top-k weights (no key says
+    // otherwise).
     hp.expert_weights_norm = true;
   }
   hp.n_head = layer_uniform(f, p + "attention.head_count", std::nullopt);
@@ -317,6 +354,19 @@ ModelHparams hparams_from_gguf(const GgufFile& f) {
   hp.head_dim = layer_uniform(f, p + "attention.key_length", hp.n_embd / hp.n_head);
   hp.rope_theta = f.get_f32(p + "rope.freq_base", 10000.0f);
   hp.rms_eps = f.get_f32(p + "attention.layer_norm_rms_epsilon");
+  // llama.cpp's converter writes phi3.attention.sliding_window (0: none) and nothing for llama;
+  // samq's converter writes llama.attention.sliding_window for Mistral checkpoints with a window.
+  hp.n_swa = layer_uniform(f, p + "attention.sliding_window", 0);
+  if (hp.n_swa < 0) fail("{}: {}attention.sliding_window must not be negative", f.path(), p);
+  if (arch == "phi3") {
+    hp.fused_qkv_gate_up = true;
+    const int64_t rot = layer_uniform(f, p + "rope.dimension_count", hp.head_dim);
+    if (rot != hp.head_dim)
+      fail("{}: {}rope.dimension_count = {} != head dim {}: partial rotary is not supported", f.path(), p, rot,
+           hp.head_dim);
+    if (f.find_tensor("rope_factors_long.weight") || f.find_tensor("rope_factors_short.weight"))
+      fail("{}: rope_factors_long/short (Phi-3 long-context RoPE) are not supported", f.path());
+  }
 
   const std::string scaling = f.get_str(p + "rope.scaling.type", "none");
   const float factor = f.get_f32(p + "rope.scaling.factor", 0.0f);

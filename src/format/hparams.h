@@ -2,10 +2,11 @@
 // from an HF config.json or from a GGUF file's metadata. Names follow llama.cpp's
 // (n_embd, n_head_kv, n_ff, n_layer, ...).
 //
-// Supported HF architectures: LlamaForCausalLM and MistralForCausalLM (arch "llama"),
-// Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"), Qwen3MoeForCausalLM ("qwen3moe": every
-// layer a softmax-routed top-k mixture of SwiGLU experts, no shared expert). Others get a clear
-// error.
+// Supported HF architectures: LlamaForCausalLM, MistralForCausalLM (sliding-window attention
+// when config.json's sliding_window is set) and MixtralForCausalLM (mixture of experts) as arch
+// "llama", Qwen2ForCausalLM ("qwen2"), Qwen3ForCausalLM ("qwen3"), Qwen3MoeForCausalLM
+// ("qwen3moe": every layer a softmax-routed top-k mixture of SwiGLU experts, no shared expert),
+// Phi3ForCausalLM ("phi3": fused attn_qkv and gate+up ffn_up). Others get a clear error.
 // config.json: both the old `rope_theta`/`rope_scaling` keys and the newer `rope_parameters`
 // are understood (rope types default, linear, llama3).
 #pragma once
@@ -21,7 +22,7 @@ enum class RopeScalingType { None, Linear, Llama3 };
 std::string_view rope_scaling_name(RopeScalingType t);  // "none", "linear", "llama3"
 
 struct ModelHparams {
-  std::string arch;             // GGUF architecture: "llama", "qwen2", "qwen3", "qwen3moe"
+  std::string arch;             // GGUF architecture: "llama", "qwen2", "qwen3", "qwen3moe", "phi3"
   std::string hf_architecture;  // e.g. "MistralForCausalLM" (empty when read from GGUF)
 
   int64_t n_vocab = 0;      // embedding rows (config vocab_size, may exceed the tokenizer's)
@@ -52,6 +53,13 @@ struct ModelHparams {
   bool tied_embeddings = false;  // no separate output.weight
   bool attn_bias = false;        // q/k/v projections have biases (qwen2)
   bool qk_norm = false;          // per-head RMSNorm on q and k (qwen3)
+  // Sliding-window attention on every layer (Mistral): a query at position p sees the keys at
+  // positions p - n_swa + 1 .. p (itself included, as HF transformers' and llama.cpp's masks);
+  // 0: none. GGUF: <arch>.attention.sliding_window.
+  int64_t n_swa = 0;
+  // phi3: q/k/v are one fused attn_qkv matrix (rows q, k, v) and ffn_up holds gate then up
+  // (2 * n_ff rows), as llama.cpp's converter stores them.
+  bool fused_qkv_gate_up = false;
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   std::string source_dtype;  // "bf16", "f16", "f32" (HF dtype), or the GGUF's dominant ggml type name

@@ -224,8 +224,16 @@ void ModelGradient::backward_layer(int l, float* dres, GradientBuffers* grads, c
     dup.zero();
     B.swiglu_backward(activation("gate", l), activation("up", l), dact.data(), n * nff, dgate.data(), dup.data());
     dnorm.zero();
-    linear(L.ffn_gate, nullptr, xn, dgate.data(), dnorm.data());
-    linear(L.ffn_up, nullptr, xn, dup.data(), dnorm.data());
+    if (!L.ffn_gate.present()) {
+      // phi3: the gradient of the fused (gate | up) output, then one matmul backward
+      Buffer<float>& dfused = buf(w.dfused, n * 2 * nff);
+      ops_.copy_cols(dfused.data(), 2 * nff, dgate.data(), nff, n, nff);
+      ops_.copy_cols(dfused.data() + nff, 2 * nff, dup.data(), nff, n, nff);
+      linear(L.ffn_up, nullptr, xn, dfused.data(), dnorm.data());
+    } else {
+      linear(L.ffn_gate, nullptr, xn, dgate.data(), dnorm.data());
+      linear(L.ffn_up, nullptr, xn, dup.data(), dnorm.data());
+    }
   }
   B.rms_norm_backward(activation("ffn_inp", l), dnorm.data(), n, d, opt_f32(L.ffn_norm), hp.rms_eps, dres,
                       grad_ptr(grads, L.ffn_norm));
@@ -243,6 +251,7 @@ void ModelGradient::backward_layer(int l, float* dres, GradientBuffers* grads, c
   a.k = activation("k", l);
   a.v = activation("v", l);
   a.pos = pos_p;
+  a.window = hp.n_swa;
   a.scale = 1.0f / std::sqrt(float(hd));
   dq.zero();
   dk.zero();
@@ -267,9 +276,19 @@ void ModelGradient::backward_layer(int l, float* dres, GradientBuffers* grads, c
     through_norm(L.attn_k, L.attn_k_bias, L.attn_k_norm, hp.n_head_kv, dk);
   }
   dnorm.zero();
-  linear(L.attn_q, &L.attn_q_bias, xa, dq.data(), dnorm.data());
-  linear(L.attn_k, &L.attn_k_bias, xa, dk.data(), dnorm.data());
-  linear(L.attn_v, &L.attn_v_bias, xa, dv.data(), dnorm.data());
+  if (L.attn_qkv.present()) {
+    // phi3: the gradient of the fused (q | k | v) output, then one matmul backward
+    const int64_t nqkv = nq + 2 * nkv;
+    Buffer<float>& dfused = buf(w.dfused, n * nqkv);
+    ops_.copy_cols(dfused.data(), nqkv, dq.data(), nq, n, nq);
+    ops_.copy_cols(dfused.data() + nq, nqkv, dk.data(), nkv, n, nkv);
+    ops_.copy_cols(dfused.data() + nq + nkv, nqkv, dv.data(), nkv, n, nkv);
+    linear(L.attn_qkv, nullptr, xa, dfused.data(), dnorm.data());
+  } else {
+    linear(L.attn_q, &L.attn_q_bias, xa, dq.data(), dnorm.data());
+    linear(L.attn_k, &L.attn_k_bias, xa, dk.data(), dnorm.data());
+    linear(L.attn_v, &L.attn_v_bias, xa, dv.data(), dnorm.data());
+  }
   B.rms_norm_backward(activation("attn_inp", l), dnorm.data(), n, d, opt_f32(L.attn_norm), hp.rms_eps, dres,
                       grad_ptr(grads, L.attn_norm));
 }

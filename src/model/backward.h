@@ -121,7 +121,7 @@ class ModelGradient {
   ForwardHooks recorder();
   const int32_t* positions();
   struct Scratch {
-    Buffer<float> dres, dnorm, dact, dgate, dup, dq, dk, dv, dkq, pre, dpre;
+    Buffer<float> dres, dnorm, dact, dgate, dup, dq, dk, dv, dkq, pre, dpre, dfused;
     MoeWorkspace moe;
   } scratch_;
 };

@@ -1,4 +1,4 @@
-// The transformer forward pass (llama / mistral / qwen2 / qwen3 / qwen3moe), written once over the op
+// The transformer forward pass (llama / mistral / mixtral / qwen2 / qwen3 / qwen3moe / phi3), written once over the op
 // table. See forward.h for the batching model, the hooks and resuming from a layer.
 #include "model/forward.h"
 
@@ -53,7 +53,7 @@ const float* opt_f32(const Tensor& t) { return t.present() ? backend_f32(t) : nu
 // Activation buffers of forward(), per thread, in the backend's memory, grown and never shrunk:
 // a decode step allocates nothing, and prefill buffers are not faulted in afresh on every call.
 struct Workspace {
-  Buffer<float> x, cur, q, k, v, kq, tmp, gate, up, sel, logits;
+  Buffer<float> x, cur, q, k, v, kq, tmp, gate, up, sel, logits, fused;
   Buffer<int32_t> ids_b, pos_b;
   std::vector<int32_t> ids, pos;
   std::vector<int64_t> first;
@@ -83,6 +83,15 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
     fail("{}: mixture-of-experts models run on the CPU only (--device cpu): the {} backend does not implement the "
          "MoE ops (moe_route, gather_rows, scatter_add_rows)",
          m.path, ops.name());
+
+  if (h.fused_qkv_gate_up && !ops.host_memory())
+    fail("{}: {} models (fused attn_qkv and gate+up ffn_up) run on the CPU only (--device cpu): the {} backend "
+         "does not implement copy_cols",
+         m.path, h.arch, ops.name());
+  if (h.n_swa > 0 && !ops.host_memory())
+    fail("{}: sliding-window attention (window {}) runs on the CPU only (--device cpu): the {} backend's attention "
+         "does not implement the window",
+         m.path, h.n_swa, ops.name());
 
   // The per-thread workspace; a forward() re-entered from a hook gets its own buffers.
   static thread_local Workspace tls_ws;
@@ -128,6 +137,9 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
   float* tmp = ws.tmp.reserve(ops, T * E);
   float* gate = ws.gate.reserve(ops, T * F);
   float* up = ws.up.reserve(ops, T * F);
+  // phi3: the fused matmul outputs, (T, Wq + 2 Wkv) and (T, 2 F), before the split.
+  const int64_t Wqkv = Wq + 2 * Wkv;
+  float* fused = h.fused_qkv_gate_up ? ws.fused.reserve(ops, T * std::max(Wqkv, 2 * F)) : nullptr;
   if (opt.start_layer > 0) {
     if (!opt.start_input) fail("forward: start_layer {} needs start_input", opt.start_layer);
     ops.copy(x, opt.start_input, sizeof(float) * T * E);
@@ -146,9 +158,17 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
     ops.rms_norm(x, T, E, backend_f32(L.attn_norm), h.rms_eps, cur, nullptr);
     emit(opt, "attn_norm", li, ws.cur, T, E);
     // (T, E) x (Wq, E)^T -> (T, Wq); likewise k, v -> (T, Wkv)
-    ops.matmul(cur, T, wv(m, L.attn_q), opt_f32(L.attn_q_bias), q);
-    ops.matmul(cur, T, wv(m, L.attn_k), opt_f32(L.attn_k_bias), k);
-    ops.matmul(cur, T, wv(m, L.attn_v), opt_f32(L.attn_v_bias), v);
+    if (L.attn_qkv.present()) {
+      // (T, E) x (Wq + 2 Wkv, E)^T, then its column blocks q | k | v
+      ops.matmul(cur, T, wv(m, L.attn_qkv), nullptr, fused);
+      ops.copy_cols(q, Wq, fused, Wqkv, T, Wq);
+      ops.copy_cols(k, Wkv, fused + Wq, Wqkv, T, Wkv);
+      ops.copy_cols(v, Wkv, fused + Wq + Wkv, Wqkv, T, Wkv);
+    } else {
+      ops.matmul(cur, T, wv(m, L.attn_q), opt_f32(L.attn_q_bias), q);
+      ops.matmul(cur, T, wv(m, L.attn_k), opt_f32(L.attn_k_bias), k);
+      ops.matmul(cur, T, wv(m, L.attn_v), opt_f32(L.attn_v_bias), v);
+    }
     if (L.attn_q_norm.present()) ops.rms_norm(q, T * Hq, hd, backend_f32(L.attn_q_norm), h.rms_eps, q, nullptr);
     if (L.attn_k_norm.present()) ops.rms_norm(k, T * Hkv, hd, backend_f32(L.attn_k_norm), h.rms_eps, k, nullptr);
     ops.rope(q, T, Hq, hd, pos_p, rope);
@@ -176,6 +196,7 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
       a.k = s.cache->k(il);
       a.v = s.cache->v(il);
       a.pos = pos_p + r0;
+      a.window = h.n_swa;
       a.scale = scale;
       a.out = kq + r0 * Wq;
       ops.attention(a);
@@ -192,8 +213,15 @@ void forward(const Model& m, const Ops& ops, Batch& batch, const ForwardOptions&
       moe_ffn_forward(m, ops, L, li, cur, T, tmp, ws.moe, opt.hooks);
     } else {
       // (T, E) x (F, E)^T -> (T, F)
-      ops.matmul(cur, T, wv(m, L.ffn_gate), nullptr, gate);
-      ops.matmul(cur, T, wv(m, L.ffn_up), nullptr, up);
+      if (!L.ffn_gate.present()) {
+        // phi3: (T, E) x (2F, E)^T, then its column blocks gate | up
+        ops.matmul(cur, T, wv(m, L.ffn_up), nullptr, fused);
+        ops.copy_cols(gate, F, fused, 2 * F, T, F);
+        ops.copy_cols(up, F, fused + F, 2 * F, T, F);
+      } else {
+        ops.matmul(cur, T, wv(m, L.ffn_gate), nullptr, gate);
+        ops.matmul(cur, T, wv(m, L.ffn_up), nullptr, up);
+      }
       emit(opt, "gate", li, ws.gate, T, F);
       emit(opt, "up", li, ws.up, T, F);
       ops.swiglu(gate, up, T * F, gate);

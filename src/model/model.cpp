@@ -46,7 +46,7 @@ void for_each_tensor(ModelWeights& w, const std::function<void(Tensor&)>& fn) {
   v(w.token_embd);
   for (auto& l : w.layers) {
     for (Tensor* t : {&l.attn_norm, &l.attn_q, &l.attn_q_bias, &l.attn_k, &l.attn_k_bias, &l.attn_v,
-                      &l.attn_v_bias, &l.attn_q_norm, &l.attn_k_norm, &l.attn_output,
+                      &l.attn_v_bias, &l.attn_qkv, &l.attn_q_norm, &l.attn_k_norm, &l.attn_output,
                       &l.attn_output_bias, &l.ffn_norm, &l.ffn_gate, &l.ffn_up, &l.ffn_down,
                       &l.ffn_gate_inp, &l.ffn_gate_exps, &l.ffn_up_exps, &l.ffn_down_exps})
       v(*t);
@@ -80,6 +80,7 @@ Tensor* slot(ModelWeights& w, std::string_view name) {
   if (p.kind == "attn_k") return bias ? &l.attn_k_bias : &l.attn_k;
   if (p.kind == "attn_v") return bias ? &l.attn_v_bias : &l.attn_v;
   if (p.kind == "attn_output") return bias ? &l.attn_output_bias : &l.attn_output;
+  if (p.kind == "attn_qkv" && !bias) return &l.attn_qkv;
   if (p.kind == "attn_q_norm" && !bias) return &l.attn_q_norm;
   if (p.kind == "attn_k_norm" && !bias) return &l.attn_k_norm;
   if (p.kind == "ffn_norm" && !bias) return &l.ffn_norm;
@@ -114,9 +115,16 @@ void check_weights(const Model& m) {
     const auto& l = w.layers[i];
     const std::string b = fmt::format("blk.{}.", i);
     need(l.attn_norm, (b + "attn_norm.weight").c_str(), 1, h.n_embd);
-    need(l.attn_q, (b + "attn_q.weight").c_str(), h.n_embd_q(), h.n_embd);
-    need(l.attn_k, (b + "attn_k.weight").c_str(), h.n_embd_kv(), h.n_embd);
-    need(l.attn_v, (b + "attn_v.weight").c_str(), h.n_embd_kv(), h.n_embd);
+    if (h.fused_qkv_gate_up) {
+      need(l.attn_qkv, (b + "attn_qkv.weight").c_str(), h.n_embd_q() + 2 * h.n_embd_kv(), h.n_embd);
+      for (const Tensor* t : {&l.attn_q, &l.attn_k, &l.attn_v, &l.ffn_gate})
+        if (t->present()) fail("{}: tensor {} in a model with fused attn_qkv / gate+up ffn_up ({})", src, t->name, h.arch);
+    } else {
+      need(l.attn_q, (b + "attn_q.weight").c_str(), h.n_embd_q(), h.n_embd);
+      need(l.attn_k, (b + "attn_k.weight").c_str(), h.n_embd_kv(), h.n_embd);
+      need(l.attn_v, (b + "attn_v.weight").c_str(), h.n_embd_kv(), h.n_embd);
+      if (l.attn_qkv.present()) fail("{}: fused tensor {} in a {} model", src, l.attn_qkv.name, h.arch);
+    }
     need(l.attn_output, (b + "attn_output.weight").c_str(), h.n_embd, h.n_embd_q());
     need(l.ffn_norm, (b + "ffn_norm.weight").c_str(), 1, h.n_embd);
     if (h.is_moe()) {
@@ -133,6 +141,9 @@ void check_weights(const Model& m) {
       need_exps(l.ffn_down_exps, "ffn_down_exps.weight", h.n_embd, h.n_ff_exp);
       for (const Tensor* t : {&l.ffn_gate, &l.ffn_up, &l.ffn_down})
         if (t->present()) fail("{}: tensor {} in a mixture-of-experts layer", src, t->name);
+    } else if (h.fused_qkv_gate_up) {
+      need(l.ffn_up, (b + "ffn_up.weight").c_str(), 2 * h.n_ff, h.n_embd);
+      need(l.ffn_down, (b + "ffn_down.weight").c_str(), h.n_embd, h.n_ff);
     } else {
       need(l.ffn_gate, (b + "ffn_gate.weight").c_str(), h.n_ff, h.n_embd);
       need(l.ffn_up, (b + "ffn_up.weight").c_str(), h.n_ff, h.n_embd);
@@ -331,7 +342,7 @@ namespace {
 template <class Fn>
 void for_each_layer_tensor(LayerWeights& L, Fn&& fn) {
   for (Tensor* t : {&L.attn_norm, &L.attn_q, &L.attn_k, &L.attn_v, &L.attn_q_bias, &L.attn_k_bias, &L.attn_v_bias,
-                    &L.attn_q_norm, &L.attn_k_norm, &L.attn_output, &L.attn_output_bias, &L.ffn_norm, &L.ffn_gate,
+                    &L.attn_qkv, &L.attn_q_norm, &L.attn_k_norm, &L.attn_output, &L.attn_output_bias, &L.ffn_norm, &L.ffn_gate,
                     &L.ffn_up, &L.ffn_down, &L.ffn_gate_inp, &L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps})
     if (t->present()) fn(*t);
 }

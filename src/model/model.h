@@ -7,7 +7,9 @@
 // quantize->dequantize round trip, for measuring sensitivity without writing files).
 // MoE (qwen3moe): the experts of a layer are one 3-D tensor each for gate, up and down, held as
 // n_mat stacked matrices (Tensor::n_mat), see model/moe.h.
-// Non-goals: sliding-window attention, architectures other than llama/mistral/qwen2/qwen3/qwen3moe.
+// Phi-3: attn_qkv and ffn_up hold fused matrices (q, k, v rows; gate, up rows), split after the
+// matmul (Ops::copy_cols). Non-goals: architectures other than llama/mistral/mixtral/qwen2/qwen3/
+// qwen3moe/phi3.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -60,11 +62,12 @@ struct LayerWeights {
   Tensor attn_norm;                            // (1, n_embd) f32
   Tensor attn_q, attn_k, attn_v;               // (n_head*hd, n_embd), (n_head_kv*hd, n_embd) x2
   Tensor attn_q_bias, attn_k_bias, attn_v_bias;  // optional (qwen2): (1, rows)
+  Tensor attn_qkv;                             // phi3 instead of attn_q/k/v: (n_head*hd + 2*n_head_kv*hd, n_embd)
   Tensor attn_q_norm, attn_k_norm;             // optional (qwen3): (1, hd)
   Tensor attn_output;                          // (n_embd, n_head*hd)
   Tensor attn_output_bias;                     // optional
   Tensor ffn_norm;                             // (1, n_embd)
-  Tensor ffn_gate, ffn_up;                     // (n_ff, n_embd)
+  Tensor ffn_gate, ffn_up;                     // (n_ff, n_embd); phi3: no ffn_gate, ffn_up (2*n_ff, n_embd) = gate rows, up rows
   Tensor ffn_down;                             // (n_embd, n_ff)
   // MoE layers instead of ffn_gate/up/down:
   Tensor ffn_gate_inp;                         // router (n_expert, n_embd), f32

@@ -3,6 +3,7 @@
 
 #include <charconv>
 #include <cstring>
+#include <span>
 #include <utility>
 
 #include "core/error.h"
@@ -29,12 +30,21 @@ constexpr NameMap kLayerMap[] = {
     {"mlp.up_proj", "ffn_up"},
     {"mlp.down_proj", "ffn_down"},
     {"mlp.gate", "ffn_gate_inp"},
+    {"block_sparse_moe.gate", "ffn_gate_inp"},  // Mixtral
+    {"self_attn.qkv_proj", "attn_qkv"},          // Phi-3: q, k, v rows fused
+    {"mlp.gate_up_proj", "ffn_up"},              // Phi-3: gate then up rows (2 * n_ff)
 };
 
 constexpr NameMap kExpertMap[] = {
     {"gate_proj", "ffn_gate_exps"},
     {"up_proj", "ffn_up_exps"},
     {"down_proj", "ffn_down_exps"},
+};
+// Mixtral's names (model.layers.N.block_sparse_moe.experts.E.wK): w1 gate, w2 down, w3 up.
+constexpr NameMap kMixtralExpertMap[] = {
+    {"w1", "ffn_gate_exps"},
+    {"w3", "ffn_up_exps"},
+    {"w2", "ffn_down_exps"},
 };
 
 constexpr NameMap kGlobalMap[] = {
@@ -54,24 +64,27 @@ bool split_suffix(std::string_view name, std::string_view& stem, std::string_vie
 }  // namespace
 
 std::optional<HfExpertPart> parse_hf_expert_name(std::string_view hf) {
-  constexpr std::string_view prefix = "model.layers.", mid = ".mlp.experts.", tail = ".weight";
+  constexpr std::string_view prefix = "model.layers.", mid = ".mlp.experts.", mid_mixtral = ".block_sparse_moe.experts.",
+                             tail = ".weight";
   if (!hf.starts_with(prefix) || !hf.ends_with(tail)) return std::nullopt;
   std::string_view rest = hf.substr(prefix.size(), hf.size() - prefix.size() - tail.size());
   HfExpertPart r;
   auto [p, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), r.layer);
   if (ec != std::errc() || r.layer < 0) return std::nullopt;
   rest = rest.substr(size_t(p - rest.data()));
-  if (!rest.starts_with(mid)) return std::nullopt;
-  rest = rest.substr(mid.size());
+  const bool mixtral = rest.starts_with(mid_mixtral);
+  if (!mixtral && !rest.starts_with(mid)) return std::nullopt;
+  rest = rest.substr(mixtral ? mid_mixtral.size() : mid.size());
   auto [q, ec2] = std::from_chars(rest.data(), rest.data() + rest.size(), r.expert);
   if (ec2 != std::errc() || r.expert < 0 || q == rest.data() + rest.size() || *q != '.') return std::nullopt;
   rest = rest.substr(size_t(q - rest.data()) + 1);
-  for (const auto& m : kExpertMap)
+  for (const auto& m : mixtral ? std::span<const NameMap>(kMixtralExpertMap) : std::span<const NameMap>(kExpertMap))
     if (rest == m.hf) {
       r.gguf = "blk." + std::to_string(r.layer) + "." + m.gguf + ".weight";
       return r;
     }
-  fail("tensor '{}': unknown expert tensor '{}' (expected gate_proj, up_proj, down_proj)", hf, rest);
+  fail("tensor '{}': unknown expert tensor '{}' (expected {})", hf, rest,
+       mixtral ? "w1, w2, w3" : "gate_proj, up_proj, down_proj");
 }
 
 std::optional<std::string> hf_to_gguf_name(std::string_view hf) {

@@ -15,6 +15,10 @@
 //   model.layers.N.mlp.experts.E.{gate,up,down}_proj.weight
 //                                             -> expert E of blk.N.ffn_{gate,up,down}_exps.weight
 //                                                (3-D: the converter stacks the experts)
+//   Mixtral: model.layers.N.block_sparse_moe.gate.weight -> blk.N.ffn_gate_inp.weight,
+//            model.layers.N.block_sparse_moe.experts.E.w{1,3,2}.weight -> ffn_{gate,up,down}_exps
+//   Phi-3:   model.layers.N.self_attn.qkv_proj.weight  -> blk.N.attn_qkv.weight (fused q, k, v)
+//            model.layers.N.mlp.gate_up_proj.weight    -> blk.N.ffn_up.weight (gate rows, then up)
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -41,7 +45,7 @@ std::optional<HfExpertPart> parse_hf_expert_name(std::string_view hf_name);
 // name without its suffix as kind.
 struct GgufNameParts {
   std::string kind;    // token_embd, output_norm, output, rope_freqs, attn_norm, attn_q, attn_k,
-                       // attn_v, attn_output, attn_q_norm, attn_k_norm, ffn_norm, ffn_gate,
+                       // attn_v, attn_qkv, attn_output, attn_q_norm, attn_k_norm, ffn_norm, ffn_gate,
                        // ffn_up, ffn_down, ffn_gate_inp, ffn_{gate,up,down}_exps
   int layer = -1;      // -1 for tensors outside the blocks
   std::string suffix;  // "weight" or "bias"

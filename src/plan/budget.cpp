@@ -31,7 +31,18 @@ MemoryEstimate estimate_runtime_memory(const Sensitivity& s, int64_t ctx, const 
     if (t.kind == "attn_k" && n_embd_k == 0) n_embd_k = t.rows;
     if (t.kind == "attn_v" && n_embd_v == 0) n_embd_v = t.rows;
     if (t.kind == "ffn_up" && n_ff == 0) n_ff = t.rows;
+    // phi3: q, k, v fused (n_embd_q + 2 n_embd_kv rows; n_embd_q = n_head * head_dim when the
+    // analysis recorded them, else n_embd as in every Phi-3), gate and up fused (2 n_ff rows).
+    if (t.kind == "attn_qkv" && n_embd_k == 0) {
+      const int64_t nq = s.model.n_head > 0 && s.model.head_dim > 0 ? int64_t(s.model.n_head) * s.model.head_dim : t.cols;
+      n_embd_k = (t.rows - nq) / 2;
+    }
   }
+  for (const auto& t : s.tensors)
+    if (t.kind == "attn_qkv" && t.name.ends_with(".weight")) {
+      n_ff /= 2;
+      break;
+    }
   if (n_embd == 0 || n_embd_k == 0) fail("{}: cannot estimate memory: no token_embd or attn_k tensor", s.path);
   if (n_embd_v == 0) n_embd_v = n_embd_k;
   MemoryEstimate m;

@@ -170,6 +170,47 @@ TEST(Hparams, ClearErrors) {
   EXPECT_THROW(hparams_from_hf_config(samq::test::temp_dir()), Error);
 }
 
+// Issue-16 fixtures (tests/data/archs): Mistral's window, Mixtral's experts (arch llama, expert
+// width = intermediate_size, always renormalised), Phi-3's fused tensors; Gemma 3 refused by name;
+// the fields samq cannot honour refused by name.
+TEST(Hparams, Issue16Architectures) {
+  const auto dir = [](const char* a) { return samq::test::source_path(std::string("tests/data/archs/") + a); };
+  const ModelHparams mi = hparams_from_hf_config(dir("mistral"));
+  EXPECT_EQ(mi.arch, "llama");
+  EXPECT_EQ(mi.n_swa, 16);
+  EXPECT_FALSE(mi.is_moe());
+  const ModelHparams mx = hparams_from_hf_config(dir("mixtral"));
+  EXPECT_EQ(mx.arch, "llama");
+  EXPECT_EQ(mx.hf_architecture, "MixtralForCausalLM");
+  EXPECT_EQ(mx.n_expert, 4);
+  EXPECT_EQ(mx.n_expert_used, 2);
+  EXPECT_EQ(mx.n_ff_exp, 128);
+  EXPECT_TRUE(mx.expert_weights_norm);
+  EXPECT_EQ(mx.n_swa, 0);
+  const ModelHparams ph = hparams_from_hf_config(dir("phi3"));
+  EXPECT_EQ(ph.arch, "phi3");
+  EXPECT_TRUE(ph.fused_qkv_gate_up);
+  EXPECT_EQ(ph.head_dim, 16);
+  EXPECT_EQ(ph.n_swa, 0);
+  try {
+    hparams_from_hf_config(dir("gemma3"));
+    ADD_FAILURE() << "gemma3 must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Gemma3ForCausalLM"), std::string::npos) << e.what();
+  }
+  EXPECT_NE(error_of(std::string(R"({"architectures":["Qwen2ForCausalLM"],)") + kBase + R"(, "use_sliding_window": true})")
+                .find("use_sliding_window"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(R"({"architectures":["Phi3ForCausalLM"],)") + kBase +
+                     R"(, "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.75}})")
+                .find("partial_rotary_factor"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(R"({"architectures":["MixtralForCausalLM"],)") + kBase +
+                     R"(, "num_local_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": false})")
+                .find("norm_topk_prob"),
+            std::string::npos);
+}
+
 TEST(Hparams, FromLlamaCppGguf) {
   const ModelHparams hf = hparams_from_hf_config(samq::test::shared_path("models/refcode-32m"));
   for (const char* rel : {"golden/anchors/refcode-32m-Q4_K_M-imatrix.gguf", "golden/anchors/refcode-32m-Q3_K_M-imatrix.gguf"}) {

@@ -80,8 +80,10 @@ void check_model(const test::TinyConfig& cfg) {
     };
     mg.backward(dl.data(), &grads, &hooks);
     const bool moe = m->hparams.is_moe();
-    // dense: q, k, v, o, gate, up, down per layer; MoE: q, k, v, o, router (+ experts); + head
-    EXPECT_EQ(linear_calls, (moe ? 5 : 7) * cfg.n_layer + 1);
+    // dense: q, k, v, o, gate, up, down per layer; MoE: q, k, v, o, router (+ experts); phi3:
+    // qkv, o, gate+up, down; + head
+    const bool fused = cfg.arch == "phi3";
+    EXPECT_EQ(linear_calls, (moe ? 5 : fused ? 4 : 7) * cfg.n_layer + 1);
     // every token's k experts, for gate, up and down, in every layer
     EXPECT_EQ(expert_rows, moe ? 3 * n * cfg.n_expert_used * cfg.n_layer : 0);
     const auto routing = routing_of(*m, tokens);
@@ -145,6 +147,23 @@ TEST(GradModel, MhaNoGqa) { check_model({.n_head_kv = 4, .seed = 6}); }
 // MoE: experts (stacked 3-D tensors, each expert's slice), the router through softmax, top-k and
 // renormalisation, and everything below them.
 TEST(GradModel, Qwen3MoeRenormalised) { check_model({.arch = "qwen3moe", .qk_norm = true, .seed = 7}); }
+
+// Mistral: sliding window 3 over 9 tokens, so most queries lose keys to the window; and the check
+// that the window is not ignored: the gradient differs from the full-attention model's.
+TEST(GradModel, MistralSlidingWindow) {
+  check_model({.n_swa = 3, .seed = 9});
+  auto windowed = test::make_tiny_model({.n_swa = 3, .seed = 9});
+  auto full = test::make_tiny_model({.seed = 9});
+  const auto tokens = test::tiny_tokens(9, 23, 77);
+  EXPECT_GT(std::abs(loss_of(*windowed, tokens) - loss_of(*full, tokens)), 1e-3);
+}
+
+// Mixtral: the llama graph (interleaved RoPE, no q/k norm) with renormalised top-2 experts.
+TEST(GradModel, MixtralRenormalised) { check_model({.arch = "mixtral", .seed = 10}); }
+
+// Phi-3: fused attn_qkv and gate+up ffn_up (the gradient of each block of rows reaches the right
+// part of the fused matrix).
+TEST(GradModel, Phi3Fused) { check_model({.arch = "phi3", .seed = 11}); }
 
 TEST(GradModel, Qwen3MoeTop1NotRenormalised) {
   check_model({.arch = "qwen3moe", .n_expert_used = 1, .norm_topk = false, .qk_norm = true, .seed = 8});

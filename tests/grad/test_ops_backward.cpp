@@ -137,31 +137,33 @@ TEST(GradOps, RopeNormalNeoxAndFreqFactors) {
     }
 }
 
-TEST(GradOps, AttentionCausalGqa) {
+void check_attention(int64_t window) {
   const int64_t n = 6, nh = 4, nkvh = 2, hd = 4;
   const int64_t qw = nh * hd, kw = nkvh * hd;
   auto q = randn(n * qw, 10), k = randn(n * kw, 11), v = randn(n * kw, 12), r = randn(n * qw, 13);
   std::vector<int32_t> pos(n);
   for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(t);
   const double scale = 1.0 / std::sqrt(double(hd));
+  // Independent double-precision forward: query t sees keys lo..t, lo = max(0, t - window + 1)
+  // with a window, else 0.
   auto fwd = [&](const Vec& Q, const Vec& K, const Vec& V) {
     double L = 0;
     for (int64_t t = 0; t < n; ++t)
       for (int64_t h = 0; h < nh; ++h) {
-        const int64_t g = h / (nh / nkvh);
-        Vec s(t + 1);
+        const int64_t g = h / (nh / nkvh), lo = window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
+        Vec s(t + 1, 0.0);
         double mx = -1e300;
-        for (int64_t j = 0; j <= t; ++j) {
+        for (int64_t j = lo; j <= t; ++j) {
           double a = 0;
           for (int64_t i = 0; i < hd; ++i) a += Q[t * qw + h * hd + i] * K[j * kw + g * hd + i];
           s[j] = a * scale;
           mx = std::max(mx, s[j]);
         }
         double z = 0;
-        for (auto& e : s) z += (e = std::exp(e - mx));
+        for (int64_t j = lo; j <= t; ++j) z += (s[j] = std::exp(s[j] - mx));
         for (int64_t i = 0; i < hd; ++i) {
           double o = 0;
-          for (int64_t j = 0; j <= t; ++j) o += s[j] / z * V[j * kw + g * hd + i];
+          for (int64_t j = lo; j <= t; ++j) o += s[j] / z * V[j * kw + g * hd + i];
           L += o * r[t * qw + h * hd + i];
         }
       }
@@ -179,6 +181,7 @@ TEST(GradOps, AttentionCausalGqa) {
     a.v = v.data();
     a.pos = pos.data();
     a.scale = float(scale);
+    a.window = window;
     std::vector<float> out(n * qw), probs(nh * n * n);
     a.out = out.data();
     a.probs = probs.data();
@@ -190,6 +193,11 @@ TEST(GradOps, AttentionCausalGqa) {
     expect_close(dv, numeric_grad(to_d(v), [&](const Vec& V) { return fwd(to_d(q), to_d(k), V); }), "dv");
   }
 }
+
+TEST(GradOps, AttentionCausalGqa) { check_attention(0); }
+
+// Sliding window of 3 over 6 tokens (Mistral's mask): the masked keys get no gradient.
+TEST(GradOps, AttentionSlidingWindow) { check_attention(3); }
 
 TEST(GradOps, Swiglu) {
   const int64_t n = 40;

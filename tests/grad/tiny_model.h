@@ -13,9 +13,10 @@
 namespace samq::test {
 
 struct TinyConfig {
-  std::string arch = "llama";  // llama | qwen2 | qwen3 | qwen3moe
+  std::string arch = "llama";  // llama | qwen2 | qwen3 | qwen3moe | mixtral (llama with experts) | phi3 (fused)
   int64_t n_vocab = 23, n_embd = 32, n_layer = 2, n_head = 4, n_head_kv = 2, head_dim = 8, n_ff = 48;
-  int64_t n_expert = 4, n_expert_used = 2, n_ff_exp = 16;  // qwen3moe only
+  int64_t n_expert = 4, n_expert_used = 2, n_ff_exp = 16;  // qwen3moe and mixtral only
+  int64_t n_swa = 0;  // sliding window (mistral), 0: none
   bool norm_topk = true;
   bool bias = false, qk_norm = false, tied = false, rope_freqs = false;
   uint32_t seed = 1;
@@ -40,7 +41,10 @@ inline Tensor tiny_tensor(const std::string& name, int64_t rows, int64_t cols, s
 inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
   auto m = std::make_shared<Model>();
   ModelHparams& h = m->hparams;
-  h.arch = c.arch;
+  const bool moe = c.arch == "qwen3moe" || c.arch == "mixtral";
+  h.arch = c.arch == "mixtral" ? "llama" : c.arch;
+  h.n_swa = c.n_swa;
+  h.fused_qkv_gate_up = c.arch == "phi3";
   h.n_vocab = c.n_vocab;
   h.n_ctx_train = 64;
   h.n_embd = c.n_embd;
@@ -54,7 +58,7 @@ inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
   h.tied_embeddings = c.tied;
   h.attn_bias = c.bias;
   h.qk_norm = c.qk_norm;
-  if (c.arch == "qwen3moe") {
+  if (moe) {
     h.n_expert = c.n_expert;
     h.n_expert_used = c.n_expert_used;
     h.n_ff_exp = c.n_ff_exp;
@@ -71,9 +75,13 @@ inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
     const std::string p = "blk." + std::to_string(l) + ".";
     LayerWeights L;
     L.attn_norm = tiny_tensor(p + "attn_norm.weight", 1, c.n_embd, g, 0.1f, 1.0f);
-    L.attn_q = tiny_tensor(p + "attn_q.weight", c.n_head * c.head_dim, c.n_embd, g, s);
-    L.attn_k = tiny_tensor(p + "attn_k.weight", c.n_head_kv * c.head_dim, c.n_embd, g, s);
-    L.attn_v = tiny_tensor(p + "attn_v.weight", c.n_head_kv * c.head_dim, c.n_embd, g, s);
+    if (c.arch == "phi3") {
+      L.attn_qkv = tiny_tensor(p + "attn_qkv.weight", (c.n_head + 2 * c.n_head_kv) * c.head_dim, c.n_embd, g, s);
+    } else {
+      L.attn_q = tiny_tensor(p + "attn_q.weight", c.n_head * c.head_dim, c.n_embd, g, s);
+      L.attn_k = tiny_tensor(p + "attn_k.weight", c.n_head_kv * c.head_dim, c.n_embd, g, s);
+      L.attn_v = tiny_tensor(p + "attn_v.weight", c.n_head_kv * c.head_dim, c.n_embd, g, s);
+    }
     if (c.bias) {
       L.attn_q_bias = tiny_tensor(p + "attn_q.bias", 1, c.n_head * c.head_dim, g, 0.2f);
       L.attn_k_bias = tiny_tensor(p + "attn_k.bias", 1, c.n_head_kv * c.head_dim, g, 0.2f);
@@ -85,13 +93,16 @@ inline std::shared_ptr<Model> make_tiny_model(const TinyConfig& c) {
     }
     L.attn_output = tiny_tensor(p + "attn_output.weight", c.n_embd, c.n_head * c.head_dim, g, s);
     L.ffn_norm = tiny_tensor(p + "ffn_norm.weight", 1, c.n_embd, g, 0.1f, 1.0f);
-    if (c.arch == "qwen3moe") {
+    if (moe) {
       const int64_t NE = c.n_expert;
       L.ffn_gate_inp = tiny_tensor(p + "ffn_gate_inp.weight", NE, c.n_embd, g, 1.0f);
       L.ffn_gate_exps = tiny_tensor(p + "ffn_gate_exps.weight", NE * c.n_ff_exp, c.n_embd, g, s);
       L.ffn_up_exps = tiny_tensor(p + "ffn_up_exps.weight", NE * c.n_ff_exp, c.n_embd, g, s);
       L.ffn_down_exps = tiny_tensor(p + "ffn_down_exps.weight", NE * c.n_embd, c.n_ff_exp, g, s);
       for (Tensor* t : {&L.ffn_gate_exps, &L.ffn_up_exps, &L.ffn_down_exps}) t->n_mat = NE;
+    } else if (c.arch == "phi3") {
+      L.ffn_up = tiny_tensor(p + "ffn_up.weight", 2 * c.n_ff, c.n_embd, g, s);
+      L.ffn_down = tiny_tensor(p + "ffn_down.weight", c.n_embd, c.n_ff, g, s);
     } else {
       L.ffn_gate = tiny_tensor(p + "ffn_gate.weight", c.n_ff, c.n_embd, g, s);
       L.ffn_up = tiny_tensor(p + "ffn_up.weight", c.n_ff, c.n_embd, g, s);

@@ -15,9 +15,8 @@
 import {execFileSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import zlib from "node:zlib";
 
-import {checks, importGetLlama, samq, shared, workDir} from "./interop-helpers.mjs";
+import {checks, importGetLlama, readSamqLogits, samq, shared, workDir} from "./interop-helpers.mjs";
 
 const getLlama = await importGetLlama();
 const work = workDir("moe");
@@ -25,49 +24,6 @@ const CTX = 512, CHUNKS = Number(process.env.SAMQ_MOE_CHUNKS ?? 4);
 const MARGIN = 2e-2;
 const REQUIRED = {bf16: 100, q8_0: 99, q4_K_M: 99};
 const run = (args) => execFileSync(samq, args, {encoding: "utf8", maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "inherit"]});
-
-// samq's base-logits file (src/eval/logits_codec.h): tokens, and per scored position the codes;
-// returns {tokens, top: per chunk, per scored position: {id: argmax (-1 when the top code is
-// tied), gap: top-1 minus top-2 log-prob}}.
-function readSamqLogits(file) {
-  const b = fs.readFileSync(file);
-  let off = 0;
-  const u32 = () => { const v = b.readUInt32LE(off); off += 4; return v; };
-  if (b.toString("latin1", 0, 8) !== "SAMQLGT1") throw new Error(`${file}: not a samq logits file`);
-  off = 8;
-  const nCtx = u32(), nVocab = u32(), nChunk = u32();
-  const tokens = [];
-  for (let i = 0; i < nCtx * nChunk; i++) { tokens.push(b.readInt32LE(off)); off += 4; }
-  const shaLen = u32();
-  off += shaLen;
-  const top = [];
-  for (let c = 0; c < nChunk; c++) {
-    u32();  // raw bytes
-    const zBytes = u32();
-    const raw = zlib.inflateSync(b.subarray(off, off + zBytes));
-    off += zBytes;
-    let p = 0;
-    const rows = [];
-    while (p < raw.length) {
-      const scale = raw.readFloatLE(p);  // log p = scale * code + min_log_prob
-      p += 8;
-      const n = raw.readUInt32LE(p); p += 4;
-      let id = -1, best = -1, bestCode = -1, second = 0, tied = false;  // ids: varint (id - previous id - 1), from -1
-      for (let k = 0; k < n; k++) {
-        let delta = 0, shift = 0, byte;
-        do { byte = raw[p++]; delta |= (byte & 0x7f) << shift; shift += 7; } while (byte & 0x80);
-        id += delta + 1;
-        const code = raw.readUInt16LE(p); p += 2;
-        if (code > bestCode) { second = Math.max(second, bestCode); bestCode = code; best = id; tied = false; }
-        else if (code === bestCode) tied = true;
-        else second = Math.max(second, code);
-      }
-      rows.push({id: tied ? -1 : best, gap: tied ? 0 : scale * (bestCode - second)});
-    }
-    top.push(rows);
-  }
-  return {nCtx, nVocab, tokens, top};
-}
 
 const model = path.join(shared, "models/refmoe-31m");
 const evalFile = path.join(work, "eval-head.txt");

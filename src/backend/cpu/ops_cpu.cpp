@@ -416,19 +416,20 @@ class CpuOps final : public Ops {
       for (int64_t it = i0; it < i1; ++it) {
         const int64_t t = it / a.n_head, h = it % a.n_head, hk = h / group;
         const int64_t last = std::min<int64_t>(a.pos[t], a.n_kv - 1);
+        const int64_t lo = std::min(attention_first_key(a.pos[t], a.window), last + 1);
         const float* q = a.q + t * qw + h * hd;
         float mx = -INFINITY;
-        for (int64_t j = 0; j <= last; ++j) {
+        for (int64_t j = lo; j <= last; ++j) {
           sc[j] = cpu::dot_f32(q, a.k + j * kw + hk * hd, hd) * a.scale;
           mx = std::max(mx, sc[j]);
         }
-        const float inv = 1.0f / cpu::exp_sub_sum(sc, last + 1, mx);
+        const float inv = 1.0f / cpu::exp_sub_sum(sc + lo, last + 1 - lo, mx);
         float* o = a.out + t * qw + h * hd;
         std::fill(o, o + hd, 0.0f);
-        for (int64_t j = 0; j <= last; ++j) cpu::axpy_f32(sc[j] * inv, a.v + j * kw + hk * hd, o, hd);
+        for (int64_t j = lo; j <= last; ++j) cpu::axpy_f32(sc[j] * inv, a.v + j * kw + hk * hd, o, hd);
         if (a.probs) {
           float* pr = a.probs + (h * a.n_tokens + t) * a.n_kv;
-          for (int64_t j = 0; j < a.n_kv; ++j) pr[j] = j <= last ? sc[j] * inv : 0.0f;
+          for (int64_t j = 0; j < a.n_kv; ++j) pr[j] = j >= lo && j <= last ? sc[j] * inv : 0.0f;
         }
       }
     });
@@ -454,9 +455,11 @@ class CpuOps final : public Ops {
         for (int64_t i = 0; i < bq; ++i) {
           float* sc = S + i * n_keys;
           const int64_t last = std::min<int64_t>(a.pos[t0 + i], a.n_kv - 1);
-          const float mx = cpu::max_f32(sc, last + 1);
-          const float inv = 1.0f / cpu::exp_sub_sum(sc, last + 1, mx);
-          cpu::scale_mul(sc, inv, nullptr, sc, last + 1);
+          const int64_t lo = std::min(attention_first_key(a.pos[t0 + i], a.window), last + 1);
+          const float mx = cpu::max_f32(sc + lo, last + 1 - lo);
+          const float inv = 1.0f / cpu::exp_sub_sum(sc + lo, last + 1 - lo, mx);
+          cpu::scale_mul(sc + lo, inv, nullptr, sc + lo, last + 1 - lo);
+          std::fill(sc, sc + lo, 0.0f);
           std::fill(sc + last + 1, sc + n_keys, 0.0f);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(bq), int(hd), int(n_keys), 1.0f, S, int(n_keys),

@@ -1,6 +1,7 @@
 // Host memory behind the Ops defaults (backend/ops.h): what reference_ops() and cpu_ops() use.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -66,6 +67,13 @@ __attribute__((target("avx512f"))) void round_f16_avx512(float* x, int64_t n) {
   round_f16_scalar(x + i, n - i);
 }
 }  // namespace
+
+void Ops::copy_cols(float* dst, int64_t dst_stride, const float* src, int64_t src_stride, int64_t rows,
+                    int64_t cols) const {
+  if (!host_memory())
+    fail("the {} backend does not implement copy_cols (fused attn_qkv / gate+up models run on the CPU)", name());
+  for (int64_t r = 0; r < rows; ++r) std::copy(src + r * src_stride, src + r * src_stride + cols, dst + r * dst_stride);
+}
 
 void Ops::round_f16(float* x, int64_t n) const {
   static const bool avx512 = [] {

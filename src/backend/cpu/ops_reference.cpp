@@ -112,34 +112,35 @@ class ReferenceOps final : public Ops {
     }
   }
 
-  // out[t, h] = sum_j softmax_j(scale * q[t,h] . k[j,h/g]) v[j,h/g], j <= pos[t]
+  // out[t, h] = sum_j softmax_j(scale * q[t,h] . k[j,h/g]) v[j,h/g], first_key(pos[t]) <= j <= pos[t]
   void attention(const AttentionArgs& a) const override {
     const int64_t hd = a.head_dim, group = a.n_head / a.n_head_kv;
     const int64_t qw = a.n_head * hd, kw = a.n_head_kv * hd;
     std::vector<double> sc(a.n_kv);
     for (int64_t t = 0; t < a.n_tokens; ++t) {
       const int64_t last = std::min<int64_t>(a.pos[t], a.n_kv - 1);
+      const int64_t lo = attention_first_key(a.pos[t], a.window);
       for (int64_t h = 0; h < a.n_head; ++h) {
         const float* q = a.q + t * qw + h * hd;
         const int64_t hk = h / group;
         double mx = -INFINITY;
-        for (int64_t j = 0; j <= last; ++j) {
+        for (int64_t j = lo; j <= last; ++j) {
           double s = 0;
           for (int64_t i = 0; i < hd; ++i) s += double(q[i]) * a.k[j * kw + hk * hd + i];
           sc[j] = s * a.scale;
           mx = std::max(mx, sc[j]);
         }
         double sum = 0;
-        for (int64_t j = 0; j <= last; ++j) sum += (sc[j] = std::exp(sc[j] - mx));
+        for (int64_t j = lo; j <= last; ++j) sum += (sc[j] = std::exp(sc[j] - mx));
         float* o = a.out + t * qw + h * hd;
         for (int64_t i = 0; i < hd; ++i) {
           double acc = 0;
-          for (int64_t j = 0; j <= last; ++j) acc += sc[j] / sum * a.v[j * kw + hk * hd + i];
+          for (int64_t j = lo; j <= last; ++j) acc += sc[j] / sum * a.v[j * kw + hk * hd + i];
           o[i] = float(acc);
         }
         if (a.probs) {
           float* pr = a.probs + (h * a.n_tokens + t) * a.n_kv;
-          for (int64_t j = 0; j < a.n_kv; ++j) pr[j] = j <= last ? float(sc[j] / sum) : 0.0f;
+          for (int64_t j = 0; j < a.n_kv; ++j) pr[j] = j >= lo && j <= last ? float(sc[j] / sum) : 0.0f;
         }
       }
     }

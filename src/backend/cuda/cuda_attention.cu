@@ -50,6 +50,11 @@ void validate(const Device& d, const AttentionArgs& a, const char* op) {
   if (a.n_head <= 0 || a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0)
     fail("{} {}: n_head {} is not a positive multiple of n_head_kv {}", d.label, op, a.n_head, a.n_head_kv);
   if (a.head_dim <= 0) fail("{} {}: head_dim {}", d.label, op, a.head_dim);
+  // The masked softmax below knows the causal mask only; a sliding window would be silently
+  // ignored, so it is refused (model/forward.cpp refuses such models before the first layer).
+  if (a.window > 0)
+    fail("{} {}: sliding-window attention (window {}) is not implemented by the CUDA backend (use --device cpu)",
+         d.label, op, a.window);
 }
 
 // One block per row of the chunk's scores S[r][i][t][:] (rows = gs * ng * tb): masked softmax in
