@@ -1,7 +1,7 @@
 // Model-level parity of the CUDA backend with the CPU engine (issue 13's bounds), on the trained
 // refcode-32m and on every tiny checkpoint of ../shared/golden/archs:
 //   - forward logits vs the CPU engine in exact float32: max |Δ| <= 2e-3; with ggml's rounding:
-//     mean KL between the backends below the rounding's own KL on the CPU; vs HF transformers' float32 logits
+//     mean KL between the backends below the sum of the roundings' own KLs (each backend rounded vs exact); vs HF transformers' float32 logits
 //     (exact-float mode): the CPU golden test's 1e-3;
 //   - perplexity on 32 chunks of eval.txt within 0.05 %;
 //   - Hessians in exact float32: relative Frobenius error <= 1e-5 per entry (with ggml's rounding:
@@ -128,11 +128,18 @@ TEST_P(CudaModel, LogitsMatchCpuEngine) {
   // f16 KV cache, a discontinuous function of its inputs. Where the backends' sums differ in the
   // last bit a rounding flips by a whole step (2^-8 relative for bf16), and the flip propagates,
   // so max |Δ| is set by the rarest flips (measured: 0.0575 on refcode-32m, about what the
-  // rounding itself moves the CPU's logits, 0.054). The contract is on the distributions: the
-  // backends disagree (mean KL) less than ggml's rounding moves the CPU's own distributions away
-  // from exact arithmetic, for a whole prefill and for prefill + decode steps.
+  // rounding itself moves the CPU's logits, 0.054). The contract is on the distributions. Each
+  // backend's rounded result is its exact result plus a rounding perturbation (e_cpu, e_gpu); to
+  // second order KL(p + e1 || p + e2) = E|e1 - e2|^2 / 2 in the Fisher metric, which is
+  // KL(cpu ggml || cpu exact) + KL(gpu ggml || gpu exact) when the two perturbations are
+  // uncorrelated and less when they share rounding decisions. So the backends may disagree (mean
+  // KL) by at most the sum of what the rounding moves each of them from its own exact arithmetic
+  // (both measured here), for a whole prefill and for prefill + decode steps: a GPU error beyond
+  // the rounding's own size fails it. (A first version bounded it by the CPU's term alone, which
+  // ignores the GPU's own rounding; refcode-32m measured 1.21x that.)
   const int64_t vocab = cpu->hparams.n_vocab;
   const auto cpu_exact = forward_logits(*cpu, cpu_ops(), tokens);
+  const auto gpu_exact = forward_logits(*dev, *g.ops, tokens);
   // prefill then one token at a time (KV cache, positions)
   auto decode = [&](const Model& m, const Ops& ops) {
     KvCache c(m, n, ops);
@@ -150,19 +157,21 @@ TEST_P(CudaModel, LogitsMatchCpuEngine) {
     return all;
   };
   EXPECT_LE(test::max_abs_diff(decode(*dev, *g.ops), decode(*cpu, cpu_ops())), 2e-3f) << "prefill + decode, exact float32";
-  const auto cpu_exact_dec = decode(*cpu, cpu_ops());
+  const auto cpu_exact_dec = decode(*cpu, cpu_ops()), gpu_exact_dec = decode(*dev, *g.ops);
   cpu->ggml_numerics = dev->ggml_numerics = true;
   const auto a = forward_logits(*cpu, cpu_ops(), tokens);
   const auto b = forward_logits(*dev, *g.ops, tokens);
-  const double kl = mean_kl(a, b, vocab), kl_round = mean_kl(a, cpu_exact, vocab);
+  const double kl = mean_kl(a, b, vocab);
+  const double kl_round = mean_kl(a, cpu_exact, vocab) + mean_kl(b, gpu_exact, vocab);
   const auto ad = decode(*cpu, cpu_ops()), bd = decode(*dev, *g.ops);
-  const double kl_dec = mean_kl(ad, bd, vocab), kl_dec_round = mean_kl(ad, cpu_exact_dec, vocab);
+  const double kl_dec = mean_kl(ad, bd, vocab);
+  const double kl_dec_round = mean_kl(ad, cpu_exact_dec, vocab) + mean_kl(bd, gpu_exact_dec, vocab);
   std::printf("[ %s ] %s: max |logit(cpu) - logit(gpu)| over %lld tokens = %.3g (exact float32), %.3g (ggml numerics); "
-              "ggml numerics mean KL(cpu||gpu) %.3g vs the rounding's own KL(cpu ggml||cpu exact) %.3g; "
-              "prefill + decode %.3g vs %.3g\n",
+              "ggml numerics mean KL(cpu||gpu) %.3g vs the roundings' own KL(cpu ggml||cpu exact) + KL(gpu ggml||gpu "
+              "exact) %.3g; prefill + decode %.3g vs %.3g\n",
               GetParam().c_str(), g.device.c_str(), (long long)n, d_exact, test::max_abs_diff(a, b), kl, kl_round,
               kl_dec, kl_dec_round);
-  EXPECT_LE(kl, kl_round) << "ggml numerics: the backends disagree more than the rounding moves the CPU";
+  EXPECT_LE(kl, kl_round) << "ggml numerics: the backends disagree more than their roundings move them";
   EXPECT_LE(kl_dec, kl_dec_round) << "ggml numerics, prefill + decode";
 }
 
