@@ -1,8 +1,8 @@
 // Records llama.cpp's own single-tensor ΔKL on refcode-32m (issue 15 item 2): the oracle that
 // tests/analyze/slow_prediction.cpp checks samq's predicted Δloss against. Runnable by hand; not
 // part of ctest. The committed fixture (tests/analyze/data/refcode-32m-llamacpp-kld.json) was made
-// with the defaults: 185 measurements, about 15 minutes on 2 idle cores, about 40 on 2 cores shared
-// with other work.
+// with the defaults (and samq c65dc74): 185 measurements in 34 minutes on 2 cores shared with
+// other work; a measurement takes 3 s on idle cores.
 //
 //   cd tests/node && node record_single_tensor_kld.mjs [--out FILE] [--chunks N] [--threads N]
 //       [--imatrix FILE] [--limit N] [--only REGEX] [--samq-full]
@@ -25,6 +25,7 @@
 //           the other; the fixture is rewritten after every measurement ("complete": false until
 //           the last).
 //   --only REGEX: only the measurements whose "name type" matches (pilot runs).
+//   --subset-types LIST: the subset's types instead of q3_K,q6_K,iq4_xs (also q5_K, q8_0).
 //   --samq-full: also `samq eval` every file on the same windows against the BF16 file's logits
 //           (samq_full_kld: samq's engine, full vocabulary), to see how far the top-64 bound falls
 //           short of the full KL.
@@ -54,10 +55,10 @@ const only = opt("--only", null);
 // full-vocabulary KL from samq's engine (samq_full_kld), to see how far the top-64 bound falls short
 const samqFull = args.includes("--samq-full");
 const CTX = 512, TEXT_OFFSET = 1000000;
-const ALL_TYPES = ["q2_K", "q4_K"], SUBSET_TYPES = ["q3_K", "q6_K", "iq4_xs"];
+const ALL_TYPES = ["q2_K", "q4_K"], SUBSET_TYPES = opt("--subset-types", "q3_K,q6_K,iq4_xs").split(",");
 const SUBSET = (name) => /^blk\.(0|3|7)\./.test(name) || name === "token_embd.weight" || name === "output.weight";
 // bytes per block of 256 (ggml-formats.md)
-const BLOCK_BYTES = {q2_K: 84, q3_K: 110, q4_K: 144, q6_K: 210, iq4_xs: 136};
+const BLOCK_BYTES = {q2_K: 84, q3_K: 110, q4_K: 144, q5_K: 176, q6_K: 210, iq4_xs: 136, q8_0: 272};
 
 const {getLlama, readGgufFileInfo} = await import("node-llama-cpp");
 const nlcVersion = JSON.parse(fs.readFileSync(path.join(here, "node_modules/node-llama-cpp/package.json"), "utf8")).version;
@@ -229,7 +230,7 @@ const writeDoc = (complete) => {
       "imatrix of calib.txt[0:300000], 16384 tokens, ctx 512) and every other matrix BF16, against the BF16 file (samq convert --type bf16). " +
       `Text: ${nChunks} chunks of ${CTX} tokens (BOS + llama.cpp's tokens) of calib.txt from byte ${TEXT_OFFSET}, the second half of each chunk scored. ` +
       `KL over the BF16 file's top ${TOP_K} tokens plus the rest as one outcome (a lower bound of the full KL; the top ${TOP_K} hold base_top_k_mass of the probability on average). ` +
-      "Types: q2_K and q4_K for every matrix; q3_K, q6_K and iq4_xs for layers 0, 3 and 7, token_embd and output. Made by tests/node/record_single_tensor_kld.mjs.",
+      `Types: ${ALL_TYPES.join(" and ")} for every matrix; ${SUBSET_TYPES.join(", ")} for layers 0, 3 and 7, token_embd and output. Made by tests/node/record_single_tensor_kld.mjs.`,
     chunks: nChunks, ctx: CTX, text_offset: TEXT_OFFSET, scored_tokens: base.pos.length, threads,
     top_k: TOP_K, base_top_k_mass: Number(massT.toFixed(6)), floor_kld: floor.mean,
     complete, kld_se_about: "standard error of kld from the means of blocks of 85 scored tokens (3 per chunk)", measurements,
