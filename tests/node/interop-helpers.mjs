@@ -161,3 +161,36 @@ export function readSamqLogits(file) {
   }
   return {nCtx, nVocab, tokens, top};
 }
+
+// samq's greedy next token (from `samq eval --save-logits`, readSamqLogits) against llama.cpp's on
+// the same chunks: llama.cpp evaluates each chunk of ctx tokens (BOS first, as samq eval and
+// llama-perplexity do) and generates greedily at the scored positions (the second half). Counts:
+// same (samq's top-2 gap >= margin), near (gap < margin: the engines sum in other orders) and
+// nearSame among them, ties (samq's codes tie), total (not tied), and the first differences.
+export async function topOneAgreement(m, ours, ctx, margin, contextSize = ctx) {
+  const c0 = await m.createContext({contextSize, batchSize: ctx, threads: 2});
+  const seq = c0.getSequence();
+  const r = {same: 0, total: 0, ties: 0, nearSame: 0, near: 0, diffs: []};
+  for (let c = 0; c < ours.top.length; c++) {
+    const chunk = ours.tokens.slice(c * ctx, (c + 1) * ctx);
+    chunk[0] = m.tokens.bos;
+    await seq.clearHistory();
+    const input = chunk.map((t, j) => (j >= ctx / 2 && j < ctx - 1 ? [t, {generateNext: {token: true, options: {temperature: 0}}}] : t));
+    const outs = await seq.controlledEvaluate(input);
+    ours.top[c].forEach(({id, gap}, k) => {
+      const j = ctx / 2 + k;
+      const l = outs[j]?.next?.token;
+      if (id < 0) { r.ties++; return; }
+      r.total++;
+      if (gap < margin) {
+        r.near++;
+        r.nearSame += id === l ? 1 : 0;
+        return;
+      }
+      if (id === l) r.same++;
+      else if (r.diffs.length < 5) r.diffs.push(`chunk ${c} position ${j}: samq ${id}, llama.cpp ${l} (samq's top-2 gap ${gap.toFixed(4)})`);
+    });
+  }
+  await c0.dispose();
+  return r;
+}

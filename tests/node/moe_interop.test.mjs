@@ -16,7 +16,7 @@ import {execFileSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
-import {checks, importGetLlama, readSamqLogits, samq, shared, workDir} from "./interop-helpers.mjs";
+import {checks, importGetLlama, readSamqLogits, samq, shared, topOneAgreement, workDir} from "./interop-helpers.mjs";
 
 const getLlama = await importGetLlama();
 const work = workDir("moe");
@@ -44,31 +44,7 @@ for (const type of ["bf16", "q8_0", "q4_K_M"]) {
   const ours = readSamqLogits(logits);
   const m = await llama.loadModel({modelPath: file});
   if (m.fileInfo?.metadata?.general?.architecture !== "qwen3moe") checks.fail(`${type}: llama.cpp reads architecture ${m.fileInfo?.metadata?.general?.architecture}`);
-  const ctx = await m.createContext({contextSize: CTX, batchSize: CTX, threads: 2});
-  const seq = ctx.getSequence();
-  let same = 0, total = 0, ties = 0, nearSame = 0, near = 0;
-  const diffs = [];
-  for (let c = 0; c < ours.top.length; c++) {
-    const chunk = ours.tokens.slice(c * CTX, (c + 1) * CTX);
-    chunk[0] = m.tokens.bos;  // as samq eval and llama-perplexity evaluate each chunk
-    await seq.clearHistory();
-    const input = chunk.map((t, j) => (j >= CTX / 2 && j < CTX - 1 ? [t, {generateNext: {token: true, options: {temperature: 0}}}] : t));
-    const outs = await seq.controlledEvaluate(input);
-    ours.top[c].forEach(({id, gap}, r) => {
-      const j = CTX / 2 + r;
-      const l = outs[j]?.next?.token;
-      if (id < 0) { ties++; return; }
-      total++;
-      if (gap < MARGIN) {
-        near++;
-        nearSame += id === l ? 1 : 0;
-        return;
-      }
-      if (id === l) same++;
-      else if (diffs.length < 5) diffs.push(`chunk ${c} position ${j}: samq ${id}, llama.cpp ${l} (samq's top-2 gap ${gap.toFixed(4)})`);
-    });
-  }
-  await ctx.dispose();
+  const {same, total, ties, nearSame, near, diffs} = await topOneAgreement(m, ours, CTX, MARGIN);
   await m.dispose();
   // BF16: every position but the near ties; Q8_0: every position.
   const [num, den] = type === "bf16" ? [same, total - near] : [same + nearSame, total];
