@@ -176,6 +176,16 @@ void Scheduler::finish(Slot& s, Event e) {
   s.job->ch->push(std::move(e));
 }
 
+namespace {
+std::mutex& admission_gate() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace
+
+Scheduler::AdmissionHold::AdmissionHold() { admission_gate().lock(); }
+Scheduler::AdmissionHold::~AdmissionHold() { admission_gate().unlock(); }
+
 void Scheduler::run() {
   std::vector<StepInput> batch;
   std::vector<Slot*> who;
@@ -186,7 +196,21 @@ void Scheduler::run() {
       std::unique_lock lk(mu_);
       cv_.wait(lk, [&] { return stopping_ || !slots_.empty() || !queue_.empty(); });
       if (stopping_) break;
-      while (int(slots_.size()) < opt_.parallel && !queue_.empty()) {
+      // No admission while a request's choices are being submitted (AdmissionHold): active
+      // sequences keep decoding meanwhile; with none active, wait for the hold to end.
+      std::unique_lock gate(admission_gate(), std::defer_lock);
+      bool admit = true;
+      if (!queue_.empty() && !gate.try_lock()) {
+        if (slots_.empty()) {
+          lk.unlock();
+          gate.lock();
+          lk.lock();
+          if (stopping_) break;
+        } else {
+          admit = false;
+        }
+      }
+      while (admit && int(slots_.size()) < opt_.parallel && !queue_.empty()) {
         auto job = std::move(queue_.front());
         queue_.pop_front();
         if (job->ch->cancelled()) continue;

@@ -34,6 +34,16 @@ class Scheduler {
   // Tokenizes and queues the request. Throws ApiError: 400 when the prompt does not fit the
   // context, 429 when the queue is full, 503 after stop().
   std::shared_ptr<RequestChannel> submit(const GenRequest& req);
+  // While one lives, no scheduler admits queued requests: the n choices of one API request are
+  // submitted under it, so they enter the batch in the same step every time. The batch's shape
+  // changes the engine's float rounding, so this is what makes seeded choices repeat.
+  class AdmissionHold {
+   public:
+    AdmissionHold();
+    ~AdmissionHold();
+    AdmissionHold(const AdmissionHold&) = delete;
+    AdmissionHold& operator=(const AdmissionHold&) = delete;
+  };
 
   void stop();
   int active() const;

@@ -359,11 +359,15 @@ void Server::install_routes() {
           std::find(opt_.aliases.begin(), opt_.aliases.end(), ar.model) == opt_.aliases.end())
         throw ApiError(404, "invalid_request_error", "model_not_found",
                        "The model '" + ar.model.substr(0, 256) + "' does not exist.", "model");
-      // n choices: n requests (seeded ones with seed + index, so choices differ yet repeat).
-      for (int i = 0; i < ar.n; ++i) {
-        GenRequest g = ar.gen;
-        if (g.sampling.seed && i > 0) g.sampling.seed = *g.sampling.seed + uint64_t(i);
-        exs.push_back(router.begin(g, ar.stream));
+      // n choices: n requests (seeded ones with seed + index, so choices differ yet repeat),
+      // admitted together (Scheduler::AdmissionHold).
+      {
+        Scheduler::AdmissionHold hold;
+        for (int i = 0; i < ar.n; ++i) {
+          GenRequest g = ar.gen;
+          if (g.sampling.seed && i > 0) g.sampling.seed = *g.sampling.seed + uint64_t(i);
+          exs.push_back(router.begin(g, ar.stream));
+        }
       }
       // Wait for the first event of each choice here, so errors before any token get their own
       // status and x-samq-served-by names who really produced the answer.
